@@ -1,0 +1,69 @@
+"""crwatch: watch Kubernetes resources from asyncio, correctly.
+
+The public API lives here; every other module is private. ``crwatch.testing`` holds the
+in-process fake API server for tests.
+"""
+
+from __future__ import annotations
+
+from ._events import Event, EventType, object_key
+from ._exceptions import (
+    ApiError,
+    BadRequestError,
+    ConflictError,
+    CrwatchError,
+    EventTooLargeError,
+    ExpiredError,
+    ForbiddenError,
+    InvalidError,
+    InvalidOptionError,
+    MalformedLineError,
+    NotFoundError,
+    ResourceVersionTooLargeError,
+    ServerError,
+    StallTimeout,
+    StreamError,
+    SyncTimeout,
+    TooManyRequestsError,
+    TransportError,
+    UnauthorizedError,
+)
+from ._resource import Resource
+from ._version import __version__
+
+__all__ = [
+    "ApiError",
+    "BadRequestError",
+    "ConflictError",
+    "CrwatchError",
+    "Event",
+    "EventTooLargeError",
+    "EventType",
+    "ExpiredError",
+    "ForbiddenError",
+    "InvalidError",
+    "InvalidOptionError",
+    "MalformedLineError",
+    "NotFoundError",
+    "Resource",
+    "ResourceVersionTooLargeError",
+    "ServerError",
+    "StallTimeout",
+    "StreamError",
+    "SyncTimeout",
+    "TooManyRequestsError",
+    "TransportError",
+    "UnauthorizedError",
+    "__version__",
+    "object_key",
+]
+
+# One public door: show every public name as crwatch.X in reprs, tracebacks and docs.
+for _name in __all__:
+    _obj = globals()[_name]
+    if getattr(_obj, "__module__", "").startswith("crwatch._"):
+        try:
+            _obj.__module__ = "crwatch"
+        except (AttributeError, TypeError):  # pragma: no cover - builtins and the like
+            pass
+del _name, _obj
