@@ -1,0 +1,235 @@
+"""Tests of the sans-IO wire layer: framing, event parsing, Status mapping, RV order."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from crwatch import (
+    BadRequestError,
+    EventTooLargeError,
+    ExpiredError,
+    ForbiddenError,
+    InvalidError,
+    MalformedLineError,
+    NotFoundError,
+    ResourceVersionTooLargeError,
+    ServerError,
+    TooManyRequestsError,
+)
+from crwatch._wire import (
+    LineSplitter,
+    compare_resource_versions,
+    loads,
+    parse_event,
+    parse_retry_after,
+    status_to_error,
+)
+
+# Lines as the server writes them: no newline inside, may be long, may contain spaces.
+_line = st.binary(min_size=1, max_size=300).map(lambda b: b.replace(b"\n", b"x"))
+
+
+def _split(data: bytes, cuts: list[int]) -> list[bytes]:
+    points = sorted({c % (len(data) + 1) for c in cuts})
+    chunks, last = [], 0
+    for p in [*points, len(data)]:
+        chunks.append(data[last:p])
+        last = p
+    return chunks
+
+
+def _feed_all(splitter: LineSplitter, chunks: list[bytes]) -> list[bytes | EventTooLargeError]:
+    out: list[bytes | EventTooLargeError] = []
+    for chunk in chunks:
+        out.extend(splitter.feed(chunk))
+    return out
+
+
+@given(st.lists(_line, max_size=20), st.lists(st.integers(min_value=0), max_size=30))
+def test_any_chunking_yields_the_same_lines(lines: list[bytes], cuts: list[int]) -> None:
+    """However the byte stream is cut into chunks, the splitter returns the same lines."""
+    data = b"".join(line + b"\n" for line in lines)
+    expected = [line for line in lines if line.strip()]
+    got = _feed_all(LineSplitter(), _split(data, cuts))
+    assert got == expected
+
+
+@given(
+    st.lists(st.tuples(_line, st.booleans()), max_size=15),
+    st.lists(st.integers(min_value=0), max_size=30),
+    st.integers(min_value=1, max_value=120),
+)
+def test_oversize_lines_are_skipped_and_resynchronised(
+    spec: list[tuple[bytes, bool]], cuts: list[int], limit: int
+) -> None:
+    """Lines over the limit become one EventTooLargeError each, in order; the rest pass intact."""
+    lines = [line * (limit // len(line) + 2) if big else line[:limit] for line, big in spec]
+    data = b"".join(line + b"\n" for line in lines)
+    splitter = LineSplitter(limit)
+    got = _feed_all(splitter, _split(data, cuts))
+    expected: list[object] = []
+    for line in lines:
+        if len(line) > limit:
+            expected.append(("too large", len(line)))
+        elif line.strip():
+            expected.append(line)
+    normalised = [
+        ("too large", item.size) if isinstance(item, EventTooLargeError) else item for item in got
+    ]
+    assert normalised == expected
+    assert splitter.buffered <= limit
+
+
+def test_splitter_memory_is_bounded_while_skipping() -> None:
+    """A huge line with no newline yet is not buffered beyond the limit."""
+    splitter = LineSplitter(100)
+    for _ in range(50):
+        assert splitter.feed(b"x" * 1000) == []
+        assert splitter.buffered <= 100
+    (err,) = splitter.feed(b"x\n")
+    assert isinstance(err, EventTooLargeError)
+    assert err.size == 50_001
+    assert err.limit == 100
+    assert splitter.feed(b'{"a":1}\n') == [b'{"a":1}']
+
+
+def test_close_returns_the_incomplete_tail() -> None:
+    """At end of stream the partial last line is handed back (and the splitter reset)."""
+    splitter = LineSplitter()
+    assert splitter.feed(b'{"a":1}\n{"b"') == [b'{"a":1}']
+    assert splitter.close() == b'{"b"'
+    assert splitter.close() == b""
+    assert splitter.feed(b"  \r\n") == []
+
+
+def test_crlf_lines_parse() -> None:
+    """A trailing carriage return (a proxy's CRLF) does not break JSON parsing."""
+    (line,) = LineSplitter().feed(b'{"type":"ADDED","object":{"metadata":{}}}\r\n')
+    assert isinstance(line, bytes)
+    assert parse_event(line).type == "ADDED"
+
+
+def test_parse_event_reads_type_object_and_rv() -> None:
+    """ADDED/MODIFIED/DELETED lines give the object dict and its resourceVersion."""
+    obj = {"metadata": {"name": "a", "namespace": "default", "resourceVersion": "42"}}
+    ev = parse_event(orjson.dumps({"type": "MODIFIED", "object": obj}))
+    assert ev.type == "MODIFIED"
+    assert ev.object == obj
+    assert ev.resource_version == "42"
+    assert not ev.initial_events_end
+
+
+def test_parse_event_flags_initial_events_end_bookmark() -> None:
+    """Only the annotated BOOKMARK ends the initial events of a streaming list."""
+    end = {
+        "metadata": {"resourceVersion": "9", "annotations": {"k8s.io/initial-events-end": "true"}}
+    }
+    assert parse_event(orjson.dumps({"type": "BOOKMARK", "object": end})).initial_events_end
+    plain = {"metadata": {"resourceVersion": "10"}}
+    assert not parse_event(orjson.dumps({"type": "BOOKMARK", "object": plain})).initial_events_end
+    # The annotation on a non-bookmark means nothing.
+    assert not parse_event(orjson.dumps({"type": "ADDED", "object": end})).initial_events_end
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        b"not json",
+        b'{"type":"ADDED","object":{"metadata":',
+        b"[1,2]",
+        b'{"type":"WHATEVER","object":{}}',
+        b'{"type":"ADDED"}',
+        b'{"type":"ADDED","object":"x"}',
+    ],
+)
+def test_parse_event_rejects_malformed_lines(line: bytes) -> None:
+    """Anything but a JSON watch event of a known type is a MalformedLineError with a snippet."""
+    with pytest.raises(MalformedLineError) as info:
+        parse_event(line)
+    assert info.value.line == line[:200]
+
+
+def test_loads_is_orjson() -> None:
+    """The one JSON parser accepts bytes and str."""
+    assert loads(b'{"a":[1,2]}') == {"a": [1, 2]}
+    assert loads('{"a":null}') == {"a": None}
+
+
+@given(st.integers(min_value=1, max_value=10**30), st.integers(min_value=1, max_value=10**30))
+def test_resource_version_order_matches_integers(a: int, b: int) -> None:
+    """RV comparison (longer is greater, else lexical) agrees with integer order."""
+    got = compare_resource_versions(str(a), str(b))
+    assert (got > 0) == (a > b)
+    assert (got < 0) == (a < b)
+    assert (got == 0) == (a == b)
+
+
+def _status(code: int, reason: str, **extra: object) -> dict[str, object]:
+    return {
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Failure",
+        "message": f"m{code}",
+        "reason": reason,
+        "code": code,
+        **extra,
+    }
+
+
+@pytest.mark.parametrize(
+    ("code", "cls"),
+    [
+        (400, BadRequestError),
+        (403, ForbiddenError),
+        (404, NotFoundError),
+        (410, ExpiredError),
+        (422, InvalidError),
+        (429, TooManyRequestsError),
+        (500, ServerError),
+        (503, ServerError),
+    ],
+)
+def test_status_to_error_picks_the_class(code: int, cls: type[Exception]) -> None:
+    """A Status maps to the typed error, carrying verb and resource into its message."""
+    err = status_to_error(_status(code, "R"), verb="watch", resource="widgets.v1.example.com")
+    assert type(err) is cls
+    assert err.code == code
+    assert err.reason == "R"
+    assert "watch widgets.v1.example.com" in str(err)
+
+
+def test_status_to_error_too_large_rv_and_retry_after() -> None:
+    """504 with cause ResourceVersionTooLarge is its own class; retryAfterSeconds is read."""
+    status = _status(
+        504,
+        "Timeout",
+        details={"causes": [{"reason": "ResourceVersionTooLarge"}], "retryAfterSeconds": 1},
+    )
+    err = status_to_error(status)
+    assert isinstance(err, ResourceVersionTooLargeError)
+    assert err.retry_after == 1.0
+    # A header value wins over the Status detail.
+    assert status_to_error(status, retry_after=3.0).retry_after == 3.0
+
+
+def test_status_to_error_plain_text_and_continue_token() -> None:
+    """A plain-text body becomes the message; a 410 list Status carries its fresh token."""
+    err = status_to_error(None, code=404, body=b"404 page not found\n", verb="list", resource="w")
+    assert isinstance(err, NotFoundError)
+    assert err.message == "404 page not found"
+    gone = status_to_error(_status(410, "Expired", metadata={"continue": "tok"}))
+    assert isinstance(gone, ExpiredError)
+    assert gone.continue_token == "tok"
+
+
+def test_parse_retry_after() -> None:
+    """Retry-After is seconds or an HTTP date; garbage and negatives are ignored."""
+    assert parse_retry_after("5") == 5.0
+    assert parse_retry_after(None) is None
+    assert parse_retry_after("soon") is None
+    assert parse_retry_after("-1") is None
+    assert parse_retry_after("Wed, 21 Oct 2015 07:28:10 GMT", now=1445412480.0) == 10.0
