@@ -6,6 +6,9 @@ in-process fake API server for tests.
 
 from __future__ import annotations
 
+import contextlib as _contextlib
+
+from ._backoff import Backoff
 from ._events import Event, EventType, object_key
 from ._exceptions import (
     ApiError,
@@ -33,6 +36,7 @@ from ._version import __version__
 
 __all__ = [
     "ApiError",
+    "Backoff",
     "BadRequestError",
     "ConflictError",
     "CrwatchError",
@@ -62,8 +66,6 @@ __all__ = [
 for _name in __all__:
     _obj = globals()[_name]
     if getattr(_obj, "__module__", "").startswith("crwatch._"):
-        try:
+        with _contextlib.suppress(AttributeError, TypeError):  # builtins and the like
             _obj.__module__ = "crwatch"
-        except (AttributeError, TypeError):  # pragma: no cover - builtins and the like
-            pass
 del _name, _obj
