@@ -1,0 +1,1020 @@
+"""`FakeApiServer`: an aiohttp.web app serving `ClusterState` like kube-apiserver.
+
+Routing follows the request-info parsing of kube-apiserver (PROTOCOL.md §1.1); list and
+watch follow §2-§8; errors §9. The handlers are thin: every decision about objects lives
+in ``_state``, so the HTTP API and the Python API share one code path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import os
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Final
+
+import orjson
+from aiohttp import web
+from attrs import define, field
+
+from ._faults import Fault, FaultPlan
+from ._selectors import SelectorError, parse_field_selector, parse_label_selector
+from ._state import (
+    CRD_TYPE,
+    ApiError,
+    ClusterState,
+    ListOptions,
+    Obj,
+    ResourceType,
+    encode_event,
+    parse_list_rv,
+    query_bool,
+    sort_versions,
+    status_body,
+    too_large_rv,
+    validate_list_options,
+)
+
+__all__ = ["DenyRule", "FakeApiServer"]
+
+log = logging.getLogger("crwatch.testing")
+
+ResourceRef = ResourceType | tuple[str, str, str]
+
+_JSON: Final = "application/json"
+_PLAIN_404: Final = b"404 page not found\n"
+_NAMESPACE_SUBRESOURCES: Final = frozenset({"status", "finalize"})
+_UNSUPPORTED_PATCH: Final = (
+    "the body of the request was in an unknown format - accepted media types include: "
+    "application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml"
+)
+
+
+@define(eq=False)
+class DenyRule:
+    """An installed authorization deny rule; `remove` lifts it."""
+
+    verb: str | None = None
+    resource: str | None = None
+    group: str | None = None
+    namespace: str | None = None
+    _rules: list[DenyRule] | None = field(default=None, repr=False)
+
+    def matches(self, verb: str, resource: str, group: str, namespace: str) -> bool:
+        """Tell whether the rule denies this request."""
+        return (
+            (self.verb is None or self.verb == verb)
+            and (self.resource is None or self.resource == resource)
+            and (self.group is None or self.group == group)
+            and (self.namespace is None or self.namespace == namespace)
+        )
+
+    def remove(self) -> None:
+        """Lift the rule."""
+        if self._rules is not None and self in self._rules:
+            self._rules.remove(self)
+
+
+@define
+class _RequestInfo:
+    resource_request: bool = False
+    api_prefix: str = ""
+    group: str = ""
+    version: str = ""
+    namespace: str = ""
+    resource: str = ""
+    name: str = ""
+    subresource: str = ""
+    verb: str = ""
+    parts: list[str] = field(factory=list)
+
+
+def _request_info(method: str, path: str, query: Mapping[str, str]) -> _RequestInfo:
+    # Mirrors apiserver requestinfo.go [S11].
+    info = _RequestInfo()
+    parts = [p for p in path.strip("/").split("/") if p != ""]
+    info.parts = parts
+    if not parts or parts[0] not in ("api", "apis"):
+        return info
+    info.api_prefix = parts[0]
+    rest = parts[1:]
+    if info.api_prefix == "apis":
+        if len(rest) < 2:
+            return info
+        info.group, info.version, rest = rest[0], rest[1], rest[2:]
+    else:
+        if len(rest) < 1:
+            return info
+        info.version, rest = rest[0], rest[1:]
+    if not rest:
+        return info
+    info.resource_request = True
+    watch_prefix = False
+    if rest[0] == "watch":
+        watch_prefix, rest = True, rest[1:]
+    if rest and rest[0] == "namespaces" and len(rest) > 1:
+        info.namespace = rest[1]
+        if len(rest) > 2 and rest[2] not in _NAMESPACE_SUBRESOURCES:
+            rest = rest[2:]
+    if rest:
+        info.resource = rest[0]
+    if len(rest) > 1:
+        info.name = rest[1]
+    if len(rest) > 2:
+        info.subresource = rest[2]
+    if len(rest) > 3:
+        info.subresource = "/".join(rest[2:])
+    if info.resource == "namespaces" and info.name == "" and info.namespace:
+        # /api/v1/namespaces/NAME[/status] is the Namespace object itself
+        info.name, info.namespace = info.namespace, ""
+    watch = watch_prefix or query_bool(query.get("watch"))
+    info.verb = {
+        "POST": "create",
+        "PUT": "update",
+        "PATCH": "patch",
+        "DELETE": "delete" if info.name else "deletecollection",
+    }.get(method, "")
+    if method in ("GET", "HEAD"):
+        info.verb = "watch" if watch else ("get" if info.name else "list")
+    return info
+
+
+def _json(body: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> web.Response:
+    return web.Response(
+        body=orjson.dumps(body), status=status, content_type=_JSON, headers=headers
+    )
+
+
+def _error_response(exc: ApiError) -> web.Response:
+    headers = dict(exc.headers)
+    if exc.code == 403:
+        headers["X-Content-Type-Options"] = "nosniff"
+    return _json(exc.status, exc.code, headers)
+
+
+def _not_found_plain() -> web.Response:
+    return web.Response(
+        body=_PLAIN_404, status=404, headers={"Content-Type": "text/plain; charset=utf-8"}
+    )
+
+
+def _method_not_allowed() -> web.Response:
+    return _json(
+        status_body(
+            405,
+            "MethodNotAllowed",
+            "the server does not allow this method on the requested resource",
+        ),
+        405,
+    )
+
+
+class FakeApiServer:
+    """An in-process fake Kubernetes API server for tests (PROTOCOL.md is its contract).
+
+    Use it as ``async with FakeApiServer() as server:`` (or ``await server.start()`` and
+    ``await server.stop()``). It listens on ``127.0.0.1`` and serves discovery, CRDs,
+    namespaces, configmaps, leases and any registered custom resource with list/watch
+    semantics of a real server, plus scripted faults (`faults`) and deny rules (`deny`).
+
+    The Python API (`create`, `get`, `list`, `update`, `patch`, `delete`) runs the same code
+    as HTTP requests, so open watches see its changes. Call it from the event loop thread.
+
+    Keyword-only knobs:
+
+    - ``port``: TCP port, 0 (default) picks a free one.
+    - ``token``: require ``Authorization: Bearer <token>`` (401 otherwise); never shown in
+      reprs or logs.
+    - ``bookmark_interval``: seconds between periodic BOOKMARKs to watchers that asked
+      for them (real servers: about 60).
+    - ``history_size``: events kept per resource; watches from older RVs get 410.
+    - ``watch_list``: serve streaming lists (``sendInitialEvents``); ``False`` behaves
+      like a server with the ``WatchList`` gate off (422 Forbidden).
+    - ``too_large_rv_wait``: how long a list (or streaming list) waits for a future RV
+      before answering 504 "Too large resource version" (real servers: 3 s).
+    - ``max_request_bytes``: largest request body (real servers: 3 MiB); larger gets 413.
+    - ``now``: clock for ``creationTimestamp`` and ``deletionTimestamp``.
+    - ``user``: user name reported in 403 messages.
+
+    Not implemented: server-side defaulting of legacy watches into streaming lists
+    (PROTOCOL.md §1.5; behaves like a server where that defaulting is off), Table output,
+    server-side apply, protobuf/CBOR, admission and schema validation of custom resources.
+    """
+
+    def __init__(
+        self,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        token: str | None = None,
+        bookmark_interval: float = 60.0,
+        history_size: int = 10_000,
+        watch_list: bool = True,
+        too_large_rv_wait: float = 3.0,
+        max_request_bytes: int = 3 * 1024 * 1024,
+        now: Callable[[], datetime] | None = None,
+        user: str | None = None,
+    ) -> None:
+        self._host = host
+        self._port = port
+        self._token = token
+        self.bookmark_interval = bookmark_interval
+        self.watch_list = watch_list
+        self.too_large_rv_wait = too_large_rv_wait
+        self.max_request_bytes = max_request_bytes
+        self.user = user or ("system:anonymous" if token is None else "crwatch-test-user")
+        self._state = ClusterState(history_size=history_size, now=now)
+        self.faults: FaultPlan = FaultPlan()
+        """The fault plan: ``server.faults.add(Fault.status(429), verb="watch")``."""
+        self._deny: list[DenyRule] = []
+        self._runner: web.AppRunner | None = None
+        self._closing = False
+        self._stream_tasks: set[asyncio.Task[Any]] = set()
+
+    def __repr__(self) -> str:
+        where = self.url if self._runner is not None else "not started"
+        auth = ", token=<hidden>" if self._token is not None else ""
+        return f"<FakeApiServer {where}{auth}>"
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Start listening (returns once the socket is bound)."""
+        if self._runner is not None:
+            raise RuntimeError("FakeApiServer is already started")
+        self._closing = False
+        app = web.Application(client_max_size=self.max_request_bytes)
+        app.router.add_route("*", "/{tail:.*}", self._handle)
+        runner = web.AppRunner(
+            app, access_log=None, handler_cancellation=True, shutdown_timeout=1.0
+        )
+        await runner.setup()
+        site = web.TCPSite(runner, self._host, self._port, reuse_address=True)
+        await site.start()
+        server = site._server
+        assert server is not None
+        sockets = getattr(server, "sockets", None) or []
+        self._port = sockets[0].getsockname()[1]
+        self._runner = runner
+
+    async def stop(self) -> None:
+        """Close every open watch (clean EOF) and stop listening."""
+        runner, self._runner = self._runner, None
+        if runner is None:
+            return
+        self._closing = True
+        for rtype in self._state.types():
+            for watcher in list(self._state.collection(rtype).watchers):
+                watcher.wake.set()
+        await runner.cleanup()
+
+    async def __aenter__(self) -> FakeApiServer:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()
+
+    @property
+    def url(self) -> str:
+        """Base URL, e.g. ``http://127.0.0.1:41234``."""
+        return f"http://{self._host}:{self._port}"
+
+    @property
+    def port(self) -> int:
+        """The bound TCP port (after `start`)."""
+        return self._port
+
+    @property
+    def token(self) -> str | None:
+        """The bearer token clients must send, or ``None`` when auth is off."""
+        return self._token
+
+    def kubeconfig(self, path: str | os.PathLike[str], *, namespace: str = "default") -> Path:
+        """Write a kubeconfig for this server (with the token if auth is on); return its path.
+
+        Works for kubernetes-asyncio, the official client and kubectl.
+        """
+        user: dict[str, str] = {} if self._token is None else {"token": self._token}
+        config = {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [{"name": "fake", "cluster": {"server": self.url}}],
+            "users": [{"name": "fake", "user": user}],
+            "contexts": [
+                {
+                    "name": "fake",
+                    "context": {"cluster": "fake", "user": "fake", "namespace": namespace},
+                }
+            ],
+            "current-context": "fake",
+            "preferences": {},
+        }
+        target = Path(path)
+        target.write_bytes(orjson.dumps(config, option=orjson.OPT_INDENT_2))
+        target.chmod(0o600)
+        return target
+
+    # -- registry, access ------------------------------------------------------------------
+
+    def register_crd(
+        self,
+        *,
+        group: str,
+        version: str | Sequence[str],
+        plural: str,
+        kind: str,
+        namespaced: bool = True,
+        singular: str | None = None,
+        list_kind: str | None = None,
+        short_names: Iterable[str] = (),
+        status_subresource: bool = False,
+        selectable_fields: Iterable[str] = (),
+    ) -> ResourceType:
+        """Create a CustomResourceDefinition (as if POSTed) and return the type's handle.
+
+        ``version`` may list several served versions; the first is the storage version and
+        the one whose handle is returned. ``selectable_fields`` are paths like
+        ``"spec.color"`` (the CRD stores them as jsonPath ``.spec.color``).
+        """
+        versions = [version] if isinstance(version, str) else list(version)
+        names: Obj = {"plural": plural, "kind": kind}
+        if singular:
+            names["singular"] = singular
+        if list_kind:
+            names["listKind"] = list_kind
+        if short_names:
+            names["shortNames"] = list(short_names)
+        fields = [{"jsonPath": "." + f.lstrip(".")} for f in selectable_fields]
+        crd: Obj = {
+            "apiVersion": "apiextensions.k8s.io/v1",
+            "kind": "CustomResourceDefinition",
+            "metadata": {"name": f"{plural}.{group}"},
+            "spec": {
+                "group": group,
+                "names": names,
+                "scope": "Namespaced" if namespaced else "Cluster",
+                "versions": [
+                    {
+                        "name": v,
+                        "served": True,
+                        "storage": i == 0,
+                        "schema": {
+                            "openAPIV3Schema": {
+                                "type": "object",
+                                "x-kubernetes-preserve-unknown-fields": True,
+                            }
+                        },
+                        **({"subresources": {"status": {}}} if status_subresource else {}),
+                        **({"selectableFields": fields} if fields else {}),
+                    }
+                    for i, v in enumerate(versions)
+                ],
+            },
+        }
+        self._state.create(CRD_TYPE, crd)
+        return self.resource(group, versions[0], plural)
+
+    def resource(self, group: str, version: str, plural: str) -> ResourceType:
+        """The handle of a served resource (``""`` is the core group); KeyError if unknown."""
+        rtype = self._state.lookup(group, version, plural)
+        if rtype is None:
+            raise KeyError(f"no served resource {plural}.{version}.{group or 'core'}")
+        return rtype
+
+    def deny(
+        self,
+        *,
+        verb: str | None = None,
+        resource: str | None = None,
+        group: str | None = None,
+        namespace: str | None = None,
+    ) -> DenyRule:
+        """Answer 403 Forbidden to matching requests until the returned rule is removed.
+
+        ``resource`` is a plural, or ``"plural/subresource"``; unset filters match all.
+        """
+        rule = DenyRule(verb, resource, group, namespace, rules=self._deny)
+        self._deny.append(rule)
+        return rule
+
+    # -- Python API -------------------------------------------------------------------------
+
+    def _rtype(self, resource: ResourceRef) -> ResourceType:
+        if isinstance(resource, ResourceType):
+            return resource
+        return self.resource(*resource)
+
+    @property
+    def resource_version(self) -> int:
+        """The current global resourceVersion."""
+        return self._state.rv
+
+    def compact(self) -> None:
+        """Drop all event history up to the current RV (older watches and tokens get 410)."""
+        self._state.compact()
+
+    @staticmethod
+    def _ns(rtype: ResourceType, namespace: str | None, obj: Any = None) -> str | None:
+        if not rtype.namespaced:
+            return None
+        if namespace:
+            return namespace
+        if isinstance(obj, dict):
+            meta = obj.get("metadata")
+            if isinstance(meta, dict) and meta.get("namespace"):
+                return str(meta["namespace"])
+        return "default"
+
+    def create(self, resource: ResourceRef, obj: Obj, *, namespace: str | None = None) -> Obj:
+        """Create an object and return a copy of what was stored.
+
+        For namespaced resources the namespace comes from ``namespace``, else from the
+        object, else ``"default"``. Raises `ApiError` where the HTTP API would answer an
+        error (409 AlreadyExists, 422, ...).
+        """
+        rtype = self._rtype(resource)
+        return _copy(self._state.create(rtype, obj, self._ns(rtype, namespace, obj)))
+
+    def get(self, resource: ResourceRef, name: str, *, namespace: str | None = None) -> Obj:
+        """Return a copy of one object; `ApiError` 404 when missing."""
+        rtype = self._rtype(resource)
+        return _copy(self._state.get(rtype, name, self._ns(rtype, namespace)))
+
+    def list(
+        self,
+        resource: ResourceRef,
+        *,
+        namespace: str | None = None,
+        label_selector: str = "",
+        field_selector: str = "",
+    ) -> list[Obj]:
+        """Return copies of the current objects in key order (all namespaces by default)."""
+        rtype = self._rtype(resource)
+        opts = self._list_options(rtype, {"labelSelector": label_selector,
+                                          "fieldSelector": field_selector}, watch=False)
+        body = self._state.list_objects(rtype, namespace, opts)
+        return [_copy(item) for item in body["items"]]
+
+    def update(
+        self,
+        resource: ResourceRef,
+        obj: Obj,
+        *,
+        namespace: str | None = None,
+        status: bool = False,
+    ) -> Obj:
+        """Replace an object like PUT (``status=True``: PUT on ``/status``).
+
+        A stale ``metadata.resourceVersion`` raises `ApiError` 409 Conflict; leave it out for
+        an unconditional update.
+        """
+        rtype = self._rtype(resource)
+        name = str((obj.get("metadata") or {}).get("name", ""))
+        return _copy(
+            self._state.update(
+                rtype,
+                obj,
+                name,
+                self._ns(rtype, namespace, obj),
+                subresource="status" if status else "",
+            )
+        )
+
+    def patch(
+        self,
+        resource: ResourceRef,
+        name: str,
+        patch: Any,
+        *,
+        namespace: str | None = None,
+        patch_type: str = "merge",
+        status: bool = False,
+    ) -> Obj:
+        """Patch an object: ``patch_type`` ``"merge"`` (RFC 7386) or ``"json"`` (RFC 6902)."""
+        rtype = self._rtype(resource)
+        return _copy(
+            self._state.patch(
+                rtype,
+                name,
+                patch,
+                self._ns(rtype, namespace),
+                patch_type=patch_type,
+                subresource="status" if status else "",
+            )
+        )
+
+    def delete(self, resource: ResourceRef, name: str, *, namespace: str | None = None) -> Obj:
+        """Delete an object (only marks it when it has finalizers); return its last state."""
+        rtype = self._rtype(resource)
+        return _copy(self._state.delete(rtype, name, self._ns(rtype, namespace)))
+
+    # -- HTTP -------------------------------------------------------------------------------
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        try:
+            return await self._dispatch(request)
+        except ApiError as exc:
+            return _error_response(exc)
+
+    def _authorized(self, request: web.Request) -> bool:
+        if self._token is None:
+            return True
+        header = request.headers.get("Authorization", "")
+        scheme, _, credential = header.partition(" ")
+        return scheme.lower() == "bearer" and hmac.compare_digest(
+            credential.strip().encode(), self._token.encode()
+        )
+
+    async def _dispatch(self, request: web.Request) -> web.StreamResponse:
+        if not self._authorized(request):
+            return _json(
+                status_body(401, "Unauthorized", "Unauthorized"),
+                401,
+            )
+        info = _request_info(request.method, request.path, request.query)
+        if info.resource_request:
+            resource = info.resource + (f"/{info.subresource}" if info.subresource else "")
+            for rule in self._deny:
+                if rule.matches(info.verb, resource, info.group, info.namespace):
+                    raise self._forbidden(info, resource)
+            fault = self.faults.take(
+                verb=info.verb,
+                method=request.method,
+                resource=info.resource,
+                group=info.group,
+                namespace=info.namespace,
+                path=request.path,
+                query=request.query_string,
+            )
+            if fault is not None:
+                early = await self._early_fault(request, fault)
+                if early is not None:
+                    return early
+                if not fault.stream_only:
+                    fault = None
+            return await self._resource(request, info, fault)
+        return self._discovery(info.parts)
+
+    def _forbidden(self, info: _RequestInfo, resource: str) -> ApiError:
+        qualified = f"{info.resource}.{info.group}" if info.group else info.resource
+        where = (
+            f'in the namespace "{info.namespace}"' if info.namespace else "at the cluster scope"
+        )
+        reason = (
+            f'User "{self.user}" cannot {info.verb} resource "{resource}" in API group '
+            f'"{info.group}" {where}'
+        )
+        subject = f'{qualified} "{info.name}"' if info.name else qualified
+        details: Obj = {}
+        if info.name:
+            details["name"] = info.name
+        if info.group:
+            details["group"] = info.group
+        details["kind"] = info.resource
+        return ApiError(status_body(403, "Forbidden", f"{subject} is forbidden: {reason}", details))
+
+    async def _early_fault(
+        self, request: web.Request, fault: Fault
+    ) -> web.StreamResponse | None:
+        if fault.action == "status":
+            details: Obj = {}
+            headers: dict[str, str] = {}
+            if fault.retry_after is not None:
+                details["retryAfterSeconds"] = fault.retry_after
+                headers["Retry-After"] = str(fault.retry_after)
+            return _json(
+                status_body(fault.code, fault.reason, fault.message, details or None),
+                fault.code,
+                headers,
+            )
+        if fault.action == "reset":
+            _abort(request)
+            raise asyncio.CancelledError  # aiohttp drops the handler quietly
+        if fault.action == "stall" and fault.after_events == 0:
+            await asyncio.sleep(fault.seconds)
+            if fault.then == "close":
+                _abort(request)
+                raise asyncio.CancelledError
+        return None
+
+    async def _read_body(self, request: web.Request) -> Any:
+        try:
+            raw = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            raise ApiError(
+                status_body(
+                    413,
+                    "RequestEntityTooLarge",
+                    f"Request entity too large: limit is {self.max_request_bytes}",
+                )
+            ) from None
+        if not raw:
+            return None
+        try:
+            return orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            raise ApiError(
+                status_body(400, "BadRequest", f"couldn't get version/kind; json parse error: {exc}")
+            ) from None
+
+    def _list_options(
+        self, rtype: ResourceType, query: Mapping[str, str], *, watch: bool, name: str = ""
+    ) -> ListOptions:
+        try:
+            labels = parse_label_selector(query.get("labelSelector", ""))
+            field_text = query.get("fieldSelector", "")
+            if name:
+                field_text = f"metadata.name={name}" + (f",{field_text}" if field_text else "")
+            fields = parse_field_selector(field_text)
+        except SelectorError as exc:
+            raise ApiError(status_body(400, "BadRequest", str(exc))) from None
+        for path in fields.fields:
+            if path not in rtype.field_labels:
+                raise ApiError(
+                    status_body(400, "BadRequest", f'field label not supported: {path}')
+                )
+        try:
+            limit = int(query.get("limit") or 0)
+            timeout = query.get("timeoutSeconds")
+            timeout_seconds = int(timeout) if timeout else None
+        except ValueError as exc:
+            raise ApiError(status_body(400, "BadRequest", str(exc))) from None
+        sie = query.get("sendInitialEvents")
+        return ListOptions(
+            watch=watch,
+            resource_version=query.get("resourceVersion", ""),
+            resource_version_match=query.get("resourceVersionMatch", ""),
+            send_initial_events=None if sie is None else query_bool(sie),
+            allow_watch_bookmarks=query_bool(query.get("allowWatchBookmarks")),
+            limit=max(limit, 0),
+            continue_token=query.get("continue", ""),
+            timeout_seconds=timeout_seconds,
+            label_selector=labels,
+            field_selector=fields,
+            has_selectors=not (labels.empty and fields.empty),
+        )
+
+    async def _resource(
+        self, request: web.Request, info: _RequestInfo, fault: Fault | None
+    ) -> web.StreamResponse:
+        state = self._state
+        rtype = state.lookup(info.group, info.version, info.resource)
+        if rtype is None or (info.api_prefix == "api") != (rtype.group == ""):
+            return _not_found_plain()
+        # Scope rules of the CR handler [E1 crdHandler.ServeHTTP].
+        if info.namespace and not rtype.namespaced:
+            return _not_found_plain()
+        if rtype.namespaced and not info.namespace and info.verb not in ("list", "watch"):
+            return _not_found_plain()
+        if info.subresource and (info.subresource != "status" or not rtype.status_subresource):
+            return _not_found_plain()
+        ns = info.namespace or None
+        method = request.method
+        if info.subresource and method not in ("GET", "PUT", "PATCH"):
+            return _method_not_allowed()
+        if not info.name:
+            if method == "GET":
+                opts = self._list_options(rtype, request.query, watch=info.verb == "watch")
+                validate_list_options(opts, watch_list=self.watch_list)
+                if opts.watch:
+                    return await self._watch(request, rtype, ns, opts, fault)
+                return await self._list(rtype, ns, opts)
+            if method == "POST":
+                body = await self._read_body(request)
+                return _json(state.create(rtype, body, ns), 201)
+            if method == "DELETE":
+                return await self._delete_collection(request, rtype, ns)
+            return _method_not_allowed()
+        if method == "GET":
+            if info.verb == "watch":
+                opts = self._list_options(rtype, request.query, watch=True, name=info.name)
+                validate_list_options(opts, watch_list=self.watch_list)
+                return await self._watch(request, rtype, ns, opts, fault)
+            return _json(state.get(rtype, info.name, ns))
+        if method == "PUT":
+            body = await self._read_body(request)
+            return _json(state.update(rtype, body, info.name, ns, subresource=info.subresource))
+        if method == "PATCH":
+            ctype = request.content_type
+            kinds = {
+                "application/merge-patch+json": "merge",
+                "application/json-patch+json": "json",
+            }
+            if ctype == "application/strategic-merge-patch+json" and rtype.builtin:
+                kinds[ctype] = "merge"  # approximation: no patch strategies for built-ins
+            patch_type = kinds.get(ctype)
+            if patch_type is None:
+                # CRs do not support strategic merge patch [E1]; SSA is not implemented.
+                return _json(status_body(415, "UnsupportedMediaType", _UNSUPPORTED_PATCH), 415)
+            body = await self._read_body(request)
+            return _json(
+                state.patch(
+                    rtype,
+                    info.name,
+                    body,
+                    ns,
+                    patch_type=patch_type,
+                    subresource=info.subresource,
+                )
+            )
+        if method == "DELETE":
+            body = await self._read_body(request)
+            pre = body.get("preconditions") if isinstance(body, dict) else None
+            return _json(state.delete(rtype, info.name, ns, preconditions=pre))
+        return _method_not_allowed()
+
+    async def _delete_collection(
+        self, request: web.Request, rtype: ResourceType, ns: str | None
+    ) -> web.StreamResponse:
+        opts = self._list_options(rtype, request.query, watch=False)
+        body = self._state.list_objects(rtype, ns, opts)
+        for item in body["items"]:
+            meta = item["metadata"]
+            self._state.delete(rtype, meta["name"], meta.get("namespace"))
+        return _json(self._state.list_objects(rtype, ns, ListOptions()) | {"items": []})
+
+    async def _list(
+        self, rtype: ResourceType, ns: str | None, opts: ListOptions
+    ) -> web.StreamResponse:
+        state = self._state
+        if not opts.continue_token and opts.resource_version not in ("", "0"):
+            requested = parse_list_rv(opts.resource_version)
+            # "Not older than" and "Exact" wait for a future RV, then 504 [S6].
+            if requested > state.rv and not await state.wait_for_rv(
+                requested, self.too_large_rv_wait
+            ):
+                raise too_large_rv(requested, state.rv)
+        return _json(state.list_objects(rtype, ns, opts))
+
+    async def _watch(
+        self,
+        request: web.Request,
+        rtype: ResourceType,
+        ns: str | None,
+        opts: ListOptions,
+        fault: Fault | None,
+    ) -> web.StreamResponse:
+        state = self._state
+        rv_text = opts.resource_version
+        if rv_text not in ("", "0"):
+            if not rv_text.isdigit():
+                # The storage InvalidError is not converted on the watch path [§1.4].
+                body = status_body(
+                    500,
+                    "",
+                    f'resourceVersion: Invalid value: "{rv_text}": strconv.ParseUint: '
+                    f'parsing "{rv_text}": invalid syntax',
+                )
+                del body["reason"]
+                return _json(body, 500)
+        response = web.StreamResponse(
+            status=200,
+            headers={"Content-Type": _JSON, "Cache-Control": "no-cache, private"},
+        )
+        response.enable_chunked_encoding()
+        await response.prepare(request)  # headers go out now, before any event [S2]
+        writer = _StreamWriter(response, fault)
+        try:
+            await self._stream(writer, rtype, ns, opts)
+        except (ConnectionResetError, _StreamEnded):
+            pass
+        if not writer.aborted:
+            try:
+                await response.write_eof()
+            except ConnectionResetError:
+                pass
+        return response
+
+    async def _stream(
+        self, writer: _StreamWriter, rtype: ResourceType, ns: str | None, opts: ListOptions
+    ) -> None:
+        state = self._state
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + opts.timeout_seconds if opts.timeout_seconds else None
+        await writer.start()
+        if opts.send_initial_events is not None and opts.resource_version not in ("", "0"):
+            requested = int(opts.resource_version)
+            if requested > state.rv and not await state.wait_for_rv(
+                requested, self.too_large_rv_wait
+            ):
+                await writer.error(too_large_rv(requested, state.rv).status)
+                return
+        try:
+            watcher, initial, end_rv = state.open_watch(rtype, ns, opts)
+        except ApiError as exc:
+            await writer.error(exc.status)  # 410 inside a 200 stream [S4]
+            return
+        try:
+            if initial:
+                await writer.write(initial)
+            if end_rv is not None:
+                mark = watcher.bookmark(end_rv, initial_events_end=True)
+                assert mark is not None
+                await writer.write([mark])
+            interval = self.bookmark_interval
+            next_bookmark = loop.time() + interval if opts.allow_watch_bookmarks else None
+            while True:
+                lines = watcher.pending()
+                if lines is None:
+                    return
+                if lines:
+                    await writer.write(lines)
+                    continue
+                if self._closing:
+                    return
+                now = loop.time()
+                if deadline is not None and now >= deadline:
+                    return
+                if next_bookmark is not None and now >= next_bookmark:
+                    next_bookmark = now + interval
+                    mark = watcher.bookmark(state.rv)
+                    if mark is not None:
+                        await writer.write([mark])
+                    continue
+                wake_at = min(
+                    (t for t in (deadline, next_bookmark) if t is not None), default=None
+                )
+                if wake_at is None:
+                    await watcher.wake.wait()
+                else:
+                    try:
+                        await asyncio.wait_for(watcher.wake.wait(), wake_at - now)
+                    except asyncio.TimeoutError:
+                        pass
+        finally:
+            watcher.close()
+
+    # -- discovery --------------------------------------------------------------------------
+
+    def _discovery(self, parts: list[str]) -> web.StreamResponse:
+        types = self._state.types()
+        if parts == ["version"]:
+            return _json(
+                {
+                    "major": "1",
+                    "minor": "32",
+                    "gitVersion": "v1.32.0-crwatch-fake",
+                    "gitCommit": "0000000000000000000000000000000000000000",
+                    "gitTreeState": "clean",
+                    "buildDate": "2026-01-01T00:00:00Z",
+                    "goVersion": "go1.23.0",
+                    "compiler": "gc",
+                    "platform": "linux/amd64",
+                }
+            )
+        if parts in (["healthz"], ["readyz"], ["livez"]):
+            return web.Response(text="ok")
+        if parts == ["api"]:
+            return _json(
+                {
+                    "kind": "APIVersions",
+                    "versions": ["v1"],
+                    "serverAddressByClientCIDRs": [
+                        {"clientCIDR": "0.0.0.0/0", "serverAddress": f"{self._host}:{self._port}"}
+                    ],
+                }
+            )
+        if parts == ["api", "v1"]:
+            return _json(self._resource_list("", "v1", types))
+        groups: dict[str, set[str]] = {}
+        for rtype in types:
+            if rtype.group:
+                groups.setdefault(rtype.group, set()).add(rtype.version)
+        if parts == ["apis"]:
+            return _json(
+                {
+                    "kind": "APIGroupList",
+                    "apiVersion": "v1",
+                    "groups": [_group_doc(g, groups[g]) for g in sorted(groups)],
+                }
+            )
+        if len(parts) == 2 and parts[0] == "apis" and parts[1] in groups:
+            return _json({"kind": "APIGroup", "apiVersion": "v1", **_group_doc(parts[1], groups[parts[1]])})
+        if len(parts) == 3 and parts[0] == "apis" and parts[2] in groups.get(parts[1], ()):
+            return _json(self._resource_list(parts[1], parts[2], types))
+        return _not_found_plain()
+
+    @staticmethod
+    def _resource_list(group: str, version: str, types: list[ResourceType]) -> Obj:
+        resources: list[Obj] = []
+        for rtype in sorted(types, key=lambda t: t.plural):
+            if rtype.group != group or rtype.version != version:
+                continue
+            entry: Obj = {
+                "name": rtype.plural,
+                "singularName": rtype.singular,
+                "namespaced": rtype.namespaced,
+                "kind": rtype.kind,
+                "verbs": list(_verbs(rtype)),
+            }
+            if rtype.short_names:
+                entry["shortNames"] = list(rtype.short_names)
+            if rtype.categories:
+                entry["categories"] = list(rtype.categories)
+            resources.append(entry)
+            if rtype.status_subresource:
+                resources.append(
+                    {
+                        "name": f"{rtype.plural}/status",
+                        "singularName": "",
+                        "namespaced": rtype.namespaced,
+                        "kind": rtype.kind,
+                        "verbs": ["get", "patch", "update"],
+                    }
+                )
+        return {
+            "kind": "APIResourceList",
+            "apiVersion": "v1",
+            "groupVersion": f"{group}/{version}" if group else version,
+            "resources": resources,
+        }
+
+
+def _verbs(rtype: ResourceType) -> tuple[str, ...]:
+    return ("create", "delete", "deletecollection", "get", "list", "patch", "update", "watch")
+
+
+def _group_doc(group: str, versions: set[str]) -> Obj:
+    ordered = sort_versions(versions)
+    docs = [{"groupVersion": f"{group}/{v}", "version": v} for v in ordered]
+    return {"name": group, "versions": docs, "preferredVersion": docs[0]}
+
+
+def _copy(obj: Obj) -> Obj:
+    copied: Obj = orjson.loads(orjson.dumps(obj))
+    return copied
+
+
+def _abort(request: web.Request) -> None:
+    transport = request.transport
+    if transport is not None:
+        transport.abort()
+
+
+class _StreamEnded(Exception):
+    """Internal: a stream fault ended the watch."""
+
+
+class _StreamWriter:
+    """Writes watch lines, batching them, and applies an optional stream fault."""
+
+    def __init__(self, response: web.StreamResponse, fault: Fault | None) -> None:
+        self._response = response
+        self._fault = fault
+        self._fault_done = fault is None
+        self.sent = 0
+        self.aborted = False
+
+    async def start(self) -> None:
+        """Fire faults due before the first event (``after_events=0``)."""
+        fault = self._fault
+        if (
+            fault is not None
+            and fault.after_events == 0
+            and fault.action in ("end_after", "expired_event", "malformed_line")
+        ):
+            await self._fire(None)
+
+    async def error(self, status: Obj) -> None:
+        """Write one ERROR event; the stream then ends (§3.4)."""
+        await self._response.write(encode_event(b"ERROR", status))
+
+    async def write(self, lines: list[bytes]) -> None:
+        """Write events; one write call for the whole batch when no fault is pending."""
+        if self._fault_done:
+            await self._response.write(b"".join(lines) if len(lines) > 1 else lines[0])
+            self.sent += len(lines)
+            return
+        fault = self._fault
+        assert fault is not None
+        for line in lines:
+            if fault.action == "slow":
+                await asyncio.sleep(fault.seconds)
+            elif not self._fault_done and self.sent == fault.after_events:
+                await self._fire(line)
+            await self._response.write(line)
+            self.sent += 1
+
+    async def _fire(self, line: bytes | None) -> None:
+        fault = self._fault
+        assert fault is not None
+        self._fault_done = True
+        if fault.action == "end_after":
+            raise _StreamEnded
+        if fault.action == "expired_event":
+            await self.error(status_body(410, "Expired", fault.message))
+            raise _StreamEnded
+        if fault.action == "malformed_line":
+            await self._response.write(b'{"type":"MODIFIED","object":{"this is not json\n')
+        elif fault.action == "truncated_line":
+            assert line is not None
+            await self._response.write(line[: max(1, len(line) // 2)])
+            raise _StreamEnded
+        elif fault.action == "stall":
+            await asyncio.sleep(fault.seconds)
+            if fault.then == "close":
+                raise _StreamEnded

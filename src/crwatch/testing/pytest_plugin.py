@@ -1,0 +1,56 @@
+"""Pytest fixtures for `crwatch.testing.FakeApiServer`.
+
+Enable in a root ``conftest.py`` with ``pytest_plugins = ["crwatch.testing.pytest_plugin"]``
+(or import the fixtures into a ``conftest.py``). The fixtures are async and need anyio's
+pytest plugin with the asyncio backend (aiohttp is asyncio-only); mark tests with
+``@pytest.mark.anyio``.
+
+Fixtures:
+
+- ``fake_apiserver``: a started `FakeApiServer` with test-friendly knobs (bookmarks every
+  0.05 s, too-large-RV wait 0.05 s), stopped after the test.
+- ``fake_kubeconfig``: path of a kubeconfig file for ``fake_apiserver``.
+- ``k8s_api_client``: a kubernetes-asyncio ``ApiClient`` connected to it, closed after the
+  test.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ._server import FakeApiServer
+
+__all__ = ["fake_apiserver", "fake_kubeconfig", "k8s_api_client"]
+
+
+@pytest.fixture
+async def fake_apiserver() -> AsyncIterator[FakeApiServer]:
+    """A started `FakeApiServer` (test knobs: short bookmark interval and RV wait)."""
+    async with FakeApiServer(bookmark_interval=0.05, too_large_rv_wait=0.05) as server:
+        yield server
+
+
+@pytest.fixture
+def fake_kubeconfig(fake_apiserver: FakeApiServer, tmp_path: Path) -> Path:
+    """Path of a kubeconfig pointing at ``fake_apiserver``."""
+    return fake_apiserver.kubeconfig(tmp_path / "kubeconfig")
+
+
+@pytest.fixture
+async def k8s_api_client(fake_kubeconfig: Path) -> AsyncIterator[Any]:
+    """A kubernetes-asyncio ``ApiClient`` for ``fake_apiserver``, closed after the test."""
+    from kubernetes_asyncio import client, config
+
+    configuration = client.Configuration()
+    await config.load_kube_config(
+        config_file=str(fake_kubeconfig), client_configuration=configuration
+    )
+    api = client.ApiClient(configuration)
+    try:
+        yield api
+    finally:
+        await api.close()
