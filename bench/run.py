@@ -1,0 +1,455 @@
+"""crwatch benchmarks: throughput, initial sync and memory, next to the floor and the peers.
+
+``python bench/run.py [--quick] [--runs N] [--only NAME[,NAME]]`` (or ``nox -s bench -- ...``)
+
+Each client runs in its own process (``bench/_child.py``) against a stream server in another
+process (``bench/_stream_server.py``) that serves pre-encoded ~2 KB custom resources on
+127.0.0.1. Runs are interleaved round-robin across the clients of a group, and every figure is
+the median of the runs. Prints one table and writes it as JSON to ``bench/results/<stamp>.json``
+and ``bench/results/latest.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import importlib.metadata
+import json
+import os
+import platform
+import shlex
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results"
+PY = sys.executable
+CHILD_TIMEOUT = 600.0
+
+# Reference points for the ratio columns: the floor of each group, then each peer.
+PEERS = {"k8s-asyncio": "kubernetes-asyncio", "lightkube": "lightkube"}
+
+
+@dataclass(frozen=True)
+class Group:
+    name: str
+    title: str
+    unit: str  # "events" or "objects"
+    server: tuple[str, ...]  # _stream_server.py flags, {N} = events, {M} = objects
+    size: str  # "N" (events) or "M" (objects): what ``--count`` is for the clients
+
+
+@dataclass(frozen=True)
+class Row:
+    group: str
+    name: str  # unique, used by --only
+    label: str
+    target: str | None  # "module:function" in bench/clients, None = placeholder
+    role: str = "other"  # ceiling | floor | crwatch | k8s-asyncio | lightkube | other
+    note: str = ""
+
+
+GROUPS = [
+    Group("throughput", "1. Throughput: one watch stream", "events", ("--events", "{N}"), "N"),
+    Group("sync-paged", "2a. Initial sync: paginated list (500/page)", "objects",
+          ("--objects", "{M}"), "M"),
+    Group("sync-stream", "2b. Initial sync: streaming list (sendInitialEvents)", "objects",
+          ("--objects", "{M}", "--watchlist"), "M"),
+    Group("memory", "3. Memory: RSS per object held in a dict keyed namespace/name", "objects",
+          ("--objects", "{M}"), "M"),
+    Group("fanout", "4. Fan-out: one informer, many subscribers", "events", ("--events", "{N}"),
+          "N"),
+    Group("recovery", "5. Recovery: relist / resume after faults", "objects",
+          ("--objects", "{M}"), "M"),
+]  # fmt: skip
+
+NOT_YET = "needs crwatch.Informer (future issue)"
+
+ROWS = [
+    # 1. throughput
+    Row("throughput", "ceiling", "server ceiling: raw socket, discard bytes", "floor:raw_socket",
+        "ceiling", "shows the server is not the bottleneck"),
+    Row("throughput", "floor", "floor: aiohttp readline + orjson", "floor:readline_orjson",
+        "floor"),
+    Row("throughput", "floor-iter-any", "aiohttp iter_any + split + orjson",
+        "floor:iter_any_orjson", "other", "no line-length limit"),
+    Row("throughput", "floor-stdlib-json", "aiohttp readline + stdlib json",
+        "floor:readline_json", "other"),
+    Row("throughput", "crwatch-watch", "crwatch.watch", "crwatch_client:watch_throughput",
+        "crwatch", "target >= 0.80x floor"),
+    Row("throughput", "crwatch-informer", "crwatch.Informer, 1 callback", None, "crwatch",
+        NOT_YET),
+    Row("throughput", "k8s-asyncio", "kubernetes-asyncio Watch().stream", "k8s_asyncio:throughput",
+        "k8s-asyncio"),
+    Row("throughput", "lightkube", "lightkube AsyncClient.watch", "lightkube_client:throughput",
+        "lightkube", "generic resource"),
+    # 2a. paginated list
+    Row("sync-paged", "floor-paged", "floor: aiohttp GET pages + orjson", "floor:paged_list",
+        "floor"),
+    Row("sync-paged", "crwatch-paged", "crwatch.watch: all initial ADDED",
+        "crwatch_client:watch_sync", "crwatch", "server answers sendInitialEvents with 422"),
+    Row("sync-paged", "crwatch-informer-paged", "crwatch.Informer: wait_synced()", None,
+        "crwatch", NOT_YET),
+    Row("sync-paged", "k8s-asyncio-paged", "kubernetes-asyncio list, limit/continue",
+        "k8s_asyncio:paged_list", "k8s-asyncio"),
+    Row("sync-paged", "lightkube-paged", "lightkube list, chunk_size=500",
+        "lightkube_client:paged_list", "lightkube"),
+    # 2b. streaming list
+    Row("sync-stream", "floor-stream", "floor: readline + orjson to the end bookmark",
+        "floor:stream_list", "floor"),
+    Row("sync-stream", "crwatch-stream", "crwatch.watch: all initial ADDED",
+        "crwatch_client:watch_sync", "crwatch"),
+    Row("sync-stream", "crwatch-informer-stream", "crwatch.Informer: wait_synced()", None,
+        "crwatch", NOT_YET),
+    # 3. memory
+    Row("memory", "memory-dicts", "parsed dicts alone (orjson)", "floor:memory_full", "floor"),
+    Row("memory", "memory-no-managed-fields", "parsed dicts, managedFields dropped",
+        "floor:memory_no_managed_fields", "other"),
+    Row("memory", "memory-informer", "crwatch.Informer cache (store)", None, "crwatch", NOT_YET),
+    # 4. fan-out (harness ready: the server config exists; the clients are to come)
+    Row("fanout", "fanout-1", "Informer, 1 subscriber", None, "crwatch", NOT_YET),
+    Row("fanout", "fanout-10", "Informer, 10 subscribers", None, "crwatch", NOT_YET),
+    Row("fanout", "fanout-100", "Informer, 100 subscribers", None, "crwatch", NOT_YET),
+    # 5. recovery
+    Row("recovery", "recovery-410", "relist after 410 Gone: time, events emitted", None,
+        "crwatch", NOT_YET),
+    Row("recovery", "recovery-drop", "resume after a dropped stream: time to first event",
+        None, "crwatch", NOT_YET),
+]  # fmt: skip
+
+
+# ---------------------------------------------------------------------------------------------
+# processes
+
+
+@contextlib.contextmanager
+def stream_server(args: list[str]) -> Iterator[tuple[str, str]]:
+    """Start the stream server; yield (base URL, kubeconfig path); stop it."""
+    proc = subprocess.Popen(
+        [PY, str(HERE / "_stream_server.py"), *args],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        if not line.startswith("READY "):
+            raise RuntimeError(f"stream server did not start: {line!r}")
+        base = f"http://127.0.0.1:{int(line.split()[1])}"
+        with tempfile.TemporaryDirectory(prefix="crwatch-bench-") as tmp:
+            kubeconfig = Path(tmp) / "kubeconfig"
+            kubeconfig.write_text(
+                "apiVersion: v1\nkind: Config\n"
+                f"clusters:\n- name: bench\n  cluster: {{server: '{base}'}}\n"
+                "users:\n- name: bench\n  user: {}\n"
+                "contexts:\n- name: bench\n"
+                "  context: {cluster: bench, user: bench, namespace: default}\n"
+                "current-context: bench\n"
+            )
+            yield base, str(kubeconfig)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def run_child(
+    target: str, base: str, kubeconfig: str, count: int, profile: str = ""
+) -> dict[str, Any]:
+    cmd = [PY, str(HERE / "_child.py"), target, "--base", base, "--count", str(count)]
+    cmd += ["--kubeconfig", kubeconfig]
+    if profile:
+        cmd += ["--profile", profile]
+    try:
+        proc = subprocess.run(
+            cmd, capture_output=True, text=True, timeout=CHILD_TIMEOUT, check=False
+        )
+    except subprocess.TimeoutExpired:
+        return {"skipped": f"timed out after {CHILD_TIMEOUT:.0f} s"}
+    lines = proc.stdout.strip().splitlines()
+    if proc.returncode != 0 or not lines:
+        tail = proc.stderr.strip().splitlines()[-1:] or ["no output"]
+        return {"skipped": f"exit {proc.returncode}: {tail[0]}"}
+    result: dict[str, Any] = json.loads(lines[-1])
+    if "skipped" in result and proc.stderr.strip():
+        result["stderr_tail"] = proc.stderr.strip().splitlines()[-3:]
+    return result
+
+
+# ---------------------------------------------------------------------------------------------
+# figures
+
+
+@dataclass
+class Outcome:
+    row: Row
+    status: str = "placeholder"  # ok | skipped | placeholder
+    note: str = ""
+    runs: list[dict[str, Any]] = field(default_factory=list)
+    median: dict[str, float] = field(default_factory=dict)
+    ratios: dict[str, float] = field(default_factory=dict)
+
+
+def summarize(out: Outcome, group: Group) -> None:
+    ok = [r for r in out.runs if "skipped" not in r]
+    if not ok:
+        out.status = "skipped" if out.runs else "placeholder"
+        if out.runs:
+            out.note = out.runs[0]["skipped"]
+        return
+    out.status = "ok"
+    per_run = {
+        "rate_per_s": [r["count"] / r["wall_s"] for r in ok],
+        "wall_s": [r["wall_s"] for r in ok],
+        "cpu_us_per_item": [r["cpu_s"] / r["count"] * 1e6 for r in ok],
+        "peak_rss_mb": [r["peak_rss_kb"] / 1024 for r in ok],
+        "count": [r["count"] for r in ok],
+    }
+    if all("bytes_per_object" in r for r in ok):
+        per_run["bytes_per_object"] = [r["bytes_per_object"] for r in ok]
+    out.median = {k: statistics.median(v) for k, v in per_run.items()}
+    if len(ok) > 1:
+        rates = per_run["rate_per_s"]
+        out.median["rate_spread_pct"] = (max(rates) - min(rates)) / statistics.median(rates) * 100
+
+
+def primary(out: Outcome) -> float:
+    """Return the figure the ratio columns compare: rate (higher is better) or bytes/object."""
+    return out.median.get("bytes_per_object", out.median.get("rate_per_s", 0.0))
+
+
+def add_ratios(outcomes: list[Outcome]) -> None:
+    for group in GROUPS:
+        members = [o for o in outcomes if o.row.group == group.name]
+        refs = {
+            role: o
+            for o in members
+            for role in ("floor", *PEERS)
+            if o.row.role == role and o.status == "ok"
+        }
+        for o in members:
+            if o.status != "ok":
+                continue
+            for role, ref in refs.items():
+                if ref is not o and primary(ref):
+                    o.ratios[role] = primary(o) / primary(ref)
+
+
+def fmt_rate(x: float) -> str:
+    return f"{x / 1000:.1f}k/s" if x >= 1000 else f"{x:.0f}/s"
+
+
+def figure(out: Outcome, group: Group) -> str:
+    m = out.median
+    if "bytes_per_object" in m:
+        return f"{m['bytes_per_object'] / 1024:.2f} KiB/obj"
+    if group.unit == "objects":
+        return f"{m['wall_s']:.2f} s ({fmt_rate(m['rate_per_s'])})"
+    return fmt_rate(m["rate_per_s"])
+
+
+def table(outcomes: list[Outcome], machine: dict[str, Any], config: dict[str, Any]) -> str:
+    cols = ["client", "figure", "CPU µs/item", "peak RSS", "±%", "×floor", "×k8s-asyncio",
+            "×lightkube", "note"]  # fmt: skip
+    lines: list[list[str]] = []
+    sections: list[tuple[int, str]] = []
+    by_name = {g.name: g for g in GROUPS}
+    for group in GROUPS:
+        members = [o for o in outcomes if o.row.group == group.name]
+        if not members:
+            continue
+        size = config["events"] if group.size == "N" else config["objects"]
+        sections.append((len(lines), f"{group.title} — {size:,} {group.unit}"))
+        for o in members:
+            if o.status != "ok":
+                not_yet = o.status == "placeholder" or o.note.startswith("not yet available")
+                label = "not yet available" if not_yet else "skipped"
+                lines.append([o.row.label, label, "", "", "", "", "", "", o.note or o.row.note])
+                continue
+            m = o.median
+            lines.append(
+                [
+                    o.row.label,
+                    figure(o, by_name[o.row.group]),
+                    f"{m['cpu_us_per_item']:.2f}",
+                    f"{m['peak_rss_mb']:.0f} MB",
+                    f"{m['rate_spread_pct']:.0f}" if "rate_spread_pct" in m else "",
+                    *(f"{o.ratios[k]:.2f}" if k in o.ratios else "" for k in ("floor", *PEERS)),
+                    o.row.note,
+                ]
+            )
+    widths = [max(len(c), *(len(r[i]) for r in lines)) if lines else len(c) for i, c in
+              enumerate(cols)]  # fmt: skip
+    widths[-1] = len(cols[-1])  # the note column is not padded
+
+    def fmt(cells: list[str]) -> str:
+        parts = [
+            c.ljust(w) if i in (0, 1, len(cols) - 1) else c.rjust(w)
+            for i, (c, w) in enumerate(zip(cells, widths, strict=True))
+        ]
+        return "  ".join(parts).rstrip()
+
+    out = [
+        "crwatch benchmarks",
+        f"machine: {machine['cpu_model']}, {machine['cores']} cores, Python "
+        f"{machine['python']}, load avg {machine['loadavg_before']} (before) / "
+        f"{machine.get('loadavg_after', '?')} (after)",
+        "versions: " + ", ".join(f"{k} {v}" for k, v in machine["versions"].items()),
+        f"runs: median of {config['runs']} runs per row, each client in its own process;"
+        " ±% = spread (max-min)/median of the rate; ×X = this row's rate (or bytes/object) / X's",
+        "",
+        fmt(cols),
+        fmt(["-" * w for w in widths[:-1]] + ["-" * 4]),
+    ]
+    starts = dict(sections)
+    for i, line in enumerate(lines):
+        if i in starts:
+            out.append(starts[i])
+        out.append(fmt(line))
+    return "\n".join(out)
+
+
+# ---------------------------------------------------------------------------------------------
+# machine
+
+
+def machine_info() -> dict[str, Any]:
+    cpu = "unknown"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    versions = {}
+    for dist in ("crwatch", "aiohttp", "orjson", "kubernetes-asyncio", "lightkube"):
+        try:
+            versions[dist] = importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            versions[dist] = "not installed"
+    commit = subprocess.run(
+        ["git", "-C", str(HERE), "rev-parse", "--short", "HEAD"],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.strip()
+    return {
+        "cpu_model": cpu,
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "versions": versions,
+        "git_commit": commit,
+        "loadavg_before": " ".join(f"{x:.2f}" for x in os.getloadavg()),
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# main
+
+
+def select(only: str) -> list[Row]:
+    if not only:
+        return list(ROWS)
+    wanted = [w.strip() for w in only.split(",") if w.strip()]
+    picked = [r for r in ROWS if any(w in (r.name, r.group) or w in r.name for w in wanted)]
+    # Always bring the group's floor along, so the ratio column means something.
+    groups = {r.group for r in picked}
+    floors = [r for r in ROWS if r.role == "floor" and r.group in groups and r not in picked]
+    return [r for r in ROWS if r in picked or r in floors]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="20,000 events, 10,000 objects")
+    ap.add_argument("--runs", type=int, default=None, help="runs per row (default 5; quick 3)")
+    ap.add_argument("--only", default="", help="comma-separated row or group names (substrings)")
+    ap.add_argument("--events", type=int, default=None, help="override N (throughput)")
+    ap.add_argument("--objects", type=int, default=None, help="override M (sync, memory)")
+    ap.add_argument("--profile", default="", help="cProfile each crwatch row into this directory")
+    ap.add_argument("--no-write", action="store_true", help="do not write bench/results/")
+    ap.add_argument("--list", action="store_true", help="list the rows and exit")
+    args = ap.parse_args()
+    if args.list:
+        for r in ROWS:
+            print(f"{r.group:12} {r.name:28} {r.label}")
+        return
+    n = args.events or (20_000 if args.quick else 200_000)
+    m = args.objects or (10_000 if args.quick else 100_000)
+    runs = args.runs or (3 if args.quick else 5)
+    config = {"events": n, "objects": m, "runs": runs, "quick": args.quick, "only": args.only}
+    machine = machine_info()
+    rows = select(args.only)
+    outcomes = [Outcome(r, note=r.note if r.target is None else "") for r in rows]
+    started = time.perf_counter()
+    for group in GROUPS:
+        members = [o for o in outcomes if o.row.group == group.name and o.row.target]
+        if not members:
+            continue
+        count = n if group.size == "N" else m
+        flags = [f.format(N=n, M=m) for f in group.server]
+        print(f"[{group.name}] server {' '.join(flags)}", file=sys.stderr, flush=True)
+        with stream_server(flags) as (base, kubeconfig):
+            for run in range(runs):
+                for o in members:
+                    if o.runs and "skipped" in o.runs[-1]:
+                        continue  # unavailable: do not retry it every run
+                    assert o.row.target is not None
+                    profile = ""
+                    if args.profile and o.row.role == "crwatch" and run == 0:
+                        Path(args.profile).mkdir(parents=True, exist_ok=True)
+                        profile = str(Path(args.profile) / f"{o.row.name}.pstats")
+                    res = run_child(o.row.target, base, kubeconfig, count, profile)
+                    o.runs.append(res)
+                    shown = res.get("skipped") or f"{res['count'] / res['wall_s']:,.0f}/s"
+                    print(f"  run {run + 1}/{runs} {o.row.name}: {shown}", file=sys.stderr)
+        for o in members:
+            summarize(o, group)
+    add_ratios(outcomes)
+    machine["loadavg_after"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    text = table(outcomes, machine, config)
+    print(text)
+    print(f"\n(total {time.perf_counter() - started:.0f} s)", file=sys.stderr)
+    if args.no_write:
+        return
+    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    doc = {
+        "timestamp": stamp,
+        "command": " ".join(shlex.quote(a) for a in ["python", "bench/run.py", *sys.argv[1:]]),
+        "machine": machine,
+        "config": config,
+        "results": [
+            {
+                "group": o.row.group,
+                "name": o.row.name,
+                "label": o.row.label,
+                "role": o.row.role,
+                "status": o.status,
+                "note": o.note or o.row.note,
+                "median": o.median,
+                "ratios": o.ratios,
+                "runs": o.runs,
+            }
+            for o in outcomes
+        ],
+        "table": text,
+    }
+    RESULTS.mkdir(exist_ok=True)
+    payload = json.dumps(doc, indent=2) + "\n"
+    (RESULTS / f"{stamp}.json").write_text(payload)
+    (RESULTS / "latest.json").write_text(payload)
+    print(f"wrote bench/results/{stamp}.json and bench/results/latest.json", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
