@@ -1,0 +1,342 @@
+"""Tests of the sans-IO list/watch state machine: transitions and invariants."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from hypothesis import settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
+
+from crwatch import (
+    Backoff,
+    CrwatchError,
+    ExpiredError,
+    ForbiddenError,
+    InvalidError,
+    NotFoundError,
+    ResourceVersionTooLargeError,
+    ServerError,
+    StallTimeout,
+    TooManyRequestsError,
+    TransportError,
+    UnauthorizedError,
+)
+from crwatch._machine import (
+    REQUESTS,
+    Action,
+    Collect,
+    Config,
+    Deliver,
+    DiscardCollected,
+    Failed,
+    InitialDeadlinePassed,
+    ListPage,
+    Observation,
+    PageReceived,
+    Phase,
+    Raise,
+    ReplaceAll,
+    Sleep,
+    SleepDone,
+    Start,
+    StartStreamingList,
+    StartWatch,
+    State,
+    StreamEnded,
+    WatchEvent,
+    initial_state,
+    step,
+)
+from crwatch._wire import RawEvent
+
+BACKOFF = Backoff(initial=1.0, maximum=16.0, max_retry_after=60.0)
+
+
+def _obj(name: str, rv: str) -> dict[str, Any]:
+    return {"metadata": {"name": name, "namespace": "ns", "resourceVersion": rv}}
+
+
+def _ev(kind: str, rv: str, *, end: bool = False) -> WatchEvent:
+    return WatchEvent(RawEvent(kind, _obj("a", rv), rv, end))
+
+
+def _run(state: State, *observations: Observation, now: float = 0.0) -> tuple[State, list[Action]]:
+    actions: list[Action] = []
+    for obs in observations:
+        state, new = step(state, obs, now)
+        actions.extend(new)
+    return state, actions
+
+
+def _gone() -> ExpiredError:
+    return ExpiredError("too old resource version", code=410, reason="Expired")
+
+
+def test_streaming_list_collects_until_the_end_bookmark_then_watches_on() -> None:
+    """Streaming list: ADDED are collected, the end bookmark replaces, the stream goes on."""
+    state = initial_state(Config(backoff=BACKOFF), seed=1)
+    state, acts = _run(state, Start())
+    (start,) = acts
+    assert isinstance(start, StartStreamingList)
+    assert start.resource_version == ""
+    assert 300 <= start.timeout_seconds < 600
+    assert start.deadline == 30.0
+    state, acts = _run(state, _ev("ADDED", "5"), _ev("BOOKMARK", "9", end=True))
+    assert [type(a) for a in acts] == [Collect, ReplaceAll]
+    assert acts[1] == ReplaceAll("9")
+    assert state.phase is Phase.WATCHING
+    assert state.synced
+    state, acts = _run(state, _ev("MODIFIED", "11"))
+    assert [type(a) for a in acts] == [Deliver]
+    assert state.resource_version == "11"
+
+
+@pytest.mark.parametrize(
+    "failure",
+    [
+        Failed(InvalidError("sendInitialEvents forbidden", code=422)),
+        InitialDeadlinePassed(),
+        StreamEnded(),
+        _ev("MODIFIED", "3"),
+    ],
+)
+def test_streaming_list_falls_back_to_a_paginated_list(failure: Observation) -> None:
+    """422, a missed deadline, an early end or a live event before the marker: paginated list."""
+    state = initial_state(Config(backoff=BACKOFF, page_size=500), seed=1)
+    state, acts = _run(state, Start(), _ev("ADDED", "1"), failure)
+    assert acts[-2:] == [DiscardCollected(), ListPage("", None, 500)]
+    assert not state.streaming
+    assert state.phase is Phase.LISTING
+
+
+def test_pagination_then_watch_from_the_list_rv() -> None:
+    """Pages are collected; the last one replaces the cache and starts the watch at its RV."""
+    state = initial_state(Config(streaming_list=False, page_size=2), seed=3)
+    state, acts = _run(state, Start())
+    assert acts == [ListPage("", None, 2)]
+    state, acts = _run(state, PageReceived([_obj("a", "1"), _obj("b", "2")], "7", "tok"))
+    assert acts[1] == ListPage("", "tok", 2)
+    state, acts = _run(state, PageReceived([_obj("c", "3")], "7", None))
+    assert [type(a) for a in acts] == [Collect, ReplaceAll, StartWatch]
+    watch = acts[2]
+    assert isinstance(watch, StartWatch)
+    assert watch.resource_version == "7"
+
+
+def test_expired_continue_token_falls_back_to_one_full_list() -> None:
+    """410 on a page after the first: drop the pages, list everything without a limit."""
+    state = initial_state(Config(streaming_list=False), seed=3)
+    state, _ = _run(state, Start(), PageReceived([_obj("a", "1")], "7", "tok"))
+    state, acts = _run(state, Failed(_gone()))
+    assert acts == [DiscardCollected(), ListPage("", None, None)]
+
+
+def _watching(config: Config | None = None) -> State:
+    state = initial_state(config or Config(streaming_list=False, backoff=BACKOFF), seed=5)
+    state, _ = _run(state, Start(), PageReceived([], "10", None))
+    assert state.phase is Phase.WATCHING
+    return state
+
+
+def test_clean_end_rewatches_at_once_from_the_last_rv() -> None:
+    """A clean close after progress re-watches immediately from the last RV (bookmarks too)."""
+    state = _watching()
+    state, acts = _run(state, _ev("BOOKMARK", "15"), StreamEnded(), now=5.0)
+    (watch,) = acts
+    assert isinstance(watch, StartWatch)
+    assert watch.resource_version == "15"
+
+
+def test_very_short_empty_watch_backs_off() -> None:
+    """A watch that ends at once with nothing delivered is retried after a backoff."""
+    state = _watching()
+    state, acts = _run(state, StreamEnded(), now=0.5)
+    (sleep,) = acts
+    assert isinstance(sleep, Sleep)
+    assert state.resume is Phase.WATCHING
+
+
+def test_expired_watch_relists() -> None:
+    """410 on a watch that delivered something relists right away."""
+    state = _watching()
+    state, acts = _run(state, _ev("ADDED", "11"), Failed(_gone()))
+    assert acts[-1] == ListPage("", None, 500)
+
+
+def test_retry_after_is_honoured() -> None:
+    """429 with Retry-After sleeps exactly that long, then retries the watch."""
+    state = _watching()
+    err = TooManyRequestsError("slow down", code=429, retry_after=7.0)
+    state, acts = _run(state, Failed(err), now=100.0)
+    assert acts == [Sleep(107.0)]
+    state, acts = _run(state, SleepDone(), now=107.0)
+    assert isinstance(acts[0], StartWatch)
+
+
+@pytest.mark.parametrize("cls", [UnauthorizedError, ForbiddenError, NotFoundError])
+def test_auth_errors_raise_or_retry_slowly(cls: type[CrwatchError]) -> None:
+    """401/403/404 raise by default; with on_auth_error="retry" they sleep at the slowest pace."""
+    err = cls("no", code=403)  # type: ignore[call-arg]
+    state, acts = _run(_watching(), Failed(err))
+    assert acts == [Raise(err)]
+    assert state.phase is Phase.FAILED
+    retry = Config(streaming_list=False, backoff=BACKOFF, on_auth_error="retry")
+    state, acts = _run(_watching(retry), Failed(err), now=0.0)
+    (sleep,) = acts
+    assert isinstance(sleep, Sleep)
+    assert BACKOFF.maximum / 2 <= sleep.until <= BACKOFF.maximum
+
+
+def test_unexpected_observation_is_a_driver_bug() -> None:
+    """An observation that cannot happen in the phase raises RuntimeError."""
+    with pytest.raises(RuntimeError):
+        step(initial_state(Config(), seed=0), SleepDone(), 0.0)
+
+
+def test_seeded_randomness_is_deterministic() -> None:
+    """The same seed gives the same watch timeouts and jitter."""
+    a = _run(_watching(), StreamEnded(), now=9.0)
+    b = _run(_watching(), StreamEnded(), now=9.0)
+    assert a == b
+
+
+# --- stateful invariants -------------------------------------------------------------------
+
+_errors = st.sampled_from(
+    [
+        lambda: ExpiredError("gone", code=410),
+        lambda: ResourceVersionTooLargeError("too large", code=504),
+        lambda: TooManyRequestsError("slow", code=429, retry_after=3.0),
+        lambda: TooManyRequestsError("slow", code=429),
+        lambda: ServerError("boom", code=500),
+        lambda: ServerError("unavailable", code=503, retry_after=1000.0),
+        lambda: TransportError("reset"),
+        lambda: StallTimeout("stalled"),
+        lambda: ForbiddenError("no", code=403),
+        lambda: InvalidError("bad", code=422),
+    ]
+)
+_rvs = st.integers(min_value=1, max_value=10**6).map(str) | st.just("")
+
+
+class MachineInvariants(RuleBasedStateMachine):
+    """Drive the machine with any valid sequence of observations and check its promises."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.state = initial_state(Config(streaming_list=True, backoff=BACKOFF), seed=0)
+        self.now = 0.0
+        self.expect_list = False
+        self.expect_progress_reset = False
+
+    @initialize(
+        streaming=st.booleans(),
+        policy=st.sampled_from(["raise", "retry"]),
+        seed=st.integers(min_value=0, max_value=2**64 - 1),
+    )
+    def start(self, streaming: bool, policy: Any, seed: int) -> None:
+        config = Config(streaming_list=streaming, backoff=BACKOFF, on_auth_error=policy)
+        self.state = initial_state(config, seed)
+        self.feed(Start())
+
+    def feed(self, obs: Observation) -> None:
+        before = self.state
+        self.state, actions = step(before, obs, self.now)
+        starts = [a for a in actions if isinstance(a, (*REQUESTS, Sleep, Raise))]
+        # One observation leads to at most one new request, sleep or raise.
+        assert len(starts) <= 1, actions
+        for action in actions:
+            if isinstance(action, StartWatch):
+                assert action.resource_version, "watch from an empty RV after the sync"
+                assert self.state.synced
+            if isinstance(action, Sleep):
+                assert (
+                    -1e-9
+                    <= action.until - self.now
+                    <= max(BACKOFF.maximum, BACKOFF.max_retry_after) + 1e-9
+                )
+                retry_after = getattr(action.error, "retry_after", None)
+                if retry_after is None and self.state.attempt > before.attempt:
+                    assert action.until - self.now <= BACKOFF.cap(before.attempt) + 1e-9
+            if isinstance(action, (ReplaceAll, Deliver)):
+                self.expect_progress_reset = True
+        if self.expect_list and starts and not isinstance(starts[0], (Sleep, Raise)):
+            first = starts[0]
+            assert isinstance(first, StartStreamingList) or (
+                isinstance(first, ListPage) and first.continue_token is None
+            ), f"a 410 must lead to a fresh list, got {first}"
+            self.expect_list = False
+        if self.expect_progress_reset:
+            assert self.state.attempt == 0
+            self.expect_progress_reset = False
+        # Backoff grows during an outage: each failure-driven sleep counts one more attempt
+        # (auth errors under the "retry" policy sleep at the slowest pace instead).
+        if (
+            isinstance(obs, Failed)
+            and self.state.phase is Phase.BACKING_OFF
+            and not isinstance(obs.error, ForbiddenError)
+        ):
+            assert self.state.attempt == before.attempt + 1
+
+    @rule(dt=st.floats(min_value=0, max_value=50))
+    def time_passes(self, dt: float) -> None:
+        self.now += dt
+
+    @precondition(lambda self: self.state.phase is Phase.BACKING_OFF)
+    @rule()
+    def sleep_done(self) -> None:
+        self.feed(SleepDone())
+
+    @precondition(lambda self: self.state.phase in (Phase.STREAMING_LIST, Phase.WATCHING))
+    @rule(kind=st.sampled_from(["ADDED", "MODIFIED", "DELETED", "BOOKMARK"]), rv=_rvs)
+    def watch_event(self, kind: str, rv: str) -> None:
+        self.feed(_ev(kind, rv))
+
+    @precondition(lambda self: self.state.phase is Phase.STREAMING_LIST)
+    @rule(rv=_rvs)
+    def end_bookmark(self, rv: str) -> None:
+        self.feed(_ev("BOOKMARK", rv, end=True))
+
+    @precondition(lambda self: self.state.phase in (Phase.STREAMING_LIST, Phase.WATCHING))
+    @rule()
+    def stream_ended(self) -> None:
+        self.feed(StreamEnded())
+
+    @precondition(lambda self: self.state.phase is Phase.STREAMING_LIST)
+    @rule()
+    def deadline(self) -> None:
+        self.feed(InitialDeadlinePassed())
+
+    @precondition(lambda self: self.state.phase is Phase.LISTING)
+    @rule(rv=_rvs, more=st.booleans(), n=st.integers(min_value=0, max_value=3))
+    def page(self, rv: str, more: bool, n: int) -> None:
+        items = [_obj(f"o{i}", "1") for i in range(n)]
+        self.feed(PageReceived(items, rv, "tok" if more else None))
+
+    @precondition(
+        lambda self: self.state.phase in (Phase.STREAMING_LIST, Phase.LISTING, Phase.WATCHING)
+    )
+    @rule(make=_errors)
+    def failure(self, make: Any) -> None:
+        error = make()
+        if isinstance(error, (ExpiredError, ResourceVersionTooLargeError)):
+            self.expect_list = True
+        self.feed(Failed(error))
+
+    @precondition(lambda self: self.state.phase is Phase.WATCHING)
+    @rule()
+    def error_event_410(self) -> None:
+        status = {"kind": "Status", "apiVersion": "v1", "code": 410, "reason": "Expired"}
+        self.expect_list = True
+        self.feed(WatchEvent(RawEvent("ERROR", status, "")))
+
+    @invariant()
+    def synced_state_has_an_rv(self) -> None:
+        if self.state.synced:
+            assert self.state.resource_version
+
+
+MachineInvariants.TestCase.settings = settings(max_examples=150, stateful_step_count=40)
+TestMachineInvariants = MachineInvariants.TestCase
