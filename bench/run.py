@@ -83,6 +83,8 @@ ROWS = [
         "floor:iter_any_orjson", "other", "no line-length limit"),
     Row("throughput", "floor-stdlib-json", "aiohttp readline + stdlib json",
         "floor:readline_json", "other"),
+    Row("throughput", "crwatch-wire", "crwatch wire only: iter_any + LineSplitter + parse_event",
+        "crwatch_client:wire_throughput", "other", "sans-IO layer, no watcher"),
     Row("throughput", "crwatch-watch", "crwatch.watch", "crwatch_client:watch_throughput",
         "crwatch", "target >= 0.80x floor"),
     Row("throughput", "crwatch-informer", "crwatch.Informer, 1 callback", None, "crwatch",

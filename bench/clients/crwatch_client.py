@@ -11,6 +11,8 @@ import inspect
 from collections.abc import AsyncIterator
 from typing import Any
 
+import aiohttp
+
 import crwatch
 
 from . import GROUP, NAMESPACE, PLURAL, VERSION, Ctx, Unavailable
@@ -42,6 +44,27 @@ async def _client(ctx: Ctx) -> AsyncIterator[Any]:
                 res = close()
                 if inspect.isawaitable(res):
                     await res
+
+
+async def wire_throughput(ctx: Ctx) -> int:
+    """Run the sans-IO wire layer alone: aiohttp ``iter_any``, ``LineSplitter``, ``parse_event``."""
+    try:
+        from crwatch._wire import LineSplitter, parse_event
+    except ImportError as exc:
+        raise Unavailable(f"not yet available: crwatch._wire ({exc})") from exc
+    n = 0
+    splitter = LineSplitter()
+    feed = splitter.feed
+    async with aiohttp.ClientSession() as s, s.get(ctx.url, params={"watch": "true"}) as resp:
+        async for chunk in resp.content.iter_any():
+            for line in feed(chunk):
+                if isinstance(line, Exception):
+                    raise line
+                parse_event(line)
+                n += 1
+                if n >= ctx.count:
+                    return n
+    return n
 
 
 async def watch_throughput(ctx: Ctx) -> int:
