@@ -937,6 +937,9 @@ class ClusterState:
         old = self.get(rtype, name, ns)
         try:
             if patch_type == "json":
+                if not isinstance(patch, list):
+                    raise bad_request("json: cannot unmarshal object into Go value of type "
+                                      "jsonpatch.Patch")
                 patched = apply_json_patch(old, patch)
             elif patch_type == "merge":
                 if not isinstance(patch, dict):
