@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib as _contextlib
 
 from ._backoff import Backoff
+from ._client import Client
 from ._events import Event, EventType, object_key
 from ._exceptions import (
     ApiError,
@@ -33,14 +34,17 @@ from ._exceptions import (
 )
 from ._resource import Resource
 from ._version import __version__
+from ._watcher import EventStream, Watch, WatchStatistics, watch
 
 __all__ = [
     "ApiError",
     "Backoff",
     "BadRequestError",
+    "Client",
     "ConflictError",
     "CrwatchError",
     "Event",
+    "EventStream",
     "EventTooLargeError",
     "EventType",
     "ExpiredError",
@@ -58,8 +62,11 @@ __all__ = [
     "TooManyRequestsError",
     "TransportError",
     "UnauthorizedError",
+    "Watch",
+    "WatchStatistics",
     "__version__",
     "object_key",
+    "watch",
 ]
 
 # One public door: show every public name as crwatch.X in reprs, tracebacks and docs.

@@ -1,0 +1,326 @@
+"""The transport: the one module that talks to kubernetes-asyncio and aiohttp.
+
+It builds ``ApiClient`` values (kubeconfig, in-cluster), sends LIST and WATCH requests
+through the ``ApiClient``'s own REST client (so its TLS settings, proxy and client
+certificates apply) with its own auth (``update_params_for_auth``: bearer tokens, refreshed
+by the configuration's ``refresh_api_key_hook``), reads raw responses, and maps every
+failure to the crwatch error tree. No aiohttp or kubernetes-asyncio exception escapes it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import Sequence
+from typing import Any, Final
+
+import aiohttp
+from attrs import frozen
+from kubernetes_asyncio import client as k8s_client
+from kubernetes_asyncio import config as k8s_config
+
+from ._exceptions import ApiError, InvalidOptionError, TransportError
+from ._resource import Resource
+from ._wire import loads, parse_retry_after, status_to_error
+
+__all__ = [
+    "ListResult",
+    "Transport",
+    "WatchStream",
+    "api_client_from_incluster",
+    "api_client_from_kubeconfig",
+]
+
+log = logging.getLogger("crwatch")
+
+#: Seconds allowed to connect (TCP + TLS) before a request counts as failed.
+CONNECT_TIMEOUT: Final = 30.0
+
+#: Errors of the HTTP stack that mean "no usable answer" (refused, reset, TLS, DNS, timeout).
+_NETWORK_ERRORS: Final = (aiohttp.ClientError, OSError, asyncio.TimeoutError)
+
+
+# --- building ApiClient values ------------------------------------------------------------
+
+
+async def api_client_from_kubeconfig(
+    path: str | os.PathLike[str] | None, context: str | None
+) -> Any:
+    """Build an ``ApiClient`` from a kubeconfig file (default: ``$KUBECONFIG`` or ~/.kube).
+
+    Exec credential plugins that report an ``expirationTimestamp`` are re-run before a
+    request once their token is about to expire (kubernetes-asyncio caches the token until
+    then); other auth modes are whatever kubernetes-asyncio's loader supports.
+    """
+    configuration = k8s_client.Configuration()
+    try:
+        loader = await k8s_config.load_kube_config(
+            config_file=None if path is None else os.fspath(path),
+            context=context,
+            client_configuration=configuration,
+        )
+    except (k8s_config.ConfigException, OSError, ValueError, KeyError, TypeError) as exc:
+        raise InvalidOptionError(f"cannot load kubeconfig: {exc}") from None
+    _install_exec_refresh(loader, configuration)
+    return k8s_client.ApiClient(configuration)
+
+
+def _install_exec_refresh(loader: Any, configuration: Any) -> None:
+    user = getattr(loader, "_user", None)
+    try:
+        has_exec = user is not None and "exec" in user
+    except TypeError:  # pragma: no cover - an unexpected loader shape
+        has_exec = False
+    if not has_exec or configuration.refresh_api_key_hook is not None:
+        return
+
+    async def refresh(conf: Any) -> None:
+        # Only plugins that told us when their token expires are re-run; without an expiry
+        # the loader would run the plugin on every request.
+        if not hasattr(loader, "exec_plugin_expiry"):
+            return
+        if await loader.load_from_exec_plugin() and getattr(loader, "token", None):
+            conf.api_key["BearerToken"] = loader.token
+
+    configuration.refresh_api_key_hook = refresh
+
+
+def api_client_from_incluster() -> Any:
+    """Build an ``ApiClient`` from the pod's service account (token file re-read on change)."""
+    configuration = k8s_client.Configuration()
+    try:
+        k8s_config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+    except (k8s_config.ConfigException, OSError) as exc:
+        raise InvalidOptionError(f"cannot load the in-cluster configuration: {exc}") from None
+    return k8s_client.ApiClient(configuration)
+
+
+async def close_api_client(api_client: Any) -> None:
+    """Close an ``ApiClient`` we created."""
+    await api_client.close()
+
+
+def api_client_host(api_client: Any) -> str:
+    """Return the server URL an ``ApiClient`` talks to."""
+    return str(getattr(api_client.configuration, "host", "") or "")
+
+
+def is_api_client(value: object) -> bool:
+    """Tell whether ``value`` looks like a kubernetes-asyncio ``ApiClient``."""
+    return hasattr(value, "rest_client") and hasattr(value, "configuration")
+
+
+# --- requests -----------------------------------------------------------------------------
+
+
+@frozen
+class ListResult:
+    """One list page: its items, the list's resourceVersion, the next continue token."""
+
+    items: Sequence[dict[str, Any]]
+    resource_version: str
+    continue_token: str | None
+
+
+class WatchStream:
+    """An open watch response: read raw chunks until ``b""`` (end of stream), then close."""
+
+    __slots__ = ("_closed", "_describe", "_response")
+
+    def __init__(self, response: Any, describe: str) -> None:
+        self._response = response
+        self._describe = describe
+        self._closed = False
+
+    async def read(self) -> bytes:
+        """Return the next chunk of bytes as it arrives; ``b""`` at a clean end of stream.
+
+        Raises:
+            TransportError: the connection broke mid-stream.
+        """
+        try:
+            chunk: bytes = await self._response.content.readany()
+        except _NETWORK_ERRORS as exc:
+            raise TransportError(f"{self._describe}: stream broken: {_explain(exc)}") from exc
+        return chunk
+
+    def close(self) -> None:
+        """Drop the connection (idempotent); an unfinished stream cannot be reused."""
+        if not self._closed:
+            self._closed = True
+            self._response.close()
+
+
+class Transport:
+    """LIST pages and WATCH streams for one ``ApiClient``."""
+
+    __slots__ = ("_api",)
+
+    def __init__(self, api_client: Any) -> None:
+        self._api = api_client
+
+    @property
+    def host(self) -> str:
+        """The server URL."""
+        return api_client_host(self._api)
+
+    async def list_page(
+        self,
+        resource: Resource,
+        *,
+        namespace: str | None,
+        label_selector: str | None,
+        field_selector: str | None,
+        resource_version: str,
+        continue_token: str | None,
+        limit: int | None,
+        read_timeout: float | None,
+    ) -> ListResult:
+        """GET one page of the collection.
+
+        Raises:
+            ApiError: the server answered an error (typed by status, naming verb and resource).
+            TransportError: no usable answer.
+        """
+        query = _selectors(label_selector, field_selector)
+        if resource_version:
+            query.append(("resourceVersion", resource_version))
+        if continue_token:
+            query.append(("continue", continue_token))
+        if limit:
+            query.append(("limit", str(limit)))
+        timeout = aiohttp.ClientTimeout(
+            total=None,
+            sock_connect=CONNECT_TIMEOUT,
+            connect=CONNECT_TIMEOUT,
+            sock_read=read_timeout,
+        )
+        response = await self._request("list", resource, namespace, query, timeout)
+        try:
+            body = await response.read()
+        except _NETWORK_ERRORS as exc:
+            raise TransportError(f"list {resource}: body not read: {_explain(exc)}") from exc
+        finally:
+            response.release()
+        try:
+            data = loads(body)
+        except ValueError:
+            raise TransportError(f"list {resource}: response is not JSON") from None
+        if not isinstance(data, dict) or not isinstance(data.get("items", []), list):
+            raise TransportError(f"list {resource}: response is not a list")
+        meta = data.get("metadata") or {}
+        items = data.get("items") or []
+        return ListResult(
+            items,
+            str(meta.get("resourceVersion") or ""),
+            str(meta.get("continue") or "") or None,
+        )
+
+    async def open_watch(
+        self,
+        resource: Resource,
+        *,
+        namespace: str | None,
+        label_selector: str | None,
+        field_selector: str | None,
+        resource_version: str,
+        timeout_seconds: int,
+        send_initial_events: bool = False,
+    ) -> WatchStream:
+        """Open a WATCH with bookmarks; return once the response headers arrived.
+
+        ``send_initial_events=True`` makes it a streaming list
+        (``sendInitialEvents=true&resourceVersionMatch=NotOlderThan``; PROTOCOL.md §8).
+
+        Raises:
+            ApiError: the server answered an error status before the stream.
+            TransportError: no usable answer.
+        """
+        query = [("watch", "true"), ("allowWatchBookmarks", "true")]
+        query += _selectors(label_selector, field_selector)
+        if resource_version:
+            query.append(("resourceVersion", resource_version))
+        if send_initial_events:
+            query += [("sendInitialEvents", "true"), ("resourceVersionMatch", "NotOlderThan")]
+        query.append(("timeoutSeconds", str(timeout_seconds)))
+        # No read timeout here: the watcher detects stalls itself, between chunks.
+        timeout = aiohttp.ClientTimeout(
+            total=None, sock_connect=CONNECT_TIMEOUT, connect=CONNECT_TIMEOUT, sock_read=None
+        )
+        response = await self._request("watch", resource, namespace, query, timeout)
+        return WatchStream(response, f"watch {resource}")
+
+    async def _request(
+        self,
+        verb: str,
+        resource: Resource,
+        namespace: str | None,
+        query: list[tuple[str, str]],
+        timeout: Any,
+    ) -> Any:
+        api = self._api
+        url = api_client_host(api) + resource.path(namespace)
+        headers: dict[str, str] = dict(api.default_headers)
+        headers["Accept"] = "application/json"
+        if getattr(api, "cookie", None):
+            headers["Cookie"] = api.cookie
+        try:
+            # The ApiClient's auth: bearer token (with its refresh hook: exec plugins,
+            # in-cluster token rotation); client certificates live in its SSL context.
+            await api.update_params_for_auth(headers, query, ["BearerToken"])
+            response = await api.rest_client.request(
+                "GET",
+                url,
+                query_params=query,
+                headers=headers,
+                _preload_content=False,
+                _request_timeout=timeout,
+            )
+        except _NETWORK_ERRORS as exc:
+            raise TransportError(f"{verb} {resource}: {_explain(exc)}") from exc
+        except k8s_config.ConfigException as exc:  # a credential plugin failed
+            raise TransportError(f"{verb} {resource}: credentials: {exc}") from exc
+        if 200 <= response.status < 300:
+            return response
+        try:
+            raise await _error_from(response, verb, str(resource))
+        finally:
+            response.release()
+
+
+def _selectors(label_selector: str | None, field_selector: str | None) -> list[tuple[str, str]]:
+    query: list[tuple[str, str]] = []
+    if label_selector:
+        query.append(("labelSelector", label_selector))
+    if field_selector:
+        query.append(("fieldSelector", field_selector))
+    return query
+
+
+async def _error_from(response: Any, verb: str, resource: str) -> ApiError:
+    try:
+        body: bytes = await response.read()
+    except _NETWORK_ERRORS:
+        body = b""
+    retry_after = parse_retry_after(response.headers.get("Retry-After"))
+    status: Any = None
+    if body[:1] == b"{":
+        try:
+            status = loads(body)
+        except ValueError:
+            status = None
+    # A plain-text 404 is what kube-apiserver sends for an unknown resource (PROTOCOL.md §9).
+    return status_to_error(
+        status,
+        code=response.status,
+        body=body or str(response.reason or ""),
+        verb=verb,
+        resource=resource,
+        retry_after=retry_after,
+    )
+
+
+def _explain(exc: BaseException) -> str:
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
