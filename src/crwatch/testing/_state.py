@@ -353,6 +353,7 @@ class Watcher:
         self.last_rv = min_rv
         self.wake = asyncio.Event()
         self.terminated = False
+        self.draining = False
         collection.watchers.add(self)
 
     def matches(self, obj: Obj | None) -> bool:
@@ -401,6 +402,8 @@ class Watcher:
             self.last_rv = max(self.last_rv, events[stop - 1].rv)
         self.seq = coll.offset + stop
         if self.seq == coll.end_seq:
+            if self.draining and not out:
+                return None
             self.wake.clear()
         return out
 
@@ -414,6 +417,11 @@ class Watcher:
             meta = {"annotations": {INITIAL_EVENTS_END: "true"}, **meta}
         obj = {"apiVersion": self.rtype.api_version, "kind": self.rtype.kind, "metadata": meta}
         return b'{"type":"BOOKMARK","object":' + orjson.dumps(obj) + b"}\n"
+
+    def finish(self) -> None:
+        """End the watch once it has delivered the events already stored (clean close)."""
+        self.draining = True
+        self.wake.set()
 
     def close(self) -> None:
         """Stop following the history."""
@@ -1280,7 +1288,7 @@ class ClusterState:
             # A CRD spec change rebuilds the CR storage: its watchers are closed [E1].
             coll = self._collections.get((spec["group"], names["plural"]))
             for watcher in list(coll.watchers if coll else ()):
-                watcher.close()
+                watcher.finish()
         self._crd_types[name] = new_types
         for rtype in new_types:
             self._register(rtype)
@@ -1295,7 +1303,7 @@ class ClusterState:
             for key in list(coll.sorted_keys()):
                 self._remove(rtype, coll.objects[key])
             for watcher in list(coll.watchers):
-                watcher.close()
+                watcher.finish()
         for rtype in types:
             self._types.pop((rtype.group, rtype.version, rtype.plural), None)
         self._collections.pop(ckey, None)
