@@ -1,0 +1,181 @@
+"""kubectl (a real, independent client) against FakeApiServer: get, watch, apply, patch, delete."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import anyio
+import orjson
+import pytest
+from fakeserver_helpers import register_widgets, widget
+
+from crwatch.testing import FakeApiServer
+
+pytestmark = [
+    pytest.mark.anyio,
+    pytest.mark.kubectl,
+    pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl is not on PATH"),
+]
+
+CRD = {
+    "apiVersion": "apiextensions.k8s.io/v1",
+    "kind": "CustomResourceDefinition",
+    "metadata": {"name": "widgets.example.com"},
+    "spec": {
+        "group": "example.com",
+        "names": {"plural": "widgets", "kind": "Widget", "singular": "widget"},
+        "scope": "Namespaced",
+        "versions": [
+            {
+                "name": "v1",
+                "served": True,
+                "storage": True,
+                "schema": {
+                    "openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
+                },
+            }
+        ],
+    },
+}
+
+
+class Kubectl:
+    """Runs kubectl against one server with a private discovery cache."""
+
+    def __init__(self, server: FakeApiServer, tmp_path: Path) -> None:
+        self.kubeconfig = server.kubeconfig(tmp_path / "kubeconfig")
+        self.cache = tmp_path / "kube-cache"
+        self.tmp_path = tmp_path
+
+    def argv(self, *args: str) -> list[str]:
+        """Full command line."""
+        return [
+            "kubectl", f"--kubeconfig={self.kubeconfig}", f"--cache-dir={self.cache}",
+            "--request-timeout=20s", *args,
+        ]
+
+    async def run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[bytes]:
+        """Run kubectl without blocking the event loop that serves it."""
+        result = await anyio.run_process(self.argv(*args), check=False)
+        if check and result.returncode != 0:
+            raise AssertionError(
+                f"kubectl {' '.join(args)} failed ({result.returncode}): "
+                f"{result.stderr.decode()}{result.stdout.decode()}"
+            )
+        return result
+
+    def manifest(self, name: str, body: dict[str, Any]) -> str:
+        """Write a JSON manifest file; return its path."""
+        path = self.tmp_path / name
+        path.write_bytes(orjson.dumps(body))
+        return str(path)
+
+
+@pytest.fixture
+def kubectl(fake_apiserver: FakeApiServer, tmp_path: Path) -> Kubectl:
+    """kubectl bound to the fake server."""
+    return Kubectl(fake_apiserver, tmp_path)
+
+
+async def test_kubectl_get(fake_apiserver: FakeApiServer, kubectl: Kubectl) -> None:
+    """kubectl get lists widgets and reads one with jsonpath; 404 is reported."""
+    widgets = register_widgets(fake_apiserver)
+    fake_apiserver.create(widgets, widget("w1", color="red"))
+    listed = await kubectl.run("get", "widgets", "-A")
+    assert b"w1" in listed.stdout
+    assert b"default" in listed.stdout
+    one = await kubectl.run("get", "widget", "w1", "-o", "jsonpath={.spec.color}")
+    assert one.stdout == b"red"
+    missing = await kubectl.run("get", "widget", "nope", check=False)
+    assert missing.returncode == 1
+    assert b'widgets.example.com "nope" not found' in missing.stderr
+    ns = await kubectl.run("get", "namespaces", "-o", "name")
+    assert b"namespace/default" in ns.stdout
+
+
+async def test_kubectl_apply_patch_delete(fake_apiserver: FakeApiServer, kubectl: Kubectl) -> None:
+    """apply --validate=false creates then patches; patch --type merge; delete waits for 404."""
+    crd_file = kubectl.manifest("crd.json", CRD)
+    out = await kubectl.run("apply", "--validate=false", "-f", crd_file)
+    assert b"created" in out.stdout
+    body = widget("w1", size=3)
+    w_file = kubectl.manifest("w.json", body)
+    out = await kubectl.run("apply", "--validate=false", "-f", w_file)
+    assert b"widget.example.com/w1 created" in out.stdout
+    out = await kubectl.run("apply", "--validate=false", "-f", w_file)
+    assert b"unchanged" in out.stdout
+    body["spec"]["size"] = 4
+    w_file = kubectl.manifest("w.json", body)
+    out = await kubectl.run("apply", "--validate=false", "-f", w_file)
+    assert b"configured" in out.stdout
+    widgets = fake_apiserver.resource("example.com", "v1", "widgets")
+    assert fake_apiserver.get(widgets, "w1")["spec"]["size"] == 4
+    out = await kubectl.run("patch", "widget", "w1", "--type", "merge", "-p", '{"spec":{"color":"red"}}')
+    assert b"widget.example.com/w1 patched" in out.stdout
+    assert fake_apiserver.get(widgets, "w1")["spec"] == {"size": 4, "color": "red"}
+    out = await kubectl.run("patch", "widget", "w1", "--type", "merge", "-p", '{"spec":{"color":"red"}}')
+    assert b"patched (no change)" in out.stdout
+    out = await kubectl.run("delete", "widget", "w1")
+    assert b'widget.example.com "w1" deleted' in out.stdout
+    assert fake_apiserver.list(widgets) == []
+
+
+async def test_kubectl_delete_waits_for_finalizers(
+    fake_apiserver: FakeApiServer, kubectl: Kubectl
+) -> None:
+    """kubectl delete --wait follows the object with a watch until DELETED arrives."""
+    widgets = register_widgets(fake_apiserver)
+    fake_apiserver.create(widgets, {"metadata": {"name": "w1", "finalizers": ["x/y"]}})
+    async with anyio.create_task_group() as tg:
+        results: list[subprocess.CompletedProcess[bytes]] = []
+
+        async def delete() -> None:
+            results.append(await kubectl.run("delete", "widget", "w1", "--timeout=20s"))
+
+        tg.start_soon(delete)
+        for _ in range(200):
+            if fake_apiserver.get(widgets, "w1")["metadata"].get("deletionTimestamp"):
+                break
+            await anyio.sleep(0.02)
+        await anyio.sleep(0.3)  # let kubectl reach its watch; it also works if it did not yet
+        fake_apiserver.patch(widgets, "w1", {"metadata": {"finalizers": None}})
+    assert b'"w1" deleted' in results[0].stdout
+
+
+async def test_kubectl_get_watch(fake_apiserver: FakeApiServer, kubectl: Kubectl) -> None:
+    """kubectl get -w prints the list then live events, and exits when the server closes."""
+    widgets = register_widgets(fake_apiserver)
+    fake_apiserver.create(widgets, widget("w1"))
+    # warm the discovery cache so the watch starts quickly
+    await kubectl.run("get", "widgets")
+    proc = await asyncio.create_subprocess_exec(
+        *kubectl.argv("get", "widgets", "-w", "--output-watch-events"),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        assert proc.stdout is not None
+        header = await asyncio.wait_for(proc.stdout.readline(), 15)
+        assert b"EVENT" in header
+        first = await asyncio.wait_for(proc.stdout.readline(), 15)
+        assert first.split()[:2] == [b"ADDED", b"w1"]
+        for _ in range(100):  # wait for kubectl's watch request to be open
+            if fake_apiserver._state.collection(widgets).watchers:
+                break
+            await asyncio.sleep(0.05)
+        fake_apiserver.create(widgets, widget("w2"))
+        second = await asyncio.wait_for(proc.stdout.readline(), 15)
+        assert second.split()[:2] == [b"ADDED", b"w2"]
+        fake_apiserver.delete(widgets, "w1")
+        third = await asyncio.wait_for(proc.stdout.readline(), 15)
+        assert third.split()[:2] == [b"DELETED", b"w1"]
+        await fake_apiserver.stop()  # kubectl exits when the server closes the stream
+        assert await asyncio.wait_for(proc.wait(), 15) == 0
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
