@@ -1,0 +1,175 @@
+"""Where ``crwatch.watch`` spends its per-event time.
+
+``python bench/profile_watch.py [--events N] [--no-tree]``
+
+1. The cost of each piece of the per-event path, timed alone in a tight loop over the same
+   ~2 KB events the benchmark streams (low noise: no sockets, no other process).
+2. A pyinstrument call tree of ``crwatch.watch`` reading N events from the stream server
+   (``pip install pyinstrument``; skipped without it). Sampling profilers add overhead to
+   every call, so read the tree for proportions, and part 1 for absolute costs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+import _objects as objs  # noqa: E402
+import anyio  # noqa: E402
+import orjson  # noqa: E402
+from run import stream_server  # noqa: E402
+
+
+def per_item(fn: Callable[[], Any], n: int, repeat: int = 5) -> float:
+    best = float("inf")
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t)
+    return best / n * 1e6
+
+
+async def handoff(n: int, buffer: int) -> float:
+    """Microseconds per item through an anyio memory object stream, producer to consumer."""
+    send, receive = anyio.create_memory_object_stream[int](buffer)
+
+    async def produce() -> None:
+        async with send:
+            for i in range(n):
+                await send.send(i)
+
+    async def consume() -> None:
+        async with receive:
+            async for _ in receive:
+                pass
+
+    t = time.perf_counter()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(produce)
+        tg.start_soon(consume)
+    return (time.perf_counter() - t) / n * 1e6
+
+
+async def queue_handoff(n: int, maxsize: int) -> float:
+    """Time the same through an ``asyncio.Queue`` (no checkpoint when it need not wait)."""
+    q: asyncio.Queue[int | None] = asyncio.Queue(maxsize)
+
+    async def produce() -> None:
+        for i in range(n):
+            await q.put(i)
+        await q.put(None)
+
+    async def consume() -> None:
+        while await q.get() is not None:
+            pass
+
+    t = time.perf_counter()
+    await asyncio.gather(produce(), consume())
+    return (time.perf_counter() - t) / n * 1e6
+
+
+def micro(n: int) -> list[tuple[str, float]]:
+    import attrs
+
+    from crwatch import _machine, _store, _wire
+    from crwatch._events import Event
+
+    lines = [objs.encoded_event("MODIFIED", i % 1000, 100 + i)[:-1] for i in range(n)]
+    chunk = b"\n".join(lines) + b"\n"
+    raws = [_wire.parse_event(line) for line in lines]
+    state = _machine.initial_state(_machine.Config(), 1)
+    state = attrs.evolve(
+        state,
+        phase=_machine.Phase.WATCHING,
+        resource_version="99",
+        synced=True,
+        watch_progress=True,
+    )
+
+    def steps() -> None:
+        s = state
+        for raw in raws:
+            s, _ = _machine.step(s, _machine.WatchEvent(raw), 0.0)
+
+    def split() -> None:
+        splitter = _wire.LineSplitter(16 << 20)
+        for i in range(0, len(chunk), 256 << 10):
+            splitter.feed(chunk[i : i + (256 << 10)])
+
+    def apply() -> None:
+        store = _store.Store()
+        for raw in raws:
+            store.apply(raw.type, raw.object)
+
+    async def clocks() -> float:
+        return per_item(lambda: [anyio.current_time() for _ in range(n)], n)
+
+    def each(fn: Callable[[Any], Any], items: list[Any]) -> Callable[[], None]:
+        # Drop each result at once, as a streaming client does: keeping 20k parsed objects
+        # alive would time the allocator, not the parser.
+        def loop() -> None:
+            for item in items:
+                fn(item)
+
+        return loop
+
+    return [
+        ("orjson.loads (the floor's parse)", per_item(each(orjson.loads, lines), n)),
+        ("LineSplitter.feed, 256 KiB chunks", per_item(split, n)),
+        ("parse_event (orjson + checks + RawEvent)",
+         per_item(each(_wire.parse_event, lines), n)),
+        ("WatchEvent() + step() in WATCHING", per_item(steps, n)),
+        ("  of which attrs.evolve(State, resource_version=...)",
+         per_item(each(lambda r: attrs.evolve(state, resource_version=r.resource_version),
+                       raws), n)),
+        ("Store.apply (1000 keys) + Event", per_item(apply, n)),
+        ("  Event.from_object alone, for comparison",
+         per_item(each(lambda r: Event.from_object(r.type, r.object), raws), n)),
+        ("anyio.current_time()", asyncio.run(clocks())),
+        ("anyio memory stream send+receive, buffer 128", asyncio.run(handoff(n, 128))),
+        ("anyio memory stream send+receive, buffer 0", asyncio.run(handoff(n, 0))),
+        ("asyncio.Queue put+get, maxsize 128", asyncio.run(queue_handoff(n, 128))),
+    ]  # fmt: skip
+
+
+def tree(events: int) -> str:
+    try:
+        import pyinstrument
+    except ImportError:
+        return "(pyinstrument not installed: pip install pyinstrument)"
+    from clients import Ctx
+    from clients.crwatch_client import watch_throughput
+
+    with stream_server(["--events", str(events)]) as (base, kubeconfig):
+        ctx = Ctx(base=base, count=events, kubeconfig=kubeconfig)
+        profiler = pyinstrument.Profiler(interval=0.0005)
+        profiler.start()
+        asyncio.run(watch_throughput(ctx))
+        profiler.stop()
+    text: str = profiler.output_text(unicode=False, color=False)
+    return text
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--events", type=int, default=20_000)
+    ap.add_argument("--no-tree", action="store_true")
+    args = ap.parse_args()
+    print(f"per-event pieces, timed alone (best of 5, {args.events:,} events):")
+    for label, us in micro(args.events):
+        print(f"  {us:7.2f} µs  {label}")
+    if not args.no_tree:
+        print(f"\ncrwatch.watch over {args.events:,} events, pyinstrument:")
+        print(tree(args.events))
+
+
+if __name__ == "__main__":
+    main()
