@@ -33,9 +33,13 @@ def register_widgets(server: FakeApiServer, **kwargs: Any) -> ResourceType:
 
 
 def widget(name: str, **spec: Any) -> dict[str, Any]:
-    """A Widget body."""
-    return {"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": name},
-            "spec": spec}
+    """Build a Widget body."""
+    return {
+        "apiVersion": "example.com/v1",
+        "kind": "Widget",
+        "metadata": {"name": name},
+        "spec": spec,
+    }
 
 
 class Stream:
@@ -45,14 +49,14 @@ class Stream:
         self.response = response
 
     async def event(self, timeout: float = 3.0) -> dict[str, Any]:
-        """The next event; fails on EOF or timeout."""
+        """Read the next event; fail on EOF or timeout."""
         line = await asyncio.wait_for(self.response.content.readline(), timeout)
         assert line, "stream ended"
         event: dict[str, Any] = orjson.loads(line)
         return event
 
     async def events(self, n: int, timeout: float = 3.0) -> list[dict[str, Any]]:
-        """The next ``n`` events."""
+        """Read the next ``n`` events."""
         return [await self.event(timeout) for _ in range(n)]
 
     async def rest(self, timeout: float = 3.0) -> list[dict[str, Any]]:
@@ -61,7 +65,7 @@ class Stream:
         return [orjson.loads(line) for line in raw.splitlines() if line]
 
     async def silent(self, seconds: float) -> bool:
-        """True when nothing at all arrives for ``seconds``."""
+        """Tell whether nothing at all arrives for ``seconds``."""
         try:
             await asyncio.wait_for(self.response.content.readany(), seconds)
         except asyncio.TimeoutError:
@@ -71,16 +75,14 @@ class Stream:
 
 @asynccontextmanager
 async def session(server: FakeApiServer) -> AsyncIterator[aiohttp.ClientSession]:
-    """An aiohttp session with the server's token, if any."""
+    """Open an aiohttp session with the server's token, if any."""
     headers = {"Authorization": f"Bearer {server.token}"} if server.token else {}
     async with aiohttp.ClientSession(server.url, headers=headers) as http:
         yield http
 
 
 @asynccontextmanager
-async def watch(
-    server: FakeApiServer, path: str = WIDGETS, **params: Any
-) -> AsyncIterator[Stream]:
+async def watch(server: FakeApiServer, path: str = WIDGETS, **params: Any) -> AsyncIterator[Stream]:
     """Open a watch stream on ``path`` with query ``params`` (``watch=true`` added)."""
     query = {"watch": "true", **{k: str(v) for k, v in params.items()}}
     async with session(server) as http, http.get(path, params=query) as response:
@@ -92,9 +94,10 @@ async def get_json(
     server: FakeApiServer, path: str, params: Mapping[str, Any] | None = None
 ) -> tuple[int, Any, Mapping[str, str]]:
     """GET and decode (JSON when possible, else text): (status, body, headers)."""
-    async with session(server) as http, http.get(
-        path, params={k: str(v) for k, v in (params or {}).items()}
-    ) as response:
+    async with (
+        session(server) as http,
+        http.get(path, params={k: str(v) for k, v in (params or {}).items()}) as response,
+    ):
         raw = await response.read()
         try:
             body: Any = orjson.loads(raw)
@@ -114,9 +117,10 @@ async def request(
     raw_body = None if body is None else orjson.dumps(body)
     # aiohttp warns about large raw-bytes bodies; a file-like object streams them.
     data: Any = io.BytesIO(raw_body) if raw_body and len(raw_body) > 512 * 1024 else raw_body
-    async with session(server) as http, http.request(
-        method, path, data=data, headers={"Content-Type": content_type}
-    ) as response:
+    async with (
+        session(server) as http,
+        http.request(method, path, data=data, headers={"Content-Type": content_type}) as response,
+    ):
         raw = await response.read()
         try:
             return response.status, orjson.loads(raw)

@@ -27,7 +27,9 @@ async def _seed(server: FakeApiServer, n: int = 3) -> None:
         server.create(widgets, widget(f"w{i}"))
 
 
-@pytest.mark.parametrize(("code", "reason"), [(429, "TooManyRequests"), (503, "ServiceUnavailable")])
+@pytest.mark.parametrize(
+    ("code", "reason"), [(429, "TooManyRequests"), (503, "ServiceUnavailable")]
+)
 async def test_status_fault_with_retry_after(
     fake_apiserver: FakeApiServer, code: int, reason: str
 ) -> None:
@@ -198,7 +200,8 @@ async def test_truncated_line(fake_apiserver: FakeApiServer) -> None:
         raw = await asyncio.wait_for(stream.response.content.read(), 3)
     first, rest = raw.split(b"\n", 1)
     assert orjson.loads(first)["type"] == "ADDED"
-    assert rest and not rest.endswith(b"\n")
+    assert rest
+    assert not rest.endswith(b"\n")
     with pytest.raises(orjson.JSONDecodeError):
         orjson.loads(rest)
 

@@ -35,7 +35,10 @@ CRD = {
                 "served": True,
                 "storage": True,
                 "schema": {
-                    "openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
+                    "openAPIV3Schema": {
+                        "type": "object",
+                        "x-kubernetes-preserve-unknown-fields": True,
+                    }
                 },
             }
         ],
@@ -54,8 +57,11 @@ class Kubectl:
     def argv(self, *args: str) -> list[str]:
         """Full command line."""
         return [
-            "kubectl", f"--kubeconfig={self.kubeconfig}", f"--cache-dir={self.cache}",
-            "--request-timeout=20s", *args,
+            "kubectl",
+            f"--kubeconfig={self.kubeconfig}",
+            f"--cache-dir={self.cache}",
+            "--request-timeout=20s",
+            *args,
         ]
 
     async def run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[bytes]:
@@ -77,12 +83,12 @@ class Kubectl:
 
 @pytest.fixture
 def kubectl(fake_apiserver: FakeApiServer, tmp_path: Path) -> Kubectl:
-    """kubectl bound to the fake server."""
+    """Kubectl bound to the fake server."""
     return Kubectl(fake_apiserver, tmp_path)
 
 
 async def test_kubectl_get(fake_apiserver: FakeApiServer, kubectl: Kubectl) -> None:
-    """kubectl get lists widgets and reads one with jsonpath; 404 is reported."""
+    """Kubectl get lists widgets and reads one with jsonpath; 404 is reported."""
     widgets = register_widgets(fake_apiserver)
     fake_apiserver.create(widgets, widget("w1", color="red"))
     listed = await kubectl.run("get", "widgets", "-A")
@@ -98,7 +104,7 @@ async def test_kubectl_get(fake_apiserver: FakeApiServer, kubectl: Kubectl) -> N
 
 
 async def test_kubectl_apply_patch_delete(fake_apiserver: FakeApiServer, kubectl: Kubectl) -> None:
-    """apply --validate=false creates then patches; patch --type merge; delete waits for 404."""
+    """Apply --validate=false creates then patches; patch --type merge; delete waits for 404."""
     crd_file = kubectl.manifest("crd.json", CRD)
     out = await kubectl.run("apply", "--validate=false", "-f", crd_file)
     assert b"created" in out.stdout
@@ -114,10 +120,14 @@ async def test_kubectl_apply_patch_delete(fake_apiserver: FakeApiServer, kubectl
     assert b"configured" in out.stdout
     widgets = fake_apiserver.resource("example.com", "v1", "widgets")
     assert fake_apiserver.get(widgets, "w1")["spec"]["size"] == 4
-    out = await kubectl.run("patch", "widget", "w1", "--type", "merge", "-p", '{"spec":{"color":"red"}}')
+    out = await kubectl.run(
+        "patch", "widget", "w1", "--type", "merge", "-p", '{"spec":{"color":"red"}}'
+    )
     assert b"widget.example.com/w1 patched" in out.stdout
     assert fake_apiserver.get(widgets, "w1")["spec"] == {"size": 4, "color": "red"}
-    out = await kubectl.run("patch", "widget", "w1", "--type", "merge", "-p", '{"spec":{"color":"red"}}')
+    out = await kubectl.run(
+        "patch", "widget", "w1", "--type", "merge", "-p", '{"spec":{"color":"red"}}'
+    )
     assert b"patched (no change)" in out.stdout
     out = await kubectl.run("delete", "widget", "w1")
     assert b'widget.example.com "w1" deleted' in out.stdout
@@ -127,7 +137,7 @@ async def test_kubectl_apply_patch_delete(fake_apiserver: FakeApiServer, kubectl
 async def test_kubectl_delete_waits_for_finalizers(
     fake_apiserver: FakeApiServer, kubectl: Kubectl
 ) -> None:
-    """kubectl delete --wait follows the object with a watch until DELETED arrives."""
+    """Kubectl delete --wait follows the object with a watch until DELETED arrives."""
     widgets = register_widgets(fake_apiserver)
     fake_apiserver.create(widgets, {"metadata": {"name": "w1", "finalizers": ["x/y"]}})
     async with anyio.create_task_group() as tg:
@@ -147,7 +157,7 @@ async def test_kubectl_delete_waits_for_finalizers(
 
 
 async def test_kubectl_get_watch(fake_apiserver: FakeApiServer, kubectl: Kubectl) -> None:
-    """kubectl get -w prints the list then live events, and exits when the server closes."""
+    """Kubectl get -w prints the list then live events, and exits when the server closes."""
     widgets = register_widgets(fake_apiserver)
     fake_apiserver.create(widgets, widget("w1"))
     # warm the discovery cache so the watch starts quickly

@@ -54,9 +54,7 @@ async def test_list_shape(fake_apiserver: FakeApiServer) -> None:
 async def test_list_empty_and_unknown_namespace(fake_apiserver: FakeApiServer) -> None:
     """An empty list has items [] (never null); an unknown namespace lists empty."""
     register_widgets(fake_apiserver)
-    _, body, _ = await get_json(
-        fake_apiserver, "/apis/example.com/v1/namespaces/nosuch/widgets"
-    )
+    _, body, _ = await get_json(fake_apiserver, "/apis/example.com/v1/namespaces/nosuch/widgets")
     assert body["items"] == []
 
 
@@ -144,6 +142,7 @@ async def test_list_future_rv_served_once_reached() -> None:
         widgets = register_widgets(server)
         target = server.resource_version + 1
         async with anyio.create_task_group() as tg:
+
             async def write_soon() -> None:
                 await anyio.sleep(0.05)
                 server.create(widgets, widget("late"))
@@ -182,7 +181,10 @@ async def test_list_option_validation_is_422(
     [
         {"resourceVersion": "abc"},
         {"continue": "not-a-token!"},
-        {"continue": "eyJ2IjoibWV0YS5rOHMuaW8vdjEiLCJydiI6MSwic3RhcnQiOiJhIn0", "resourceVersion": "3"},
+        {
+            "continue": "eyJ2IjoibWV0YS5rOHMuaW8vdjEiLCJydiI6MSwic3RhcnQiOiJhIn0",
+            "resourceVersion": "3",
+        },
         {"labelSelector": "a in (b"},
         {"fieldSelector": "spec.size=1"},
         {"fieldSelector": "nonsense"},
@@ -259,7 +261,7 @@ async def test_pagination_through_kubernetes_asyncio(k8s_api_client: Any) -> Non
 async def test_pagination_with_selector_has_no_remaining_count(
     fake_apiserver: FakeApiServer,
 ) -> None:
-    """remainingItemCount is set only when no selector is used."""
+    """RemainingItemCount is set only when no selector is used."""
     widgets = register_widgets(fake_apiserver)
     for name in "abcd":
         fake_apiserver.create(widgets, {"metadata": {"name": name, "labels": {"x": "1"}}})

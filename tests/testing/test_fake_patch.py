@@ -13,8 +13,9 @@ from crwatch.testing._patch import PatchError, apply_json_patch, apply_merge_pat
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers(-5, 5) | st.text(max_size=3),
-    lambda children: st.lists(children, max_size=3)
-    | st.dictionaries(st.text(max_size=3), children, max_size=3),
+    lambda children: (
+        st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=3), children, max_size=3)
+    ),
     max_leaves=10,
 )
 json_objects = st.dictionaries(st.text(max_size=3), json_values, max_size=4)
@@ -100,9 +101,7 @@ def test_json_patch_errors(ops: Any) -> None:
 
 
 @given(json_objects, st.text(max_size=3), json_values)
-def test_json_patch_add_then_remove_roundtrip(
-    doc: dict[str, Any], key: str, value: Any
-) -> None:
+def test_json_patch_add_then_remove_roundtrip(doc: dict[str, Any], key: str, value: Any) -> None:
     """Adding a new member and removing it again gives the original document."""
     pointer = "/" + key.replace("~", "~0").replace("/", "~1")
     if key in doc:

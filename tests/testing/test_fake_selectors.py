@@ -38,7 +38,7 @@ def requirements(draw: st.DrawFn) -> tuple[str, LabelRequirement]:
 
 
 def reference(req: LabelRequirement, have: dict[str, str]) -> bool:
-    """The §10.1 table, written independently of the implementation."""
+    """Evaluate the §10.1 table, written independently of the implementation."""
     present = req.key in have
     value = have.get(req.key)
     if req.operator == "=":
@@ -55,8 +55,8 @@ def reference(req: LabelRequirement, have: dict[str, str]) -> bool:
         return not present
     if not present or value is None or not value.lstrip("-").isdigit():
         return False
-    return int(value) > int(req.values[0]) if req.operator == ">" else int(value) < int(
-        req.values[0]
+    return (
+        int(value) > int(req.values[0]) if req.operator == ">" else int(value) < int(req.values[0])
     )
 
 
@@ -80,8 +80,19 @@ def test_label_selector_whitespace_insensitive(reqs: list[tuple[str, LabelRequir
 
 @pytest.mark.parametrize(
     "text",
-    ["a in (b", "a in b", "a=b=c", "a,", "=a", "a notin ()", "-a=b", "a>b", "a b", "a=(b)",
-     "a=" + "x" * 64],
+    [
+        "a in (b",
+        "a in b",
+        "a=b=c",
+        "a,",
+        "=a",
+        "a notin ()",
+        "-a=b",
+        "a>b",
+        "a b",
+        "a=(b)",
+        "a=" + "x" * 64,
+    ],
 )
 def test_label_selector_parse_errors(text: str) -> None:
     """Malformed label selectors raise SelectorError (400 on the wire)."""
@@ -105,11 +116,19 @@ def _escape(value: str) -> str:
     return value.replace("\\", "\\\\").replace(",", "\\,").replace("=", "\\=")
 
 
-@given(st.lists(st.tuples(st.sampled_from(["metadata.name", "spec.color"]),
-                          st.sampled_from(["=", "==", "!="]), field_values), min_size=1,
-                max_size=3))
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["metadata.name", "spec.color"]),
+            st.sampled_from(["=", "==", "!="]),
+            field_values,
+        ),
+        min_size=1,
+        max_size=3,
+    )
+)
 def test_field_selector_escaping_roundtrip(terms: list[tuple[str, str, str]]) -> None:
-    """Escaped values (\\, \\, and \\=) parse back to the original values."""
+    r"""Escaped values (\\, \, and \=) parse back to the original values."""
     text = ",".join(f"{f}{op}{_escape(v)}" for f, op, v in terms)
     selector = parse_field_selector(text)
     got = [(r.field, r.operator, r.value) for r in selector.requirements]

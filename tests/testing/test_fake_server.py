@@ -120,9 +120,7 @@ async def test_crd_post_registers_type_immediately(k8s_api_client: Any) -> None:
     groups = await api.get_api_versions()
     group = next(g for g in groups.groups if g.name == "example.com")
     assert [v.version for v in group.versions] == ["v1"]  # v1beta1 is not served
-    resources = await client.CustomObjectsApi(k8s_api_client).get_api_resources(
-        "example.com", "v1"
-    )
+    resources = await client.CustomObjectsApi(k8s_api_client).get_api_resources("example.com", "v1")
     by_name = {r.name: r for r in resources.resources}
     assert by_name["widgets"].short_names == ["wd"]
     assert by_name["widgets"].singular_name == "widget"
@@ -238,7 +236,7 @@ async def test_not_found_status_shape(fake_apiserver: FakeApiServer) -> None:
 
 
 async def test_generate_name(fake_apiserver: FakeApiServer) -> None:
-    """generateName gets a random 5-character suffix."""
+    """GenerateName gets a random 5-character suffix."""
     register_widgets(fake_apiserver)
     status, body = await request(
         fake_apiserver, "POST", WIDGETS, {"metadata": {"generateName": "w-"}}
@@ -260,8 +258,11 @@ async def test_global_resource_version_shared_by_all_resources(
         "default", {"metadata": {"name": "l"}, "spec": {"holderIdentity": "me"}}
     )
     w = fake_apiserver.create(widgets, widget("a"))
-    rvs = [int(cm.metadata.resource_version), int(lease.metadata.resource_version),
-           int(w["metadata"]["resourceVersion"])]
+    rvs = [
+        int(cm.metadata.resource_version),
+        int(lease.metadata.resource_version),
+        int(w["metadata"]["resourceVersion"]),
+    ]
     assert rvs == [rvs[0], rvs[0] + 1, rvs[0] + 2]
 
 
@@ -324,7 +325,12 @@ async def test_status_subresource(fake_apiserver: FakeApiServer, k8s_api_client:
     assert after["status"] == {"phase": "Ready"}
     assert after["spec"] == {"size": 1}
     main = await api.patch_namespaced_custom_object(
-        "example.com", "v1", "default", "widgets", "a", {"status": {"phase": "Hacked"}},
+        "example.com",
+        "v1",
+        "default",
+        "widgets",
+        "a",
+        {"status": {"phase": "Hacked"}},
         _content_type="application/merge-patch+json",
     )
     assert main["status"] == {"phase": "Ready"}
@@ -333,9 +339,12 @@ async def test_status_subresource(fake_apiserver: FakeApiServer, k8s_api_client:
     )
     assert got["status"] == {"phase": "Ready"}
     patched = await api.patch_namespaced_custom_object_status(
-        "example.com", "v1", "default", "widgets", "a", [
-            {"op": "replace", "path": "/status/phase", "value": "Done"}
-        ],
+        "example.com",
+        "v1",
+        "default",
+        "widgets",
+        "a",
+        [{"op": "replace", "path": "/status/phase", "value": "Done"}],
     )
     assert patched["status"] == {"phase": "Done"}
 
@@ -356,30 +365,51 @@ async def test_merge_and_json_patch_over_http(
     api = client.CustomObjectsApi(k8s_api_client)
     fake_apiserver.create(widgets, widget("a", size=1, tags=["a"]))
     merged = await api.patch_namespaced_custom_object(
-        "example.com", "v1", "default", "widgets", "a", {"spec": {"size": None, "color": "red"}},
+        "example.com",
+        "v1",
+        "default",
+        "widgets",
+        "a",
+        {"spec": {"size": None, "color": "red"}},
         _content_type="application/merge-patch+json",
     )
     assert merged["spec"] == {"tags": ["a"], "color": "red"}
     jp = await api.patch_namespaced_custom_object(
-        "example.com", "v1", "default", "widgets", "a",
-        [{"op": "add", "path": "/spec/tags/-", "value": "b"},
-         {"op": "test", "path": "/spec/color", "value": "red"}],
+        "example.com",
+        "v1",
+        "default",
+        "widgets",
+        "a",
+        [
+            {"op": "add", "path": "/spec/tags/-", "value": "b"},
+            {"op": "test", "path": "/spec/color", "value": "red"},
+        ],
     )
     assert jp["spec"]["tags"] == ["a", "b"]
     with pytest.raises(ApiException) as err:
         await api.patch_namespaced_custom_object(
-            "example.com", "v1", "default", "widgets", "a",
+            "example.com",
+            "v1",
+            "default",
+            "widgets",
+            "a",
             [{"op": "test", "path": "/spec/color", "value": "blue"}],
         )
     assert err.value.status == 422
     status, body = await request(
-        fake_apiserver, "PATCH", f"{WIDGETS}/a", {"spec": {}},
+        fake_apiserver,
+        "PATCH",
+        f"{WIDGETS}/a",
+        {"spec": {}},
         content_type="application/strategic-merge-patch+json",
     )
     assert status == 415
     assert body["reason"] == "UnsupportedMediaType"
     status, _ = await request(
-        fake_apiserver, "PATCH", "/api/v1/namespaces/default/configmaps/none", {"data": {}},
+        fake_apiserver,
+        "PATCH",
+        "/api/v1/namespaces/default/configmaps/none",
+        {"data": {}},
         content_type="application/strategic-merge-patch+json",
     )
     assert status == 404  # built-ins accept strategic merge patch (as merge patch)
@@ -455,7 +485,10 @@ async def test_python_api_by_tuple_and_errors(fake_apiserver: FakeApiServer) -> 
         fake_apiserver.update(ref, {**made, "spec": {"v": 3}})
     assert err.value.code == 409
     jp = fake_apiserver.patch(
-        ref, "a", [{"op": "add", "path": "/spec/w", "value": 1}], namespace="ns1",
+        ref,
+        "a",
+        [{"op": "add", "path": "/spec/w", "value": 1}],
+        namespace="ns1",
         patch_type="json",
     )
     assert jp["spec"] == {"v": 2, "w": 1}

@@ -79,7 +79,9 @@ async def test_watch_from_rv_replays_only_newer_events(fake_apiserver: FakeApiSe
     async with watch(fake_apiserver, resourceVersion=rv) as stream:
         events = await stream.events(3)
         assert [(e["type"], _name(e)) for e in events] == [
-            ("ADDED", "b"), ("MODIFIED", "a"), ("DELETED", "b"),
+            ("ADDED", "b"),
+            ("MODIFIED", "a"),
+            ("DELETED", "b"),
         ]
         rvs = [_rv(e) for e in events]
         assert rvs == sorted(rvs)
@@ -198,9 +200,11 @@ async def test_label_selector_transitions(fake_apiserver: FakeApiServer) -> None
 async def test_field_selector_watch_and_named_watch(fake_apiserver: FakeApiServer) -> None:
     """Field selectors (selectableFields, metadata.name) filter watches; /NAME?watch works."""
     widgets = register_widgets(fake_apiserver)
-    async with watch(fake_apiserver, fieldSelector="spec.color=red") as by_color, watch(
-        fake_apiserver, f"{WIDGETS}/b"
-    ) as by_path, watch(fake_apiserver, ALL_WIDGETS, fieldSelector="metadata.name=b") as by_name:
+    async with (
+        watch(fake_apiserver, fieldSelector="spec.color=red") as by_color,
+        watch(fake_apiserver, f"{WIDGETS}/b") as by_path,
+        watch(fake_apiserver, ALL_WIDGETS, fieldSelector="metadata.name=b") as by_name,
+    ):
         fake_apiserver.create(widgets, widget("a", color="red"))
         fake_apiserver.create(widgets, widget("b", color="blue"))
         fake_apiserver.patch(widgets, "b", {"spec": {"color": "red"}})
@@ -265,7 +269,9 @@ async def test_streaming_list(fake_apiserver: FakeApiServer) -> None:
     ) as stream:
         events = await stream.events(3)
         assert [(e["type"], e["object"]["metadata"].get("name")) for e in events] == [
-            ("ADDED", "a"), ("ADDED", "b"), ("BOOKMARK", None),
+            ("ADDED", "a"),
+            ("ADDED", "b"),
+            ("BOOKMARK", None),
         ]
         assert events[2]["object"] == {
             "apiVersion": "example.com/v1",
@@ -287,7 +293,7 @@ async def test_streaming_list(fake_apiserver: FakeApiServer) -> None:
 async def test_streaming_list_without_bookmarks_has_no_end_marker(
     fake_apiserver: FakeApiServer,
 ) -> None:
-    """sendInitialEvents without allowWatchBookmarks never sends the end bookmark."""
+    """SendInitialEvents without allowWatchBookmarks never sends the end bookmark."""
     widgets = register_widgets(fake_apiserver)
     fake_apiserver.create(widgets, widget("a"))
     async with watch(
@@ -301,8 +307,11 @@ async def test_streaming_list_empty_and_start_now(fake_apiserver: FakeApiServer)
     """An empty collection gives only the bookmark; sendInitialEvents=false starts now."""
     widgets = register_widgets(fake_apiserver)
     async with watch(
-        fake_apiserver, sendInitialEvents="1", resourceVersionMatch="NotOlderThan",
-        allowWatchBookmarks="1", resourceVersion="0",
+        fake_apiserver,
+        sendInitialEvents="1",
+        resourceVersionMatch="NotOlderThan",
+        allowWatchBookmarks="1",
+        resourceVersion="0",
     ) as stream:
         assert (await stream.event())["type"] == "BOOKMARK"
     fake_apiserver.create(widgets, widget("old"))
@@ -319,7 +328,9 @@ async def test_streaming_list_future_rv_is_error_504(fake_apiserver: FakeApiServ
     register_widgets(fake_apiserver)
     future = fake_apiserver.resource_version + 50
     async with watch(
-        fake_apiserver, sendInitialEvents="true", resourceVersionMatch="NotOlderThan",
+        fake_apiserver,
+        sendInitialEvents="true",
+        resourceVersionMatch="NotOlderThan",
         resourceVersion=future,
     ) as stream:
         [event] = await stream.rest()
@@ -346,7 +357,9 @@ async def test_watch_option_validation_is_422(
     status, body, _ = await get_json(fake_apiserver, WIDGETS, {"watch": "true", **params})
     assert status == 422
     assert body["details"] | {"causes": None} == {
-        "kind": "ListOptions", "group": "meta.k8s.io", "causes": None,
+        "kind": "ListOptions",
+        "group": "meta.k8s.io",
+        "causes": None,
     }
 
 
@@ -355,7 +368,8 @@ async def test_watch_list_gate_off_is_422_forbidden() -> None:
     async with FakeApiServer(watch_list=False) as server:
         register_widgets(server)
         status, body, _ = await get_json(
-            server, WIDGETS,
+            server,
+            WIDGETS,
             {"watch": "1", "sendInitialEvents": "true", "resourceVersionMatch": "NotOlderThan"},
         )
     assert status == 422
@@ -377,7 +391,7 @@ async def test_non_numeric_watch_rv_is_500(fake_apiserver: FakeApiServer) -> Non
 
 
 async def test_timeout_seconds_ends_cleanly(fake_apiserver: FakeApiServer) -> None:
-    """timeoutSeconds ends the body with a clean chunked EOF at the deadline."""
+    """TimeoutSeconds ends the body with a clean chunked EOF at the deadline."""
     register_widgets(fake_apiserver)
     loop = asyncio.get_running_loop()
     started = loop.time()
@@ -395,7 +409,12 @@ async def test_kubernetes_asyncio_raw_stream(
     fake_apiserver.create(widgets, widget("a"))
     api = client.CustomObjectsApi(k8s_api_client)
     response = await api.list_namespaced_custom_object(
-        "example.com", "v1", "default", "widgets", watch=True, _preload_content=False,
+        "example.com",
+        "v1",
+        "default",
+        "widgets",
+        watch=True,
+        _preload_content=False,
         timeout_seconds=5,
     )
     try:
@@ -420,7 +439,11 @@ async def test_kubernetes_asyncio_watch_helper(
     seen = []
     async with k8s_watch.Watch() as w:
         async for event in w.stream(
-            api.list_namespaced_custom_object, "example.com", "v1", "default", "widgets",
+            api.list_namespaced_custom_object,
+            "example.com",
+            "v1",
+            "default",
+            "widgets",
             timeout_seconds=1,
         ):
             seen.append((event["type"], event["object"]["metadata"]["name"]))
@@ -456,8 +479,9 @@ async def test_crd_deletion_closes_watchers(fake_apiserver: FakeApiServer) -> No
     widgets = register_widgets(fake_apiserver)
     fake_apiserver.create(widgets, widget("a"))
     async with watch(fake_apiserver, resourceVersion=fake_apiserver.resource_version) as stream:
-        fake_apiserver.delete(("apiextensions.k8s.io", "v1", "customresourcedefinitions"),
-                              "widgets.example.com")
+        fake_apiserver.delete(
+            ("apiextensions.k8s.io", "v1", "customresourcedefinitions"), "widgets.example.com"
+        )
         events = await stream.rest()
     assert [(e["type"], _name(e)) for e in events] == [("DELETED", "a")]
 
@@ -467,8 +491,10 @@ async def test_stop_closes_open_watches() -> None:
     server = FakeApiServer()
     await server.start()
     register_widgets(server)
-    async with aiohttp.ClientSession() as http:
-        async with http.get(server.url + WIDGETS, params={"watch": "1"}) as response:
-            await server.stop()
-            assert await asyncio.wait_for(response.content.read(), 3) == b""
-            assert response.content.at_eof()
+    async with (
+        aiohttp.ClientSession() as http,
+        http.get(server.url + WIDGETS, params={"watch": "1"}) as response,
+    ):
+        await server.stop()
+        assert await asyncio.wait_for(response.content.read(), 3) == b""
+        assert response.content.at_eof()

@@ -39,7 +39,10 @@ async def _serve(args: argparse.Namespace) -> None:
         bookmark_interval=args.bookmark_interval,
     )
     async with server:
-        path = args.kubeconfig or Path(tempfile.gettempdir()) / f"crwatch-fake-{server.port}.kubeconfig"
+        path = (
+            args.kubeconfig
+            or Path(tempfile.gettempdir()) / f"crwatch-fake-{server.port}.kubeconfig"
+        )
         server.kubeconfig(path)
         print(f"Fake Kubernetes API server listening on {server.url}", flush=True)
         print(f"kubeconfig written to {path}; point kubectl at it with:", flush=True)

@@ -123,8 +123,13 @@ class Fault:
     @property
     def stream_only(self) -> bool:
         """True for faults that only make sense on a watch stream."""
-        return self.action in ("expired_event", "end_after", "malformed_line", "truncated_line",
-                               "slow") or (self.action == "stall" and self.after_events > 0)
+        return self.action in (
+            "expired_event",
+            "end_after",
+            "malformed_line",
+            "truncated_line",
+            "slow",
+        ) or (self.action == "stall" and self.after_events > 0)
 
 
 @frozen
@@ -164,9 +169,7 @@ class FaultRule:
         """True when the fault will not fire again."""
         return self.times is not None and self.fired >= self.times
 
-    def matches(
-        self, *, verb: str, resource: str, group: str, namespace: str, path: str
-    ) -> bool:
+    def matches(self, *, verb: str, resource: str, group: str, namespace: str, path: str) -> bool:
         """Tell whether a request falls under this rule (ignoring the count)."""
         if self.fault.stream_only and verb != "watch":
             return False

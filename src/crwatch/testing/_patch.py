@@ -148,5 +148,5 @@ def _same_types(a: Any, b: Any) -> bool:
     if isinstance(a, dict) and isinstance(b, dict):
         return all(_same_types(a[k], b[k]) for k in a)
     if isinstance(a, list) and isinstance(b, list):
-        return all(_same_types(x, y) for x, y in zip(a, b))
+        return all(_same_types(x, y) for x, y in zip(a, b, strict=False))
     return True

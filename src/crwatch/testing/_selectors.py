@@ -305,7 +305,7 @@ def parse_field_selector(text: str) -> FieldSelector:
 
 
 def field_value(obj: Mapping[str, Any], path: str) -> str:
-    """The string form of a dotted field path, ``""`` when missing (§10.2)."""
+    """Return the string form of a dotted field path, ``""`` when missing (§10.2)."""
     cur: Any = obj
     for part in path.split("."):
         if not isinstance(cur, Mapping) or part not in cur:

@@ -8,6 +8,8 @@ in ``_state``, so the HTTP API and the Python API share one code path.
 from __future__ import annotations
 
 import asyncio
+import builtins
+import contextlib
 import hmac
 import logging
 import os
@@ -143,9 +145,7 @@ def _request_info(method: str, path: str, query: Mapping[str, str]) -> _RequestI
 
 
 def _json(body: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> web.Response:
-    return web.Response(
-        body=orjson.dumps(body), status=status, content_type=_JSON, headers=headers
-    )
+    return web.Response(body=orjson.dumps(body), status=status, content_type=_JSON, headers=headers)
 
 
 def _error_response(exc: ApiError) -> web.Response:
@@ -379,7 +379,7 @@ class FakeApiServer:
         return self.resource(group, versions[0], plural)
 
     def resource(self, group: str, version: str, plural: str) -> ResourceType:
-        """The handle of a served resource (``""`` is the core group); KeyError if unknown."""
+        """Return the handle of a served resource (``""`` is the core group), else KeyError."""
         rtype = self._state.lookup(group, version, plural)
         if rtype is None:
             raise KeyError(f"no served resource {plural}.{version}.{group or 'core'}")
@@ -454,8 +454,9 @@ class FakeApiServer:
     ) -> list[Obj]:
         """Return copies of the current objects in key order (all namespaces by default)."""
         rtype = self._rtype(resource)
-        opts = self._list_options(rtype, {"labelSelector": label_selector,
-                                          "fieldSelector": field_selector}, watch=False)
+        opts = self._list_options(
+            rtype, {"labelSelector": label_selector, "fieldSelector": field_selector}, watch=False
+        )
         body = self._state.list_objects(rtype, namespace, opts)
         return [_copy(item) for item in body["items"]]
 
@@ -561,9 +562,7 @@ class FakeApiServer:
 
     def _forbidden(self, info: _RequestInfo, resource: str) -> ApiError:
         qualified = f"{info.resource}.{info.group}" if info.group else info.resource
-        where = (
-            f'in the namespace "{info.namespace}"' if info.namespace else "at the cluster scope"
-        )
+        where = f'in the namespace "{info.namespace}"' if info.namespace else "at the cluster scope"
         reason = (
             f'User "{self.user}" cannot {info.verb} resource "{resource}" in API group '
             f'"{info.group}" {where}'
@@ -577,9 +576,7 @@ class FakeApiServer:
         details["kind"] = info.resource
         return ApiError(status_body(403, "Forbidden", f"{subject} is forbidden: {reason}", details))
 
-    async def _early_fault(
-        self, request: web.Request, fault: Fault
-    ) -> web.StreamResponse | None:
+    async def _early_fault(self, request: web.Request, fault: Fault) -> web.StreamResponse | None:
         if fault.action == "status":
             details: Obj = {}
             headers: dict[str, str] = {}
@@ -618,7 +615,9 @@ class FakeApiServer:
             return orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
             raise ApiError(
-                status_body(400, "BadRequest", f"couldn't get version/kind; json parse error: {exc}")
+                status_body(
+                    400, "BadRequest", f"couldn't get version/kind; json parse error: {exc}"
+                )
             ) from None
 
     def _list_options(
@@ -634,9 +633,7 @@ class FakeApiServer:
             raise ApiError(status_body(400, "BadRequest", str(exc))) from None
         for path in fields.fields:
             if path not in rtype.field_labels:
-                raise ApiError(
-                    status_body(400, "BadRequest", f'field label not supported: {path}')
-                )
+                raise ApiError(status_body(400, "BadRequest", f"field label not supported: {path}"))
         try:
             limit = int(query.get("limit") or 0)
             timeout = query.get("timeoutSeconds")
@@ -758,19 +755,17 @@ class FakeApiServer:
         opts: ListOptions,
         fault: Fault | None,
     ) -> web.StreamResponse:
-        state = self._state
         rv_text = opts.resource_version
-        if rv_text not in ("", "0"):
-            if not rv_text.isdigit():
-                # The storage InvalidError is not converted on the watch path [§1.4].
-                body = status_body(
-                    500,
-                    "",
-                    f'resourceVersion: Invalid value: "{rv_text}": strconv.ParseUint: '
-                    f'parsing "{rv_text}": invalid syntax',
-                )
-                del body["reason"]
-                return _json(body, 500)
+        if rv_text not in ("", "0") and not rv_text.isdigit():
+            # The storage InvalidError is not converted on the watch path [§1.4].
+            body = status_body(
+                500,
+                "",
+                f'resourceVersion: Invalid value: "{rv_text}": strconv.ParseUint: '
+                f'parsing "{rv_text}": invalid syntax',
+            )
+            del body["reason"]
+            return _json(body, 500)
         response = web.StreamResponse(
             status=200,
             headers={"Content-Type": _JSON, "Cache-Control": "no-cache, private"},
@@ -778,15 +773,10 @@ class FakeApiServer:
         response.enable_chunked_encoding()
         await response.prepare(request)  # headers go out now, before any event [S2]
         writer = _StreamWriter(response, fault)
-        try:
+        with contextlib.suppress(ConnectionResetError, _StreamEnded):
             await self._stream(writer, rtype, ns, opts)
-        except (ConnectionResetError, _StreamEnded):
-            pass
-        if not writer.aborted:
-            try:
-                await response.write_eof()
-            except ConnectionResetError:
-                pass
+        with contextlib.suppress(ConnectionResetError):
+            await response.write_eof()
         return response
 
     async def _stream(
@@ -818,7 +808,7 @@ class FakeApiServer:
             interval = self.bookmark_interval
             next_bookmark = loop.time() + interval if opts.allow_watch_bookmarks else None
             while True:
-                lines = watcher.pending()
+                lines = watcher.pending(1024)  # bounded batches keep memory flat
                 if lines is None:
                     return
                 if lines:
@@ -835,22 +825,18 @@ class FakeApiServer:
                     if mark is not None:
                         await writer.write([mark])
                     continue
-                wake_at = min(
-                    (t for t in (deadline, next_bookmark) if t is not None), default=None
-                )
+                wake_at = min((t for t in (deadline, next_bookmark) if t is not None), default=None)
                 if wake_at is None:
                     await watcher.wake.wait()
                 else:
-                    try:
+                    with contextlib.suppress(asyncio.TimeoutError):
                         await asyncio.wait_for(watcher.wake.wait(), wake_at - now)
-                    except asyncio.TimeoutError:
-                        pass
         finally:
             watcher.close()
 
     # -- discovery --------------------------------------------------------------------------
 
-    def _discovery(self, parts: list[str]) -> web.StreamResponse:
+    def _discovery(self, parts: builtins.list[str]) -> web.StreamResponse:
         types = self._state.types()
         if parts == ["version"]:
             return _json(
@@ -893,14 +879,16 @@ class FakeApiServer:
                 }
             )
         if len(parts) == 2 and parts[0] == "apis" and parts[1] in groups:
-            return _json({"kind": "APIGroup", "apiVersion": "v1", **_group_doc(parts[1], groups[parts[1]])})
+            return _json(
+                {"kind": "APIGroup", "apiVersion": "v1", **_group_doc(parts[1], groups[parts[1]])}
+            )
         if len(parts) == 3 and parts[0] == "apis" and parts[2] in groups.get(parts[1], ()):
             return _json(self._resource_list(parts[1], parts[2], types))
         return _not_found_plain()
 
     @staticmethod
-    def _resource_list(group: str, version: str, types: list[ResourceType]) -> Obj:
-        resources: list[Obj] = []
+    def _resource_list(group: str, version: str, types: builtins.list[ResourceType]) -> Obj:
+        resources: builtins.list[Obj] = []
         for rtype in sorted(types, key=lambda t: t.plural):
             if rtype.group != group or rtype.version != version:
                 continue
@@ -967,7 +955,6 @@ class _StreamWriter:
         self._fault = fault
         self._fault_done = fault is None
         self.sent = 0
-        self.aborted = False
 
     async def start(self) -> None:
         """Fire faults due before the first event (``after_events=0``)."""

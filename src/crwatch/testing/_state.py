@@ -244,7 +244,7 @@ class EventRecord:
         self._lines: dict[tuple[str, str], bytes] = {}
 
     def line(self, api_version: str, variant: str = "") -> bytes:
-        """The encoded event; encoded once per (version, variant) and cached.
+        """Return the encoded event, encoded once per (version, variant) and cached.
 
         ``variant`` is ``""`` (the event as stored), ``"ADDED"`` (the new object entering a
         selector) or ``"DELETED"`` (the old object leaving it, §3.2).
@@ -366,7 +366,7 @@ class Watcher:
         )
 
     def pending(self, limit: int | None = None) -> list[bytes] | None:
-        """Encoded events not yet delivered; ``None`` when the watch must end.
+        """Return encoded events not yet delivered, or ``None`` when the watch must end.
 
         Ends when the collection is gone or this watcher fell out of the bounded history
         (a slow consumer is closed without an ERROR event, §6).
@@ -408,7 +408,7 @@ class Watcher:
         return out
 
     def bookmark(self, rv: int, *, initial_events_end: bool = False) -> bytes | None:
-        """A BOOKMARK line at ``rv`` if that moves this watch forward (§3.3)."""
+        """Return a BOOKMARK line at ``rv`` if that moves this watch forward (§3.3)."""
         if rv <= self.last_rv and not initial_events_end:
             return None
         self.last_rv = max(self.last_rv, rv)
@@ -430,6 +430,10 @@ class Watcher:
         self.wake.set()
 
 
+_EVERYTHING_LABELS: Final = LabelSelector()
+_EVERYTHING_FIELDS: Final = FieldSelector()
+
+
 @frozen
 class ListOptions:
     """Parsed and validated list/watch query parameters (§1.3)."""
@@ -442,8 +446,8 @@ class ListOptions:
     limit: int = 0
     continue_token: str = ""
     timeout_seconds: int | None = None
-    label_selector: LabelSelector = LabelSelector()
-    field_selector: FieldSelector = FieldSelector()
+    label_selector: LabelSelector = _EVERYTHING_LABELS
+    field_selector: FieldSelector = _EVERYTHING_FIELDS
     has_selectors: bool = False
 
 
@@ -671,7 +675,7 @@ class ClusterState:
             self._collections[ckey] = Collection(self.history_size, self.rv)
 
     def lookup(self, group: str, version: str, plural: str) -> ResourceType | None:
-        """The served resource type, or ``None`` (the server then answers a plain 404)."""
+        """Return the served resource type, or ``None`` (the server then answers a plain 404)."""
         return self._types.get((group, version, plural))
 
     def types(self) -> list[ResourceType]:
@@ -679,7 +683,7 @@ class ClusterState:
         return list(self._types.values())
 
     def collection(self, rtype: ResourceType) -> Collection:
-        """The storage behind a resource type."""
+        """Return the storage behind a resource type."""
         return self._collections[(rtype.group, rtype.plural)]
 
     # -- clock and counters -----------------------------------------------------------------
@@ -795,9 +799,9 @@ class ClusterState:
                     (
                         "metadata.name",
                         "FieldValueInvalid",
-                        f'Invalid value: "{name}": a lowercase RFC 1123 subdomain must consist of '
-                        "lower case alphanumeric characters, '-' or '.', and must start and end with "
-                        "an alphanumeric character",
+                        f'Invalid value: "{name}": a lowercase RFC 1123 subdomain must '
+                        "consist of lower case alphanumeric characters, '-' or '.', and must "
+                        "start and end with an alphanumeric character",
                     )
                 ],
             )
@@ -840,7 +844,7 @@ class ClusterState:
         return obj
 
     def get(self, rtype: ResourceType, name: str, namespace: str | None = None) -> Obj:
-        """The stored object (shared; never mutate it); 404 when missing."""
+        """Return the stored object (shared; never mutate it); 404 when missing."""
         ns = namespace or "" if rtype.namespaced else ""
         obj = self.collection(rtype).objects.get(_key(ns, name))
         if obj is None:
@@ -946,8 +950,9 @@ class ClusterState:
         try:
             if patch_type == "json":
                 if not isinstance(patch, list):
-                    raise bad_request("json: cannot unmarshal object into Go value of type "
-                                      "jsonpatch.Patch")
+                    raise bad_request(
+                        "json: cannot unmarshal object into Go value of type jsonpatch.Patch"
+                    )
                 patched = apply_json_patch(old, patch)
             elif patch_type == "merge":
                 if not isinstance(patch, dict):
@@ -1154,10 +1159,15 @@ class ClusterState:
                 CRD_TYPE.kind, CRD_GROUP, name, [("spec", "FieldValueRequired", "Required value")]
             )
         group = spec.get("group") or ""
-        names = spec.get("names") if isinstance(spec.get("names"), dict) else {}
+        raw_names = spec.get("names")
+        names: Obj = raw_names if isinstance(raw_names, dict) else {}
         plural = names.get("plural") or ""
         kind = names.get("kind") or ""
-        versions = spec.get("versions") if isinstance(spec.get("versions"), list) else []
+        raw_versions = spec.get("versions")
+        versions: list[Any] = raw_versions if isinstance(raw_versions, list) else []
+        if not all(isinstance(v, dict) and v.get("name") for v in versions):
+            causes.append(("spec.versions", "FieldValueRequired", "Required value: name"))
+            versions = []
         if not group:
             causes.append(("spec.group", "FieldValueRequired", "Required value"))
         if not plural:
@@ -1181,15 +1191,10 @@ class ClusterState:
                     '"Namespaced"',
                 )
             )
-        if not versions:
-            causes.append(
-                (
-                    "spec.versions",
-                    "FieldValueInvalid",
-                    "Invalid value: must have exactly one version marked as storage version",
-                )
-            )
-        elif sum(1 for v in versions if isinstance(v, dict) and v.get("storage")) != 1:
+        if (
+            not versions
+            or sum(1 for v in versions if isinstance(v, dict) and v.get("storage")) != 1
+        ):
             causes.append(
                 (
                     "spec.versions",
@@ -1336,5 +1341,5 @@ def _served(obj: Obj, rtype: ResourceType) -> Obj:
 
 
 def deep_copy(obj: Obj) -> Obj:
-    """An independent copy of a stored object, for handing to Python callers."""
+    """Return an independent copy of a stored object, for handing to Python callers."""
     return copy.deepcopy(obj)

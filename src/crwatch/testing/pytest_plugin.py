@@ -29,7 +29,7 @@ __all__ = ["fake_apiserver", "fake_kubeconfig", "k8s_api_client"]
 
 @pytest.fixture
 async def fake_apiserver() -> AsyncIterator[FakeApiServer]:
-    """A started `FakeApiServer` (test knobs: short bookmark interval and RV wait)."""
+    """Yield a started `FakeApiServer` (test knobs: short bookmark interval and RV wait)."""
     async with FakeApiServer(bookmark_interval=0.05, too_large_rv_wait=0.05) as server:
         yield server
 
@@ -42,7 +42,7 @@ def fake_kubeconfig(fake_apiserver: FakeApiServer, tmp_path: Path) -> Path:
 
 @pytest.fixture
 async def k8s_api_client(fake_kubeconfig: Path) -> AsyncIterator[Any]:
-    """A kubernetes-asyncio ``ApiClient`` for ``fake_apiserver``, closed after the test."""
+    """Yield a kubernetes-asyncio ``ApiClient`` for ``fake_apiserver``, closed after."""
     from kubernetes_asyncio import client, config
 
     configuration = client.Configuration()
