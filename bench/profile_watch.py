@@ -4,7 +4,10 @@
 
 1. The cost of each piece of the per-event path, timed alone in a tight loop over the same
    ~2 KB events the benchmark streams (low noise: no sockets, no other process).
-2. A pyinstrument call tree of ``crwatch.watch`` reading N events from the stream server
+2. End to end against the stream server, in this process: the floor, then crwatch's own
+   pieces (LineSplitter, parse_event, step, Store.apply) pulled inline by the consumer, with
+   no background task and no memory stream: what a pull-based ``EventStream`` could reach.
+3. A pyinstrument call tree of ``crwatch.watch`` reading N events from the stream server
    (``pip install pyinstrument``; skipped without it). Sampling profilers add overhead to
    every call, so read the tree for proportions, and part 1 for absolute costs.
 """
@@ -140,6 +143,90 @@ def micro(n: int) -> list[tuple[str, float]]:
     ]  # fmt: skip
 
 
+async def _floor(url: str, count: int) -> int:
+    import aiohttp
+
+    n = 0
+    async with aiohttp.ClientSession() as s, s.get(url, params={"watch": "true"}) as resp:
+        while n < count:
+            orjson.loads(await resp.content.readline())
+            n += 1
+    return n
+
+
+async def _inline(url: str, count: int, *, machine: bool) -> int:
+    import aiohttp
+
+    from crwatch import _machine, _store, _wire
+
+    state = _machine.initial_state(_machine.Config(), 1)
+    state = _machine_watching(state)
+    store = _store.Store()
+    splitter = _wire.LineSplitter(16 << 20)
+    n = 0
+    async with aiohttp.ClientSession() as s, s.get(url, params={"watch": "true"}) as resp:
+        async for chunk in resp.content.iter_any():
+            for line in splitter.feed(chunk):
+                raw = _wire.parse_event(line)  # type: ignore[arg-type]
+                if machine:
+                    state, actions = _machine.step(state, _machine.WatchEvent(raw), 0.0)
+                    raw = actions[0].event  # type: ignore[union-attr]
+                store.apply(raw.type, raw.object)
+                n += 1
+                if n >= count:
+                    return n
+    return n
+
+
+def _machine_watching(state: Any) -> Any:
+    import attrs
+
+    from crwatch import _machine
+
+    return attrs.evolve(
+        state, phase=_machine.Phase.WATCHING, resource_version="1", synced=True,
+        watch_progress=True,
+    )  # fmt: skip
+
+
+def end_to_end(events: int) -> list[tuple[str, float, float]]:
+    import resource
+
+    from clients import Ctx
+    from clients.crwatch_client import watch_throughput
+
+    def timed(make: Callable[[], Any]) -> tuple[float, float]:
+        ru0 = resource.getrusage(resource.RUSAGE_SELF)
+        t = time.perf_counter()
+        asyncio.run(make())
+        wall = time.perf_counter() - t
+        ru1 = resource.getrusage(resource.RUSAGE_SELF)
+        cpu = ru1.ru_utime + ru1.ru_stime - ru0.ru_utime - ru0.ru_stime
+        return events / wall, cpu / events * 1e6
+
+    rows = []
+    with stream_server(["--events", str(events)]) as (base, kubeconfig):
+        url = base + objs.PATH
+        ctx = Ctx(base=base, count=events, kubeconfig=kubeconfig)
+        cases: list[tuple[str, Callable[[], Any]]] = [
+            ("floor: readline + orjson", lambda: _floor(url, events)),
+            ("inline: split + parse_event + Store.apply",
+             lambda: _inline(url, events, machine=False)),
+            ("inline: split + parse_event + step + Store.apply",
+             lambda: _inline(url, events, machine=True)),
+            ("crwatch.watch (task + memory stream)", lambda: watch_throughput(ctx)),
+        ]  # fmt: skip
+        results: dict[str, list[tuple[float, float]]] = {label: [] for label, _ in cases}
+        for _ in range(3):
+            for label, make in cases:
+                results[label].append(timed(make))
+        for label, runs in results.items():
+            rate = sorted(r for r, _ in runs)[1]
+            cpu = sorted(c for _, c in runs)[1]
+            rows.append((label, rate, cpu))
+    return rows
+
+
 def tree(events: int) -> str:
     try:
         import pyinstrument
@@ -166,6 +253,9 @@ def main() -> None:
     print(f"per-event pieces, timed alone (best of 5, {args.events:,} events):")
     for label, us in micro(args.events):
         print(f"  {us:7.2f} µs  {label}")
+    print(f"\nend to end, {args.events:,} events, median of 3 (events/s, CPU µs/event):")
+    for label, rate, cpu in end_to_end(args.events):
+        print(f"  {rate / 1000:7.1f}k/s  {cpu:6.2f} µs  {label}")
     if not args.no_tree:
         print(f"\ncrwatch.watch over {args.events:,} events, pyinstrument:")
         print(tree(args.events))
