@@ -115,6 +115,8 @@ ROWS = [
     Row("memory", "memory-dicts", "parsed dicts alone (orjson)", "floor:memory_full", "floor"),
     Row("memory", "memory-no-managed-fields", "parsed dicts, managedFields dropped",
         "floor:memory_no_managed_fields", "other"),
+    Row("memory", "memory-crwatch-watch", "crwatch.watch after the initial list",
+        "crwatch_client:watch_sync_memory", "crwatch", "watch() keeps a Store of every object"),
     Row("memory", "memory-informer", "crwatch.Informer cache (store)", None, "crwatch", NOT_YET),
     # 4. fan-out (harness ready: the server config exists; the clients are to come)
     Row("fanout", "fanout-1", "Informer, 1 subscriber", None, "crwatch", NOT_YET),

@@ -7,6 +7,7 @@ of showing numbers.
 from __future__ import annotations
 
 import contextlib
+import gc
 import inspect
 from collections.abc import AsyncIterator
 from typing import Any
@@ -93,6 +94,26 @@ async def watch_sync(ctx: Ctx) -> int:
                 if n >= ctx.count:
                     break
     return n
+
+
+async def watch_sync_memory(ctx: Ctx) -> tuple[int, dict[str, Any]]:
+    """RSS per object once ``crwatch.watch`` has delivered the initial state (it keeps a Store)."""
+    from .floor import rss_bytes
+
+    gc.collect()
+    before = rss_bytes()
+    n = 0
+    async with (
+        _client(ctx) as client,
+        crwatch.watch(client, RESOURCE, namespace=NAMESPACE) as events,  # type: ignore[attr-defined]
+    ):
+        async for _event in events:
+            n += 1
+            if n >= ctx.count:
+                break
+        gc.collect()
+        after = rss_bytes()
+    return n, {"rss_delta_bytes": after - before, "bytes_per_object": (after - before) / n}
 
 
 def informer_throughput(ctx: Ctx) -> int:

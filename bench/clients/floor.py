@@ -143,18 +143,18 @@ async def stream_list(ctx: Ctx) -> int:
             n += 1
 
 
-def _rss_bytes() -> int:
+def rss_bytes() -> int:
     with open("/proc/self/statm") as f:  # noqa: PTH123 - hot enough to skip pathlib
         return int(f.read().split()[1]) * 4096
 
 
 async def _memory(ctx: Ctx, drop_managed: bool) -> tuple[int, dict[str, Any]]:
     gc.collect()
-    before = _rss_bytes()
+    before = rss_bytes()
     cache: dict[str, Any] = {}
     n = await _paged(ctx, cache, drop_managed)
     gc.collect()
-    after = _rss_bytes()
+    after = rss_bytes()
     assert len(cache) == n
     return n, {"rss_delta_bytes": after - before, "bytes_per_object": (after - before) / n}
 
