@@ -25,6 +25,7 @@ from ._client import Client
 from ._events import Event
 from ._exceptions import (
     ApiError,
+    BadRequestError,
     CrwatchError,
     EventTooLargeError,
     ExpiredError,
@@ -311,9 +312,8 @@ class Watch:
                             stream = None
                         delay = max(0.0, action.until - anyio.current_time())
                         if action.error is not None:
-                            log.warning(
-                                "watch %s: %s; retrying in %.1f s", resource, action.error, delay
-                            )
+                            # Error messages already name the verb and the resource.
+                            log.warning("%s; retrying in %.1f s", action.error, delay)
                         await anyio.sleep(delay)
                         observation = SleepDone()
                     elif isinstance(action, Raise):
@@ -333,7 +333,9 @@ class Watch:
         if isinstance(error, StallTimeout):
             counters.stalls += 1
         if isinstance(error, ExpiredError):
-            log.info("watch %s: %s; relisting", self._resource, error)
+            log.info("%s; relisting", error)
+        elif isinstance(error, BadRequestError) and self._state.phase is Phase.STREAMING_LIST:
+            log.info("%s; falling back to paginated lists", error)
 
     async def _open(
         self, action: StartWatch | StartStreamingList
