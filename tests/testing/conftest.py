@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from crwatch.testing.pytest_plugin import (  # noqa: F401
     fake_apiserver,
+    fake_apiserver_options,
     fake_kubeconfig,
     k8s_api_client,
 )

@@ -174,7 +174,7 @@ async def test_kubectl_get_watch(fake_apiserver: FakeApiServer, kubectl: Kubectl
         first = await asyncio.wait_for(proc.stdout.readline(), 15)
         assert first.split()[:2] == [b"ADDED", b"w1"]
         for _ in range(100):  # wait for kubectl's watch request to be open
-            if fake_apiserver._state.collection(widgets).watchers:
+            if fake_apiserver.statistics().open_watches:
                 break
             await asyncio.sleep(0.05)
         fake_apiserver.create(widgets, widget("w2"))

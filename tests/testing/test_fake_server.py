@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -524,3 +525,80 @@ async def test_multiple_served_versions(fake_apiserver: FakeApiServer) -> None:
     assert body["items"][0]["apiVersion"] == "example.com/v1"
     _, group, _ = await get_json(fake_apiserver, "/apis/example.com")
     assert group["preferredVersion"]["version"] == "v2"
+
+
+async def test_clock_knob_sets_timestamps() -> None:
+    """The `now` knob drives creationTimestamp and deletionTimestamp."""
+    moment = datetime(2030, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
+    async with FakeApiServer(now=lambda: moment) as server:
+        widgets = register_widgets(server)
+        made = server.create(widgets, {"metadata": {"name": "a", "finalizers": ["f/x"]}})
+        assert made["metadata"]["creationTimestamp"] == "2030-01-02T03:04:05Z"
+        marked = server.delete(widgets, "a")
+        assert marked["metadata"]["deletionTimestamp"] == "2030-01-02T03:04:05Z"
+
+
+async def test_delete_collection(fake_apiserver: FakeApiServer) -> None:
+    """DELETE on a collection deletes the selected objects and answers them as a list."""
+    widgets = register_widgets(fake_apiserver)
+    for name, tier in (("a", "x"), ("b", "y"), ("c", "x")):
+        fake_apiserver.create(widgets, {"metadata": {"name": name, "labels": {"tier": tier}}})
+    status, body = await request(fake_apiserver, "DELETE", f"{WIDGETS}?labelSelector=tier%3Dx")
+    assert status == 200
+    assert body["kind"] == "WidgetList"
+    assert [i["metadata"]["name"] for i in body["items"]] == ["a", "c"]
+    assert [o["metadata"]["name"] for o in fake_apiserver.list(widgets)] == ["b"]
+
+
+async def test_statistics_and_advance_resource_version(fake_apiserver: FakeApiServer) -> None:
+    """statistics() counts objects, watches and requests; advancing the RV changes no object."""
+    widgets = register_widgets(fake_apiserver)
+    fake_apiserver.create(widgets, widget("a"))
+    before = fake_apiserver.statistics()
+    assert before.resource_version == fake_apiserver.resource_version
+    assert before.open_watches == 0
+    rv = fake_apiserver.advance_resource_version(3)
+    assert rv == before.resource_version + 3
+    assert fake_apiserver.get(widgets, "a") == fake_apiserver.list(widgets)[0]
+    _, body, _ = await get_json(fake_apiserver, WIDGETS)
+    assert body["metadata"]["resourceVersion"] == str(rv)
+    after = fake_apiserver.statistics()
+    assert after.objects == before.objects
+    assert after.requests == before.requests + 1
+    with pytest.raises(ValueError):
+        fake_apiserver.advance_resource_version(0)
+
+
+async def test_core_and_lease_resources(k8s_api_client: Any) -> None:
+    """Namespaces (cluster-scoped), configmaps and leases work through the typed clients."""
+    core = client.CoreV1Api(k8s_api_client)
+    ns = await core.create_namespace({"metadata": {"name": "team-a"}})
+    assert ns.status.phase == "Active"
+    cm = await core.create_namespaced_config_map(
+        "team-a", {"metadata": {"name": "c"}, "data": {"k": "v"}}
+    )
+    cm.data["k"] = "w"
+    replaced = await core.replace_namespaced_config_map("c", "team-a", cm)
+    assert replaced.data == {"k": "w"}
+    maps = await core.list_namespaced_config_map("team-a")
+    assert [m.metadata.name for m in maps.items] == ["c"]
+    leases = client.CoordinationV1Api(k8s_api_client)
+    lease = await leases.create_namespaced_lease(
+        "team-a",
+        {
+            "metadata": {"name": "leader"},
+            "spec": {"holderIdentity": "me", "leaseDurationSeconds": 15},
+        },
+    )
+    lease.spec.holder_identity = "you"
+    updated = await leases.replace_namespaced_lease("leader", "team-a", lease)
+    assert updated.spec.holder_identity == "you"
+    with pytest.raises(ApiException) as err:
+        await leases.replace_namespaced_lease("leader", "team-a", lease)  # stale RV
+    assert err.value.status == 409
+    await leases.delete_namespaced_lease("leader", "team-a")
+    await core.delete_namespace("team-a")
+    with pytest.raises(ApiException) as err:
+        await core.read_namespace("team-a")
+    assert err.value.status == 404
+    assert orjson.loads(err.value.body)["message"] == 'namespaces "team-a" not found'

@@ -498,3 +498,28 @@ async def test_stop_closes_open_watches() -> None:
         await server.stop()
         assert await asyncio.wait_for(response.content.read(), 3) == b""
         assert response.content.at_eof()
+
+
+async def test_bookmark_after_simulated_cluster_traffic() -> None:
+    """advance_resource_version() lets periodic bookmarks move forward on an idle resource."""
+    async with FakeApiServer(bookmark_interval=0.05) as server:
+        register_widgets(server)
+        async with watch(
+            server, resourceVersion=server.resource_version, allowWatchBookmarks="true"
+        ) as stream:
+            rv = server.advance_resource_version()
+            event = await stream.event()
+        assert event["type"] == "BOOKMARK"
+        assert event["object"]["metadata"] == {"resourceVersion": str(rv)}
+
+
+async def test_client_disconnect_releases_the_watcher(fake_apiserver: FakeApiServer) -> None:
+    """When a client goes away its watcher is unregistered (no leak)."""
+    register_widgets(fake_apiserver)
+    async with watch(fake_apiserver):
+        assert fake_apiserver.statistics().open_watches == 1
+    for _ in range(100):
+        if fake_apiserver.statistics().open_watches == 0:
+            break
+        await asyncio.sleep(0.01)
+    assert fake_apiserver.statistics().open_watches == 0

@@ -17,7 +17,7 @@ Errors raised by the Python API::
 from __future__ import annotations
 
 from ._faults import Fault, FaultFiring, FaultPlan, FaultRule
-from ._server import DenyRule, FakeApiServer
+from ._server import DenyRule, FakeApiServer, ServerStatistics
 from ._state import ApiError, ResourceType
 
 __all__ = [
@@ -29,6 +29,7 @@ __all__ = [
     "FaultPlan",
     "FaultRule",
     "ResourceType",
+    "ServerStatistics",
 ]
 
 for _name in __all__:

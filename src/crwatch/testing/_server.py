@@ -20,7 +20,7 @@ from typing import Any, Final
 
 import orjson
 from aiohttp import web
-from attrs import define, field
+from attrs import define, field, frozen
 
 from ._faults import Fault, FaultPlan
 from ._selectors import SelectorError, parse_field_selector, parse_label_selector
@@ -40,7 +40,7 @@ from ._state import (
     validate_list_options,
 )
 
-__all__ = ["DenyRule", "FakeApiServer"]
+__all__ = ["DenyRule", "FakeApiServer", "ServerStatistics"]
 
 log = logging.getLogger("crwatch.testing")
 
@@ -78,6 +78,22 @@ class DenyRule:
         """Lift the rule."""
         if self._rules is not None and self in self._rules:
             self._rules.remove(self)
+
+
+@frozen
+class ServerStatistics:
+    """Counters of a `FakeApiServer`, from `FakeApiServer.statistics`."""
+
+    resource_version: int
+    """The current global resourceVersion."""
+    objects: int
+    """Stored objects of all resources (including namespaces and CRDs)."""
+    open_watches: int
+    """Watch streams currently open."""
+    retained_events: int
+    """Events kept in the bounded histories."""
+    requests: int
+    """HTTP requests received."""
 
 
 @define
@@ -129,9 +145,9 @@ def _request_info(method: str, path: str, query: Mapping[str, str]) -> _RequestI
         info.subresource = rest[2]
     if len(rest) > 3:
         info.subresource = "/".join(rest[2:])
-    if info.resource == "namespaces" and info.name == "" and info.namespace:
-        # /api/v1/namespaces/NAME[/status] is the Namespace object itself
-        info.name, info.namespace = info.namespace, ""
+    if info.resource == "namespaces":
+        # /api/v1/namespaces/NAME[/status] is the Namespace object itself (cluster-scoped)
+        info.namespace = ""
     watch = watch_prefix or query_bool(query.get("watch"))
     info.verb = {
         "POST": "create",
@@ -232,7 +248,7 @@ class FakeApiServer:
         self._deny: list[DenyRule] = []
         self._runner: web.AppRunner | None = None
         self._closing = False
-        self._stream_tasks: set[asyncio.Task[Any]] = set()
+        self._requests = 0
 
     def __repr__(self) -> str:
         where = self.url if self._runner is not None else "not started"
@@ -417,6 +433,30 @@ class FakeApiServer:
         """Drop all event history up to the current RV (older watches and tokens get 410)."""
         self._state.compact()
 
+    def advance_resource_version(self, by: int = 1) -> int:
+        """Move the global RV forward without changing any object; return the new RV.
+
+        In a real cluster the RV moves all the time (leases, events), so periodic bookmarks
+        carry newer RVs; an idle fake cluster sends no bookmark, because a watcher never gets
+        one at an RV it already has (PROTOCOL.md §3.3). Call this to simulate that traffic.
+        """
+        if by < 1:
+            raise ValueError("by must be at least 1")
+        for _ in range(by):
+            self._state.next_rv()
+        return self._state.rv
+
+    def statistics(self) -> ServerStatistics:
+        """Return a snapshot of the server's counters."""
+        collections = {id(c): c for c in map(self._state.collection, self._state.types())}
+        return ServerStatistics(
+            resource_version=self._state.rv,
+            objects=sum(len(c.objects) for c in collections.values()),
+            open_watches=sum(len(c.watchers) for c in collections.values()),
+            retained_events=sum(c.end_seq - c.start_seq for c in collections.values()),
+            requests=self._requests,
+        )
+
     @staticmethod
     def _ns(rtype: ResourceType, namespace: str | None, obj: Any = None) -> str | None:
         if not rtype.namespaced:
@@ -516,6 +556,7 @@ class FakeApiServer:
     # -- HTTP -------------------------------------------------------------------------------
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
+        self._requests += 1
         try:
             return await self._dispatch(request)
         except ApiError as exc:
@@ -727,12 +768,15 @@ class FakeApiServer:
     async def _delete_collection(
         self, request: web.Request, rtype: ResourceType, ns: str | None
     ) -> web.StreamResponse:
+        # Answers the list of deleted (or deletion-marked) objects, like the generic registry.
         opts = self._list_options(rtype, request.query, watch=False)
         body = self._state.list_objects(rtype, ns, opts)
-        for item in body["items"]:
-            meta = item["metadata"]
-            self._state.delete(rtype, meta["name"], meta.get("namespace"))
-        return _json(self._state.list_objects(rtype, ns, ListOptions()) | {"items": []})
+        body["items"] = [
+            self._state.delete(rtype, item["metadata"]["name"], item["metadata"].get("namespace"))
+            for item in body["items"]
+        ]
+        body["metadata"] = {"continue": "", "resourceVersion": str(self._state.rv)}
+        return _json(body)
 
     async def _list(
         self, rtype: ResourceType, ns: str | None, opts: ListOptions

@@ -688,7 +688,8 @@ class ClusterState:
 
     # -- clock and counters -----------------------------------------------------------------
 
-    def _next_rv(self) -> int:
+    def next_rv(self) -> int:
+        """Bump the global RV counter and return it."""
         self.rv += 1
         self._rv_changed.set()
         self._rv_changed = asyncio.Event()
@@ -836,7 +837,7 @@ class ClusterState:
         elif rtype.plural == "namespaces":
             obj.setdefault("spec", {"finalizers": ["kubernetes"]})
             obj["status"] = {"phase": "Active"}
-        rv = self._next_rv()
+        rv = self.next_rv()
         meta["resourceVersion"] = str(rv)
         self._record(rtype, "ADDED", obj, None, rv)
         if rtype == CRD_TYPE:
@@ -927,7 +928,7 @@ class ClusterState:
                 k: v for k, v in old.items() if k not in skip
             }:
                 meta["generation"] = int(old_meta["generation"]) + 1
-        rv = self._next_rv()
+        rv = self.next_rv()
         meta["resourceVersion"] = str(rv)
         self._record(rtype, "MODIFIED", new, old, rv)
         if rtype == CRD_TYPE:
@@ -1015,7 +1016,7 @@ class ClusterState:
             new_meta["deletionGracePeriodSeconds"] = 0
             if "generation" in meta:
                 new_meta["generation"] = int(meta["generation"]) + 1
-            rv = self._next_rv()
+            rv = self.next_rv()
             new_meta["resourceVersion"] = str(rv)
             new = {**old, "metadata": new_meta}
             self._record(rtype, "MODIFIED", new, old, rv)
@@ -1025,7 +1026,7 @@ class ClusterState:
     def _remove(self, rtype: ResourceType, old: Obj) -> Obj:
         if rtype == CRD_TYPE:
             self._drop_crd(old)
-        rv = self._next_rv()
+        rv = self.next_rv()
         gone = _with_rv(old, rv)
         self._record(rtype, "DELETED", gone, old, rv)
         return gone

@@ -7,8 +7,9 @@ pytest plugin with the asyncio backend (aiohttp is asyncio-only); mark tests wit
 
 Fixtures:
 
-- ``fake_apiserver``: a started `FakeApiServer` with test-friendly knobs (bookmarks every
-  0.05 s, too-large-RV wait 0.05 s), stopped after the test.
+- ``fake_apiserver_options``: keyword arguments for the server (default: bookmarks every
+  0.05 s, too-large-RV wait 0.05 s); override this fixture to change the knobs.
+- ``fake_apiserver``: a started `FakeApiServer` built from them, stopped after the test.
 - ``fake_kubeconfig``: path of a kubeconfig file for ``fake_apiserver``.
 - ``k8s_api_client``: a kubernetes-asyncio ``ApiClient`` connected to it, closed after the
   test.
@@ -24,13 +25,19 @@ import pytest
 
 from ._server import FakeApiServer
 
-__all__ = ["fake_apiserver", "fake_kubeconfig", "k8s_api_client"]
+__all__ = ["fake_apiserver", "fake_apiserver_options", "fake_kubeconfig", "k8s_api_client"]
 
 
 @pytest.fixture
-async def fake_apiserver() -> AsyncIterator[FakeApiServer]:
-    """Yield a started `FakeApiServer` (test knobs: short bookmark interval and RV wait)."""
-    async with FakeApiServer(bookmark_interval=0.05, too_large_rv_wait=0.05) as server:
+def fake_apiserver_options() -> dict[str, Any]:
+    """Return the keyword arguments for ``fake_apiserver``; override it to change knobs."""
+    return {"bookmark_interval": 0.05, "too_large_rv_wait": 0.05}
+
+
+@pytest.fixture
+async def fake_apiserver(fake_apiserver_options: dict[str, Any]) -> AsyncIterator[FakeApiServer]:
+    """Yield a started `FakeApiServer` built from ``fake_apiserver_options``."""
+    async with FakeApiServer(**fake_apiserver_options) as server:
         yield server
 
 
