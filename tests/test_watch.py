@@ -308,6 +308,57 @@ async def test_relist_after_410_emits_only_differences(env: Env, how: str) -> No
         assert summary(await take(events, 1)) == [("ADDED", "default/after")]
 
 
+async def test_relist_after_410_uses_the_streaming_list_again(env: Env) -> None:
+    """After a 410 a server with streaming lists is relisted by streaming list, quietly.
+
+    Only the differences reach the consumer, and the new stream goes on as the watch.
+    """
+    env.create("a")
+    env.create("b")
+    # First request: 2 ADDED + end bookmark + 1 live event, then a clean end.
+    env.server.faults.add(Fault.end_after(4), verb="watch")
+    expired = env.server.faults.add(Fault.expired(), verb="watch")
+    async with env.watch() as events:
+        assert len(await take(events, 2)) == 2
+        env.patch("a", size=1)
+        assert summary(await take(events, 1)) == [("MODIFIED", "default/a")]
+        env.patch("b", size=2)  # not sent: the first stream ends before it
+        env.create("c")
+        env.delete("a")
+        relisted = await take(events, 3)
+        assert sorted((str(e.type), e.key, e.synthetic) for e in relisted) == [
+            ("ADDED", "default/c", False),
+            ("DELETED", "default/a", True),
+            ("MODIFIED", "default/b", False),
+        ]
+        assert expired.fired == 1
+        env.create("d")
+        assert summary(await take(events, 1)) == [("ADDED", "default/d")]
+        stats = events.statistics()
+        assert (stats.lists, stats.watches) == (2, 3)
+
+
+@pytest.mark.parametrize("fault", [Fault.stall(30), Fault.reset(), Fault.status(500)])
+async def test_failure_before_the_response_is_retried(env: Env, fault: Fault) -> None:
+    """No response headers within stall_timeout, a reset connection or a 500: retried."""
+    env.create("a")
+    # aiohttp itself retries an idempotent request once when the connection is reset, so
+    # a reset has to happen twice to reach crwatch.
+    times = 2 if fault.action == "reset" else 1
+    rule = env.server.faults.add(fault, verb="watch", times=times)
+    async with env.watch(stall_timeout=0.3) as events:
+        assert summary(await take(events, 1)) == [("ADDED", "default/a")]
+        assert rule.fired == times
+        stats = events.statistics()
+        assert stats.errors == 1
+        expected = {
+            "stall": crwatch.StallTimeout,
+            "reset": crwatch.TransportError,
+            "status": crwatch.ServerError,
+        }[fault.action]
+        assert isinstance(stats.last_error, expected)
+
+
 async def test_error_event_410_mid_stream_relists(env: Env) -> None:
     """An ERROR 410 event in the middle of a watch leads to a relist and a quiet resync."""
     env.create("a")
