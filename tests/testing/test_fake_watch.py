@@ -523,3 +523,31 @@ async def test_client_disconnect_releases_the_watcher(fake_apiserver: FakeApiSer
             break
         await asyncio.sleep(0.01)
     assert fake_apiserver.statistics().open_watches == 0
+
+
+async def test_too_old_bound_is_oldest_retained_event_minus_one() -> None:
+    """After evictions, the 410 message names "oldest retained RV - 1" like the watch cache."""
+    async with FakeApiServer(history_size=2) as server:
+        widgets = register_widgets(server)
+        server.create(widgets, widget("a"))
+        server.advance_resource_version(5)  # other resources move the global RV
+        server.create(widgets, widget("b"))
+        server.create(widgets, widget("c"))  # evicts "a"; oldest retained is "b"
+        oldest = int(server.get(widgets, "b")["metadata"]["resourceVersion"])
+        async with watch(server, resourceVersion=oldest - 2) as stream:
+            [event] = await stream.rest()
+        assert (
+            event["object"]["message"] == f"too old resource version: {oldest - 2} ({oldest - 1})"
+        )
+        async with watch(server, resourceVersion=oldest - 1) as stream:
+            assert [_name(e) for e in await stream.events(2)] == ["b", "c"]
+
+
+async def test_deprecated_watch_prefix(fake_apiserver: FakeApiServer) -> None:
+    """The deprecated /watch/ path prefix starts a watch without ?watch=true."""
+    widgets = register_widgets(fake_apiserver)
+    fake_apiserver.create(widgets, widget("a"))
+    path = "/apis/example.com/v1/watch/namespaces/default/widgets"
+    async with session(fake_apiserver) as http, http.get(path) as response:
+        event = orjson.loads(await asyncio.wait_for(response.content.readline(), 3))
+    assert (event["type"], _name(event)) == ("ADDED", "a")

@@ -270,6 +270,7 @@ class Collection:
         self.offset = 0  # sequence number of events[0]
         self.start_seq = 0  # first sequence number still logically retained
         self.floor_rv = floor_rv  # history is complete for every rv > floor_rv
+        self.evicted = False  # an event fell out of the history since the last (re)start
         self.history_size = history_size
         self.watchers: set[Watcher] = set()
         self._sorted: list[str] | None = None
@@ -296,6 +297,7 @@ class Collection:
         self.events.append(record)
         while self.end_seq - self.start_seq > self.history_size:
             self.floor_rv = self.events[self.start_seq - self.offset].rv
+            self.evicted = True
             self.start_seq += 1
         if self.start_seq - self.offset > max(1024, self.history_size):
             del self.events[: self.start_seq - self.offset]
@@ -305,11 +307,24 @@ class Collection:
 
     def compact(self, rv: int) -> None:
         self.floor_rv = rv
+        self.evicted = False
         self.start_seq = self.end_seq
         self.events.clear()
         self.offset = self.start_seq
         for watcher in self.watchers:
             watcher.wake.set()
+
+    @property
+    def watch_bound(self) -> int:
+        """Oldest RV a watch may start from: "oldest available - 1" of the watch cache.
+
+        Without evictions since the (re)start that is the start RV; after evictions it is
+        the RV of the oldest retained event minus one [S6 getAllEventsSinceLocked].
+        """
+        first = self.start_seq - self.offset
+        if self.evicted and first < len(self.events):
+            return self.events[first].rv - 1
+        return self.floor_rv
 
     def seq_after(self, rv: int) -> int:
         """First retained sequence number whose rv is greater than ``rv``."""
@@ -1123,8 +1138,9 @@ class ClusterState:
             start_rv = max(self.rv, requested)
             seq = coll.end_seq
         else:
-            if requested < coll.floor_rv:
-                raise expired(f"too old resource version: {requested} ({coll.floor_rv})")
+            bound = coll.watch_bound
+            if requested < bound:
+                raise expired(f"too old resource version: {requested} ({bound})")
             start_rv = max(requested, self.rv) if streaming else requested
             seq = coll.seq_after(requested)
         watcher = Watcher(
