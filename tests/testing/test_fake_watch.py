@@ -551,3 +551,22 @@ async def test_deprecated_watch_prefix(fake_apiserver: FakeApiServer) -> None:
     async with session(fake_apiserver) as http, http.get(path) as response:
         event = orjson.loads(await asyncio.wait_for(response.content.readline(), 3))
     assert (event["type"], _name(event)) == ("ADDED", "a")
+
+
+async def test_bookmark_shortly_before_deadline() -> None:
+    """With timeoutSeconds, a bookmark goes out about 2 s before the deadline."""
+    async with FakeApiServer(bookmark_interval=60) as server:
+        register_widgets(server)
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        async with watch(
+            server,
+            resourceVersion=server.resource_version,
+            allowWatchBookmarks="true",
+            timeoutSeconds=3,
+        ) as stream:
+            rv = server.advance_resource_version()
+            event = await stream.event(timeout=3)
+            assert 0.8 < loop.time() - started < 2.0
+        assert event["type"] == "BOOKMARK"
+        assert event["object"]["metadata"]["resourceVersion"] == str(rv)

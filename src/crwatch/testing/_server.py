@@ -161,7 +161,10 @@ def _request_info(method: str, path: str, query: Mapping[str, str]) -> _RequestI
 
 
 def _json(body: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> web.Response:
-    return web.Response(body=orjson.dumps(body), status=status, content_type=_JSON, headers=headers)
+    all_headers = {"Cache-Control": "no-cache, private", **(headers or {})}
+    return web.Response(
+        body=orjson.dumps(body), status=status, content_type=_JSON, headers=all_headers
+    )
 
 
 def _error_response(exc: ApiError) -> web.Response:
@@ -850,26 +853,34 @@ class FakeApiServer:
                 assert mark is not None
                 await writer.write([mark])
             interval = self.bookmark_interval
-            next_bookmark = loop.time() + interval if opts.allow_watch_bookmarks else None
+            bookmarks = opts.allow_watch_bookmarks
+            next_bookmark = loop.time() + interval if bookmarks else None
+            # One more bookmark about 2 s before the deadline [S5 nextBookmarkTime].
+            last_call = deadline - 2.0 if bookmarks and deadline is not None else None
             while True:
+                now = loop.time()
+                if self._closing or (deadline is not None and now >= deadline):
+                    return
                 lines = watcher.pending(1024)  # bounded batches keep memory flat
                 if lines is None:
                     return
                 if lines:
                     await writer.write(lines)
                     continue
-                if self._closing:
-                    return
-                now = loop.time()
-                if deadline is not None and now >= deadline:
-                    return
-                if next_bookmark is not None and now >= next_bookmark:
-                    next_bookmark = now + interval
+                due = [t for t in (next_bookmark, last_call) if t is not None and now >= t]
+                if due:
+                    if next_bookmark is not None and now >= next_bookmark:
+                        next_bookmark = now + interval
+                    if last_call is not None and now >= last_call:
+                        last_call = None
                     mark = watcher.bookmark(state.rv)
                     if mark is not None:
                         await writer.write([mark])
                     continue
-                wake_at = min((t for t in (deadline, next_bookmark) if t is not None), default=None)
+                wake_at = min(
+                    (t for t in (deadline, next_bookmark, last_call) if t is not None),
+                    default=None,
+                )
                 if wake_at is None:
                     await watcher.wake.wait()
                 else:
