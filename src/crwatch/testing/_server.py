@@ -846,8 +846,12 @@ class FakeApiServer:
             await writer.error(exc.status)  # 410 inside a 200 stream [S4]
             return
         try:
-            if initial:
-                await writer.write(initial)
+            api_version = rtype.api_version
+            for start in range(0, len(initial), 1024):
+                # Encode synthetic ADDED events in chunks: never block the loop for long.
+                chunk = initial[start : start + 1024]
+                await writer.write([encode_event(b"ADDED", obj, api_version) for obj in chunk])
+                await asyncio.sleep(0)
             if end_rv is not None:
                 mark = watcher.bookmark(end_rv, initial_events_end=True)
                 assert mark is not None

@@ -861,7 +861,7 @@ class ClusterState:
 
     def get(self, rtype: ResourceType, name: str, namespace: str | None = None) -> Obj:
         """Return the stored object (shared; never mutate it); 404 when missing."""
-        ns = namespace or "" if rtype.namespaced else ""
+        ns = (namespace or "") if rtype.namespaced else ""
         obj = self.collection(rtype).objects.get(_key(ns, name))
         if obj is None:
             raise rtype.not_found(name)
@@ -1120,8 +1120,8 @@ class ClusterState:
         rtype: ResourceType,
         namespace: str | None,
         opts: ListOptions,
-    ) -> tuple[Watcher, list[bytes], int | None]:
-        """Register a watcher; return it, the initial lines, and the initial-events-end RV.
+    ) -> tuple[Watcher, list[Obj], int | None]:
+        """Register a watcher; return it, the initial objects, and the initial-events-end RV.
 
         Raises `ApiError` 410 when the requested RV was compacted (the caller turns it into
         an ERROR event in a 200 stream, §3.5). The third value is the RV for the
@@ -1133,7 +1133,7 @@ class ClusterState:
         initial = rv_text in ("", "0") if not streaming else bool(opts.send_initial_events)
         requested = 0 if rv_text in ("", "0") else int(rv_text)
         end_rv: int | None = None
-        lines: list[bytes] = []
+        initial_objects: list[Obj] = []
         if initial or (streaming and rv_text in ("", "0")):
             start_rv = max(self.rv, requested)
             seq = coll.end_seq
@@ -1160,10 +1160,10 @@ class ClusterState:
                 obj = coll.objects[key]
                 if watcher.filtered and not watcher.matches(obj):
                     continue
-                lines.append(encode_event(b"ADDED", obj, rtype.api_version))
+                initial_objects.append(obj)
         if streaming and opts.send_initial_events and opts.allow_watch_bookmarks:
             end_rv = start_rv
-        return watcher, lines, end_rv
+        return watcher, initial_objects, end_rv
 
     # -- CustomResourceDefinitions ----------------------------------------------------------
 
