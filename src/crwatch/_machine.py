@@ -81,6 +81,7 @@ __all__ = [
     "State",
     "StreamEnded",
     "WatchEvent",
+    "WatchEvents",
     "initial_state",
     "step",
 ]
@@ -187,9 +188,20 @@ class PageReceived:
 
 @frozen
 class WatchEvent:
-    """One event arrived on the open watch (or streaming list)."""
+    """One event arrived on the open watch: the same as ``WatchEvents((event,))``."""
 
     event: RawEvent
+
+
+@frozen
+class WatchEvents:
+    """Events arrived on the open watch (or streaming list), in stream order.
+
+    The driver passes every event it parsed from one read at once: one step per network
+    read rather than per event keeps the per-event cost of the machine small.
+    """
+
+    events: Sequence[RawEvent]
 
 
 @frozen
@@ -215,7 +227,14 @@ class SleepDone:
 
 
 Observation: TypeAlias = (
-    Start | PageReceived | WatchEvent | StreamEnded | InitialDeadlinePassed | Failed | SleepDone
+    Start
+    | PageReceived
+    | WatchEvent
+    | WatchEvents
+    | StreamEnded
+    | InitialDeadlinePassed
+    | Failed
+    | SleepDone
 )
 
 # --- actions ------------------------------------------------------------------------------
@@ -280,9 +299,9 @@ class ReplaceAll:
 
 @frozen
 class Deliver:
-    """Hand one ADDED/MODIFIED/DELETED change to the consumer."""
+    """Hand ADDED/MODIFIED/DELETED changes to the consumer, in order."""
 
-    event: RawEvent
+    events: Sequence[RawEvent]
 
 
 @frozen
@@ -332,13 +351,15 @@ def step(state: State, observation: Observation, now: float) -> tuple[State, tup
         RuntimeError: the observation cannot happen in this phase (a driver bug).
     """
     phase = state.phase
+    if isinstance(observation, WatchEvent):
+        observation = WatchEvents((observation.event,))
     if isinstance(observation, Failed):
         if phase in (Phase.INITIAL, Phase.BACKING_OFF, Phase.FAILED):
             _unexpected(state, observation)
         return _on_failure(state, observation.error, now)
+    if isinstance(observation, WatchEvents) and phase in (Phase.WATCHING, Phase.STREAMING_LIST):
+        return _on_watch_events(state, observation.events, now)
     if phase is Phase.WATCHING:
-        if isinstance(observation, WatchEvent):
-            return _on_watch_event(state, observation.event, now)
         if isinstance(observation, StreamEnded):
             if not state.watch_progress and now - state.watch_started < VERY_SHORT_WATCH:
                 return _back_off(state, None, now, resume=Phase.WATCHING)
@@ -346,8 +367,6 @@ def step(state: State, observation: Observation, now: float) -> tuple[State, tup
         if isinstance(observation, InitialDeadlinePassed):
             return state, ()  # a late timer: the list already completed
     elif phase is Phase.STREAMING_LIST:
-        if isinstance(observation, WatchEvent):
-            return _on_initial_event(state, observation.event, now)
         if isinstance(observation, (StreamEnded, InitialDeadlinePassed)):
             # The server ignored sendInitialEvents, or is too slow to send the end bookmark:
             # fall back to a paginated list for the life of this watch (PROTOCOL.md §8).
@@ -434,19 +453,66 @@ def _on_initial_event(
     return _fall_back_to_paginated(state, now)
 
 
+_CHANGES: Final = frozenset({"ADDED", "MODIFIED", "DELETED"})
+_LEAVES_STREAM: Final = (StartStreamingList, ListPage, StartWatch, Sleep, Raise)
+
+
+def _on_watch_events(
+    state: State, events: Sequence[RawEvent], now: float
+) -> tuple[State, tuple[Action, ...]]:
+    actions: list[Action] = []
+    run: list[RawEvent] = []  # consecutive changes while WATCHING: delivered in one action
+    for event in events:
+        phase = state.phase
+        if phase is Phase.WATCHING and event.type in _CHANGES:
+            run.append(event)
+            continue
+        if run:
+            state = _delivered(state, run)
+            actions.append(Deliver(tuple(run)))
+            run = []
+        if phase is Phase.WATCHING:
+            state, more = _on_watch_event(state, event, now)
+        elif phase is Phase.STREAMING_LIST:
+            state, more = _on_initial_event(state, event, now)
+        else:  # pragma: no cover - the loop stops at the action that ends the stream
+            break
+        actions.extend(more)
+        if any(isinstance(action, _LEAVES_STREAM) for action in more):
+            # This event ended the stream (an error, a fallback): the driver closes it, and
+            # what followed on it no longer counts.
+            break
+    if run:
+        state = _delivered(state, run)
+        actions.append(Deliver(tuple(run)))
+    return state, tuple(actions)
+
+
+def _delivered(state: State, run: list[RawEvent]) -> State:
+    rv = state.resource_version
+    for event in reversed(run):
+        if event.resource_version:
+            rv = event.resource_version
+            break
+    return evolve(state, resource_version=rv, watch_progress=True, attempt=0, last_error=None)
+
+
 def _on_watch_event(state: State, event: RawEvent, now: float) -> tuple[State, tuple[Action, ...]]:
+    # A BOOKMARK or an ERROR while watching; changes are batched by the caller.
     kind = event.type
     if kind == "ERROR":
         return _on_failure(state, status_to_error(event.object, verb="watch"), now)
-    rv = event.resource_version or state.resource_version
-    if rv == state.resource_version and state.watch_progress and state.attempt == 0:
-        new = state
-    else:
-        new = evolve(state, resource_version=rv, watch_progress=True, attempt=0, last_error=None)
+    # Resuming from a bookmark's RV is safe: no repeats, no gaps (PROTOCOL.md §3.3).
+    new = evolve(
+        state,
+        resource_version=event.resource_version or state.resource_version,
+        watch_progress=True,
+        attempt=0,
+        last_error=None,
+    )
     if kind == "BOOKMARK":
-        # Resuming from a bookmark's RV is safe: no repeats, no gaps (PROTOCOL.md §3.3).
         return new, ()
-    return new, (Deliver(event),)
+    return new, (Deliver((event,)),)
 
 
 def _on_page(state: State, page: PageReceived, now: float) -> tuple[State, tuple[Action, ...]]:
