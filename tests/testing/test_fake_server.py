@@ -8,7 +8,7 @@ from typing import Any
 
 import orjson
 import pytest
-from fakeserver_helpers import WIDGETS, get_json, register_widgets, request, widget
+from fakeserver_helpers import WIDGETS, get_json, register_widgets, request, session, widget
 from kubernetes_asyncio import client, config
 from kubernetes_asyncio.client.exceptions import ApiException
 
@@ -602,3 +602,57 @@ async def test_core_and_lease_resources(k8s_api_client: Any) -> None:
         await core.read_namespace("team-a")
     assert err.value.status == 404
     assert orjson.loads(err.value.body)["message"] == 'namespaces "team-a" not found'
+
+
+async def test_protobuf_only_accept_is_406(fake_apiserver: FakeApiServer) -> None:
+    """A client accepting only protobuf gets 406 (custom resources are JSON only)."""
+    register_widgets(fake_apiserver)
+    async with session(fake_apiserver) as http:
+        async with http.get(
+            WIDGETS, headers={"Accept": "application/vnd.kubernetes.protobuf"}
+        ) as response:
+            assert response.status == 406
+        async with http.get(
+            WIDGETS, headers={"Accept": "application/vnd.kubernetes.protobuf, application/json"}
+        ) as response:
+            assert response.status == 200
+
+
+async def test_update_with_wrong_uid_is_conflict(fake_apiserver: FakeApiServer) -> None:
+    """An update whose metadata.uid differs from the stored object is 409 Conflict."""
+    widgets = register_widgets(fake_apiserver)
+    fake_apiserver.create(widgets, widget("a"))
+    with pytest.raises(ApiError) as err:
+        fake_apiserver.update(widgets, {"metadata": {"name": "a", "uid": "other"}, "spec": {}})
+    assert err.value.code == 409
+    assert "Precondition failed: UID in precondition: other" in str(err.value)
+
+
+async def test_bad_json_body_is_400(fake_apiserver: FakeApiServer) -> None:
+    """A request body that is not JSON is 400 BadRequest."""
+    register_widgets(fake_apiserver)
+    async with (
+        session(fake_apiserver) as http,
+        http.post(WIDGETS, data=b"{nope", headers={"Content-Type": "application/json"}) as response,
+    ):
+        assert response.status == 400
+        assert (await response.json())["reason"] == "BadRequest"
+
+
+async def test_posted_crd_selectable_fields_work(k8s_api_client: Any) -> None:
+    """The selectableFields of a POSTed CRD are usable in field selectors."""
+    await client.ApiextensionsV1Api(k8s_api_client).create_custom_resource_definition(_crd_body())
+    api = client.CustomObjectsApi(k8s_api_client)
+    for name, color in (("a", "red"), ("b", "blue")):
+        await api.create_namespaced_custom_object(
+            "example.com", "v1", "default", "widgets", widget(name, color=color)
+        )
+    listed = await api.list_namespaced_custom_object(
+        "example.com", "v1", "default", "widgets", field_selector="spec.color=blue"
+    )
+    assert [i["metadata"]["name"] for i in listed["items"]] == ["b"]
+    with pytest.raises(ApiException) as err:
+        await api.list_namespaced_custom_object(
+            "example.com", "v1", "default", "widgets", field_selector="spec.size=1"
+        )
+    assert err.value.status == 400

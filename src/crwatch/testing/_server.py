@@ -167,6 +167,16 @@ def _json(body: Any, status: int = 200, headers: Mapping[str, str] | None = None
     )
 
 
+def _accepts_json(accept: str) -> bool:
+    if not accept.strip():
+        return True
+    for part in accept.split(","):
+        media = part.split(";", 1)[0].strip().lower()
+        if media in ("application/json", "application/*", "*/*", "application/yaml"):
+            return True
+    return False
+
+
 def _error_response(exc: ApiError) -> web.Response:
     headers = dict(exc.headers)
     if exc.code == 403:
@@ -713,6 +723,16 @@ class FakeApiServer:
             return _not_found_plain()
         if info.subresource and (info.subresource != "status" or not rtype.status_subresource):
             return _not_found_plain()
+        if not _accepts_json(request.headers.get("Accept", "")):
+            # Custom resources are served as JSON only (no protobuf) [D1].
+            return _json(
+                status_body(
+                    406,
+                    "NotAcceptable",
+                    "the server was unable to respond with a content type that the client supports",
+                ),
+                406,
+            )
         ns = info.namespace or None
         method = request.method
         if info.subresource and method not in ("GET", "PUT", "PATCH"):

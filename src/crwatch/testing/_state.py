@@ -896,6 +896,13 @@ class ClusterState:
                 "the object has been modified; please apply your changes to the latest version "
                 "and try again",
             )
+        given_uid = meta.get("uid")
+        if given_uid and given_uid != old["metadata"].get("uid"):
+            raise rtype.conflict(
+                name,
+                f"Precondition failed: UID in precondition: {given_uid}, UID in object meta: "
+                f"{old['metadata'].get('uid')}",
+            )
         return self._store_update(rtype, old, obj, subresource)
 
     def _store_update(self, rtype: ResourceType, old: Obj, obj: Obj, subresource: str) -> Obj:
