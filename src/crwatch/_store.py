@@ -17,6 +17,8 @@ __all__ = ["Store"]
 _ADDED = EventType.ADDED
 _MODIFIED = EventType.MODIFIED
 _DELETED = EventType.DELETED
+# A dict lookup is ten times cheaper than EventType(...) on the per-event path.
+_TYPES: dict[str, EventType] = {t.value: t for t in EventType}
 
 
 def _rv(obj: dict[str, Any]) -> Any:
@@ -57,7 +59,7 @@ class Store:
         PROTOCOL.md §5.5).
         """
         key = object_key(obj)
-        kind = EventType(type)
+        kind = _TYPES.get(type) or EventType(type)
         if kind is _DELETED:
             old = self._items.pop(key, None)
             if old is None:
