@@ -407,7 +407,7 @@ async def test_retry_after_on_503_is_capped_by_backoff_option(env: Env) -> None:
 
 
 async def test_outage_backs_off_and_recovers(env: Env) -> None:
-    """Repeated 500s are retried with bounded, growing delays; the watch then recovers."""
+    """Repeated 500s are retried within the backoff bounds; the watch then recovers."""
     failing = env.server.faults.add(Fault.status(500), verb="list", times=4)
     env.create("a")
     backoff = Backoff(initial=0.02, maximum=0.2)
