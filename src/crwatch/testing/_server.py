@@ -11,7 +11,6 @@ import asyncio
 import builtins
 import contextlib
 import hmac
-import logging
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
@@ -25,6 +24,7 @@ from attrs import define, field, frozen
 from ._faults import Fault, FaultPlan
 from ._selectors import SelectorError, parse_field_selector, parse_label_selector
 from ._state import (
+    ALL_VERBS,
     CRD_TYPE,
     ApiError,
     ClusterState,
@@ -41,8 +41,6 @@ from ._state import (
 )
 
 __all__ = ["DenyRule", "FakeApiServer", "ServerStatistics"]
-
-log = logging.getLogger("crwatch.testing")
 
 ResourceRef = ResourceType | tuple[str, str, str]
 
@@ -706,7 +704,6 @@ class FakeApiServer:
             timeout_seconds=timeout_seconds,
             label_selector=labels,
             field_selector=fields,
-            has_selectors=not (labels.empty and fields.empty),
         )
 
     async def _resource(
@@ -976,7 +973,7 @@ class FakeApiServer:
                 "singularName": rtype.singular,
                 "namespaced": rtype.namespaced,
                 "kind": rtype.kind,
-                "verbs": list(_verbs(rtype)),
+                "verbs": list(ALL_VERBS),
             }
             if rtype.short_names:
                 entry["shortNames"] = list(rtype.short_names)
@@ -999,10 +996,6 @@ class FakeApiServer:
             "groupVersion": f"{group}/{version}" if group else version,
             "resources": resources,
         }
-
-
-def _verbs(rtype: ResourceType) -> tuple[str, ...]:
-    return ("create", "delete", "deletecollection", "get", "list", "patch", "update", "watch")
 
 
 def _group_doc(group: str, versions: set[str]) -> Obj:

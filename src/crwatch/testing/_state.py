@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import copy
 import random
 import re
 import uuid
@@ -463,7 +462,6 @@ class ListOptions:
     timeout_seconds: int | None = None
     label_selector: LabelSelector = _EVERYTHING_LABELS
     field_selector: FieldSelector = _EVERYTHING_FIELDS
-    has_selectors: bool = False
 
 
 def query_bool(value: str | None) -> bool:
@@ -1362,8 +1360,3 @@ def _served(obj: Obj, rtype: ResourceType) -> Obj:
     if obj.get("apiVersion") != rtype.api_version:
         return {**obj, "apiVersion": rtype.api_version}
     return obj
-
-
-def deep_copy(obj: Obj) -> Obj:
-    """Return an independent copy of a stored object, for handing to Python callers."""
-    return copy.deepcopy(obj)
