@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime as dt
+import fnmatch
 import importlib.metadata
 import json
 import os
@@ -96,6 +97,10 @@ ROWS = [
     # 2a. paginated list
     Row("sync-paged", "floor-paged", "floor: aiohttp GET pages + orjson", "floor:paged_list",
         "floor"),
+    Row("sync-paged", "floor-paged-kept", "aiohttp GET pages + orjson, kept in a dict",
+        "floor:paged_list_kept", "other", "what holding the objects costs"),
+    Row("sync-paged", "floor-paged-kept-nogc", "the same, cyclic GC off during the sync",
+        "floor:paged_list_kept_nogc", "other", "what gc.freeze()/disable could save"),
     Row("sync-paged", "crwatch-paged", "crwatch.watch: all initial ADDED",
         "crwatch_client:watch_sync", "crwatch", "server answers sendInitialEvents with 422"),
     Row("sync-paged", "crwatch-informer-paged", "crwatch.Informer: wait_synced()", None,
@@ -107,6 +112,10 @@ ROWS = [
     # 2b. streaming list
     Row("sync-stream", "floor-stream", "floor: readline + orjson to the end bookmark",
         "floor:stream_list", "floor"),
+    Row("sync-stream", "floor-stream-kept", "readline + orjson, kept in a dict",
+        "floor:stream_list_kept", "other", "what holding the objects costs"),
+    Row("sync-stream", "floor-stream-kept-nogc", "the same, cyclic GC off during the sync",
+        "floor:stream_list_kept_nogc", "other", "what gc.freeze()/disable could save"),
     Row("sync-stream", "crwatch-stream", "crwatch.watch: all initial ADDED",
         "crwatch_client:watch_sync", "crwatch"),
     Row("sync-stream", "crwatch-informer-stream", "crwatch.Informer: wait_synced()", None,
@@ -366,7 +375,15 @@ def select(only: str) -> list[Row]:
     if not only:
         return list(ROWS)
     wanted = [w.strip() for w in only.split(",") if w.strip()]
-    picked = [r for r in ROWS if any(w in (r.name, r.group) or w in r.name for w in wanted)]
+
+    def hit(row: Row, word: str) -> bool:
+        # A word selects a row when it is a prefix of, or a glob matching, its name or group.
+        return any(
+            name.startswith(word) or fnmatch.fnmatchcase(name, word)
+            for name in (row.name, row.group)
+        )
+
+    picked = [r for r in ROWS if any(hit(r, w) for w in wanted)]
     # Always bring the group's floor along, so the ratio column means something.
     groups = {r.group for r in picked}
     floors = [r for r in ROWS if r.role == "floor" and r.group in groups and r not in picked]
@@ -377,7 +394,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="20,000 events, 10,000 objects")
     ap.add_argument("--runs", type=int, default=None, help="runs per row (default 5; quick 3)")
-    ap.add_argument("--only", default="", help="comma-separated row or group names (substrings)")
+    ap.add_argument(
+        "--only", default="", help="rows or groups: comma-separated name prefixes or globs"
+    )
     ap.add_argument("--events", type=int, default=None, help="override N (throughput)")
     ap.add_argument("--objects", type=int, default=None, help="override M (sync, memory)")
     ap.add_argument("--profile", default="", help="cProfile each crwatch row into this directory")

@@ -124,8 +124,40 @@ async def paged_list(ctx: Ctx) -> int:
     return await _paged(ctx, None)
 
 
+async def paged_list_kept(ctx: Ctx) -> int:
+    """Paginated LIST, every object kept in a dict keyed namespace/name (as a cache must)."""
+    return await _paged(ctx, {})
+
+
+async def paged_list_kept_nogc(ctx: Ctx) -> int:
+    """Keep every object, with the cyclic GC off during the sync (what gc.freeze() could save)."""
+    gc.disable()
+    try:
+        return await _paged(ctx, {})
+    finally:
+        gc.enable()
+
+
 async def stream_list(ctx: Ctx) -> int:
     """Sync floor: streaming list (``sendInitialEvents``) until the initial-events-end bookmark."""
+    return await _stream_list(ctx, None)
+
+
+async def stream_list_kept(ctx: Ctx) -> int:
+    """Streaming list, every object kept in a dict keyed namespace/name."""
+    return await _stream_list(ctx, {})
+
+
+async def stream_list_kept_nogc(ctx: Ctx) -> int:
+    """Keep every object, with the cyclic GC off during the streaming list."""
+    gc.disable()
+    try:
+        return await _stream_list(ctx, {})
+    finally:
+        gc.enable()
+
+
+async def _stream_list(ctx: Ctx, keep: dict[str, Any] | None) -> int:
     n = 0
     loads = orjson.loads
     params = {
@@ -141,6 +173,9 @@ async def stream_list(ctx: Ctx) -> int:
             if ev["type"] == "BOOKMARK":
                 return n
             n += 1
+            if keep is not None:
+                meta = ev["object"]["metadata"]
+                keep[f"{meta['namespace']}/{meta['name']}"] = ev["object"]
 
 
 def rss_bytes() -> int:
