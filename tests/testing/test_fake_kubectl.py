@@ -103,8 +103,16 @@ async def test_kubectl_get(fake_apiserver: FakeApiServer, kubectl: Kubectl) -> N
     assert b"namespace/default" in ns.stdout
 
 
+@pytest.mark.parametrize(
+    "fake_apiserver_options",
+    [{"kubernetes_version": minor} for minor in ("1.32", "1.27", "1.33")],
+    ids=["kubectl-1.32", "kubectl-1.27", "kubectl-1.33"],
+)
 async def test_kubectl_apply_patch_delete(fake_apiserver: FakeApiServer, kubectl: Kubectl) -> None:
-    """Apply --validate=false creates then patches; patch --type merge; delete waits for 404."""
+    """Apply --validate=false creates then patches; patch --type merge; delete waits for 404.
+
+    The /version minor makes the kubectl dispatcher run kubectl 1.32, 1.27 or 1.33.
+    """
     crd_file = kubectl.manifest("crd.json", CRD)
     out = await kubectl.run("apply", "--validate=false", "-f", crd_file)
     assert b"created" in out.stdout

@@ -225,6 +225,8 @@ class FakeApiServer:
     - ``max_request_bytes``: largest request body (real servers: 3 MiB); larger gets 413.
     - ``now``: clock for ``creationTimestamp`` and ``deletionTimestamp``.
     - ``user``: user name reported in 403 messages.
+    - ``kubernetes_version``: what ``/version`` reports (``"1.32"``); the kubectl dispatcher
+      picks its ``kubectl.1.<minor>`` binary from it.
 
     Not implemented: server-side defaulting of legacy watches into streaming lists
     (PROTOCOL.md §1.5; behaves like a server where that defaulting is off), Table output,
@@ -244,7 +246,14 @@ class FakeApiServer:
         max_request_bytes: int = 3 * 1024 * 1024,
         now: Callable[[], datetime] | None = None,
         user: str | None = None,
+        kubernetes_version: str = "1.32",
     ) -> None:
+        major, _, minor = kubernetes_version.partition(".")
+        if not (major.isdigit() and minor.isdigit()):
+            raise ValueError(
+                f"kubernetes_version must look like '1.32', not {kubernetes_version!r}"
+            )
+        self.kubernetes_version = kubernetes_version
         self._host = host
         self._port = port
         self._token = token
@@ -917,9 +926,9 @@ class FakeApiServer:
         if parts == ["version"]:
             return _json(
                 {
-                    "major": "1",
-                    "minor": "32",
-                    "gitVersion": "v1.32.0-crwatch-fake",
+                    "major": self.kubernetes_version.partition(".")[0],
+                    "minor": self.kubernetes_version.partition(".")[2],
+                    "gitVersion": f"v{self.kubernetes_version}.0-crwatch-fake",
                     "gitCommit": "0000000000000000000000000000000000000000",
                     "gitTreeState": "clean",
                     "buildDate": "2026-01-01T00:00:00Z",
