@@ -613,6 +613,13 @@ async def test_invalid_options_raise_at_call_time(env: Env, options: dict[str, A
         crwatch.watch(env.client, WIDGETS, **options)
 
 
+async def test_iterating_without_async_with_explains_itself(env: Env) -> None:
+    """Forgetting the async with gives a TypeError that shows the right form."""
+    with pytest.raises(TypeError, match="async with"):
+        async for _ in env.watch():
+            pass
+
+
 async def test_resource_as_text_and_bad_client() -> None:
     """The resource may be given as text; the client must be a crwatch.Client."""
     with pytest.raises(crwatch.InvalidOptionError):

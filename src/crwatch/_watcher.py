@@ -13,7 +13,7 @@ import logging
 import math
 import random
 from types import TracebackType
-from typing import Final, Literal
+from typing import Final, Literal, NoReturn
 
 import anyio
 from anyio.abc import TaskGroup
@@ -203,6 +203,12 @@ class Watch:
         self._error: BaseException | None = None
         self._task_group: TaskGroup | None = None
         self._receive: MemoryObjectReceiveStream[Event] | None = None
+
+    def __aiter__(self) -> NoReturn:
+        raise TypeError(
+            "crwatch.watch() returns an async context manager: "
+            "use `async with crwatch.watch(...) as events: async for event in events: ...`"
+        )
 
     def __repr__(self) -> str:
         where = f" in {self._namespace!r}" if self._namespace else ""
