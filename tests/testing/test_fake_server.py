@@ -8,11 +8,11 @@ from typing import Any
 
 import orjson
 import pytest
-from fakeserver_helpers import WIDGETS, get_json, register_widgets, request, session, widget
+from fakeserver_helpers import WIDGETS, get_json, register_widgets, request, session, watch, widget
 from kubernetes_asyncio import client, config
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from crwatch.testing import ApiError, FakeApiServer
+from crwatch.testing import ApiError, FakeApiServer, Fault
 
 pytestmark = pytest.mark.anyio
 
@@ -656,3 +656,57 @@ async def test_posted_crd_selectable_fields_work(k8s_api_client: Any) -> None:
             "example.com", "v1", "default", "widgets", field_selector="spec.size=1"
         )
     assert err.value.status == 400
+
+
+async def test_crd_update_changes_served_versions_and_ends_watches(
+    fake_apiserver: FakeApiServer,
+) -> None:
+    """Patching a CRD's versions re-registers the type and ends its open watches cleanly."""
+    crd_path = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
+    status, _ = await request(fake_apiserver, "POST", crd_path, _crd_body())
+    assert status == 201
+    fake_apiserver.create(("example.com", "v1", "widgets"), widget("a"))
+    async with watch(fake_apiserver, resourceVersion=fake_apiserver.resource_version) as stream:
+        body = _crd_body()
+        body["spec"]["versions"][1]["served"] = True
+        status, updated = await request(
+            fake_apiserver,
+            "PATCH",
+            f"{crd_path}/widgets.example.com",
+            {"spec": {"versions": body["spec"]["versions"]}},
+            content_type="application/merge-patch+json",
+        )
+        assert status == 200
+        assert updated["metadata"]["generation"] == 2
+        assert await stream.rest() == []  # clean EOF
+    _, group, _ = await get_json(fake_apiserver, "/apis/example.com")
+    assert [v["version"] for v in group["versions"]] == ["v1", "v1beta1"]
+    _, listed, _ = await get_json(
+        fake_apiserver, "/apis/example.com/v1beta1/namespaces/default/widgets"
+    )
+    assert listed["items"][0]["apiVersion"] == "example.com/v1beta1"
+
+
+async def test_write_fault_prevents_the_write(fake_apiserver: FakeApiServer) -> None:
+    """A status fault on create answers before the handler: nothing is stored."""
+    widgets = register_widgets(fake_apiserver)
+    rule = fake_apiserver.faults.add(Fault.status(500), verb="create", resource="widgets")
+    status, body = await request(fake_apiserver, "POST", WIDGETS, widget("a"))
+    assert (status, body["reason"]) == (500, "InternalError")
+    assert fake_apiserver.list(widgets) == []
+    assert rule.firings[0].method == "POST"
+
+
+async def test_status_counts_as_spec_without_status_subresource(
+    fake_apiserver: FakeApiServer,
+) -> None:
+    """Without the status subresource, status is ordinary content and bumps generation.
+
+    kube-apiserver's CR strategy ignores only metadata (and status when the subresource is on)
+    when deciding whether to bump generation.
+    """
+    widgets = register_widgets(fake_apiserver, status_subresource=False)
+    fake_apiserver.create(widgets, {**widget("a"), "status": {"phase": "x"}})
+    assert fake_apiserver.get(widgets, "a")["status"] == {"phase": "x"}
+    patched = fake_apiserver.patch(widgets, "a", {"status": {"phase": "y"}})
+    assert patched["metadata"]["generation"] == 2
