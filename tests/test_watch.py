@@ -575,6 +575,19 @@ async def test_cancellation_propagates_and_closes(env: Env) -> None:
     assert not any(t.get_name().startswith("crwatch") for t in asyncio.all_tasks())
 
 
+async def test_consumer_errors_propagate_unwrapped(env: Env) -> None:
+    """An exception raised in the async with body comes out as itself, not in a group."""
+    env.create("a")
+
+    async def consume() -> None:
+        async with env.watch() as events:
+            async for _ in events:
+                1 / 0  # noqa: B018
+
+    with pytest.raises(ZeroDivisionError):
+        await consume()
+
+
 async def test_borrowed_api_client_is_left_open(env: Env) -> None:
     """A Client wrapping a user's ApiClient never closes it."""
     borrowed = crwatch.Client(env.client.api_client)

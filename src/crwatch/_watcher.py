@@ -251,10 +251,14 @@ class Watch:
         assert task_group is not None
         task_group.cancel_scope.cancel()
         try:
-            return await task_group.__aexit__(exc_type, exc, tb)
+            # The body's own exception is not handed to the task group, which would wrap
+            # it in an ExceptionGroup: it propagates as itself once the task is gone. The
+            # task never raises (it hands errors to the EventStream), so nothing is lost.
+            await task_group.__aexit__(None, None, None)
         finally:
             if self._receive is not None:
                 self._receive.close()
+        return None
 
     # --- the driver -----------------------------------------------------------------------
 
