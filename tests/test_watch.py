@@ -556,8 +556,7 @@ async def test_exit_mid_stream_leaves_nothing_behind(tmp_path: Path) -> None:
             await take(events, 1)
             assert any(t.get_name().startswith("crwatch") for t in asyncio.all_tasks())
         assert not any(t.get_name().startswith("crwatch") for t in asyncio.all_tasks())
-        # The fake has no public count of open watches: read its private state.
-        await until(lambda: not env.server._state.collection(env.rtype).watchers)
+        await until(lambda: env.server.statistics().open_watches == 0)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             gc.collect()
