@@ -554,6 +554,7 @@ async def test_exit_mid_stream_leaves_nothing_behind(tmp_path: Path) -> None:
         env.create("a")
         async with env.watch() as events:
             await take(events, 1)
+            assert env.server.statistics().open_watches == 1
             assert any(t.get_name().startswith("crwatch") for t in asyncio.all_tasks())
         assert not any(t.get_name().startswith("crwatch") for t in asyncio.all_tasks())
         await until(lambda: env.server.statistics().open_watches == 0)
