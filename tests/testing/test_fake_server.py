@@ -710,3 +710,21 @@ async def test_status_counts_as_spec_without_status_subresource(
     assert fake_apiserver.get(widgets, "a")["status"] == {"phase": "x"}
     patched = fake_apiserver.patch(widgets, "a", {"status": {"phase": "y"}})
     assert patched["metadata"]["generation"] == 2
+
+
+async def test_restart_keeps_port_and_state() -> None:
+    """stop() then start() serves the same objects on the same port (a server restart)."""
+    server = FakeApiServer()
+    await server.start()
+    try:
+        widgets = register_widgets(server)
+        server.create(widgets, widget("a"))
+        port, rv = server.port, server.resource_version
+        await server.stop()
+        await server.start()
+        assert server.port == port
+        _, body, _ = await get_json(server, WIDGETS)
+        assert [i["metadata"]["name"] for i in body["items"]] == ["a"]
+        assert body["metadata"]["resourceVersion"] == str(rv)
+    finally:
+        await server.stop()
