@@ -6,7 +6,9 @@
    ~2 KB events the benchmark streams (low noise: no sockets, no other process).
 2. End to end against the stream server, in this process: the floor, then crwatch's own
    pieces (LineSplitter, parse_event, step, Store.apply) pulled inline by the consumer, with
-   no background task and no memory stream: what a pull-based ``EventStream`` could reach.
+   no background task and no memory stream (what a pull-based ``EventStream`` could reach),
+   one event at a time or one network read at a time; then ``crwatch.watch`` itself, also
+   with the cyclic GC frozen or off, which shows what keeping parsed objects alive costs.
 3. A pyinstrument call tree of ``crwatch.watch`` reading N events from the stream server
    (``pip install pyinstrument``; skipped without it). Sampling profilers add overhead to
    every call, so read the tree for proportions, and part 1 for absolute costs.
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import sys
 import time
 from collections.abc import Callable
@@ -154,28 +157,68 @@ async def _floor(url: str, count: int) -> int:
     return n
 
 
-async def _inline(url: str, count: int, *, machine: bool) -> int:
+async def _inline(url: str, count: int, *, machine: bool, per_read: bool) -> int:
+    """Run crwatch's pieces in the consumer's own loop: no task, no memory stream.
+
+    ``per_read``: parse every line of one network read, step the machine once, then apply
+    (the driver's shape since 201566d); else parse, step and apply one event at a time.
+    """
     import aiohttp
 
     from crwatch import _machine, _store, _wire
 
-    state = _machine.initial_state(_machine.Config(), 1)
-    state = _machine_watching(state)
+    state = _machine_watching(_machine.initial_state(_machine.Config(), 1))
     store = _store.Store()
+    apply = store.apply
+    parse = _wire.parse_event
     splitter = _wire.LineSplitter(16 << 20)
+    # Older trees had only the one-event WatchEvent and Deliver(event).
+    batch_api = hasattr(_machine, "WatchEvents")
+
+    def step(raws: list[Any]) -> list[Any]:
+        nonlocal state
+        if batch_api:
+            state, actions = _machine.step(state, _machine.WatchEvents(raws), 0.0)
+            return list(actions[0].events) if actions else []  # type: ignore[union-attr]
+        out = []
+        for raw in raws:
+            state, actions = _machine.step(state, _machine.WatchEvent(raw), 0.0)
+            out.append(actions[0].event)  # type: ignore[union-attr]
+        return out
+
     n = 0
     async with aiohttp.ClientSession() as s, s.get(url, params={"watch": "true"}) as resp:
         async for chunk in resp.content.iter_any():
-            for line in splitter.feed(chunk):
-                raw = _wire.parse_event(line)  # type: ignore[arg-type]
+            lines = splitter.feed(chunk)
+            if per_read:
+                raws = [parse(line) for line in lines]  # type: ignore[arg-type]
+                for raw in step(raws) if machine else raws:
+                    apply(raw.type, raw.object)
+                    n += 1
+                    if n >= count:
+                        return n
+                continue
+            for line in lines:
+                raw = parse(line)  # type: ignore[arg-type]
                 if machine:
-                    state, actions = _machine.step(state, _machine.WatchEvent(raw), 0.0)
-                    raw = actions[0].event  # type: ignore[union-attr]
-                store.apply(raw.type, raw.object)
+                    (raw,) = step([raw])
+                apply(raw.type, raw.object)
                 n += 1
                 if n >= count:
                     return n
     return n
+
+
+async def _with_gc(make: Callable[[], Any], mode: str) -> Any:
+    if mode == "freeze":
+        gc.freeze()  # everything alive now (the imported modules) leaves the collector's view
+    else:
+        gc.disable()
+    try:
+        return await make()
+    finally:
+        gc.enable()
+        gc.unfreeze()
 
 
 def _machine_watching(state: Any) -> Any:
@@ -210,11 +253,17 @@ def end_to_end(events: int) -> list[tuple[str, float, float]]:
         ctx = Ctx(base=base, count=events, kubeconfig=kubeconfig)
         cases: list[tuple[str, Callable[[], Any]]] = [
             ("floor: readline + orjson", lambda: _floor(url, events)),
-            ("inline: split + parse_event + Store.apply",
-             lambda: _inline(url, events, machine=False)),
-            ("inline: split + parse_event + step + Store.apply",
-             lambda: _inline(url, events, machine=True)),
+            ("inline, per event: parse_event, Store.apply",
+             lambda: _inline(url, events, machine=False, per_read=False)),
+            ("inline, per event: parse_event, step, Store.apply",
+             lambda: _inline(url, events, machine=True, per_read=False)),
+            ("inline, per read: parse all lines, step once, Store.apply each",
+             lambda: _inline(url, events, machine=True, per_read=True)),
             ("crwatch.watch (task + memory stream)", lambda: watch_throughput(ctx)),
+            ("crwatch.watch, gc.freeze() after imports",
+             lambda: _with_gc(lambda: watch_throughput(ctx), "freeze")),
+            ("crwatch.watch, cyclic GC disabled",
+             lambda: _with_gc(lambda: watch_throughput(ctx), "disable")),
         ]  # fmt: skip
         results: dict[str, list[tuple[float, float]]] = {label: [] for label, _ in cases}
         for _ in range(3):
