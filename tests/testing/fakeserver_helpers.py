@@ -77,7 +77,8 @@ class Stream:
 async def session(server: FakeApiServer) -> AsyncIterator[aiohttp.ClientSession]:
     """Open an aiohttp session with the server's token, if any."""
     headers = {"Authorization": f"Bearer {server.token}"} if server.token else {}
-    async with aiohttp.ClientSession(server.url, headers=headers) as http:
+    connector = aiohttp.TCPConnector(ssl=server.ssl_context() or True)
+    async with aiohttp.ClientSession(server.url, headers=headers, connector=connector) as http:
         yield http
 
 

@@ -197,3 +197,19 @@ async def test_kubectl_get_watch(fake_apiserver: FakeApiServer, kubectl: Kubectl
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
+
+
+@pytest.mark.parametrize("fake_apiserver_options", [{"token": "kubectl-token", "tls": True}])
+async def test_kubectl_with_token_over_tls(fake_apiserver: FakeApiServer, kubectl: Kubectl) -> None:
+    """With tls=True the kubeconfig carries the CA and token; kubectl authenticates and watches.
+
+    (kubectl reads credentials from a kubeconfig only for TLS servers.)
+    """
+    assert "kubectl-token" in kubectl.kubeconfig.read_text()
+    assert fake_apiserver.url.startswith("https://")
+    out = await kubectl.run("get", "namespaces", "-o", "name")
+    assert b"namespace/default" in out.stdout
+    widgets = register_widgets(fake_apiserver)
+    fake_apiserver.create(widgets, widget("w1"))
+    out = await kubectl.run("get", "widgets", "-o", "name")
+    assert out.stdout.strip() == b"widget.example.com/w1"

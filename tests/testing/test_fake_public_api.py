@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -56,7 +57,7 @@ async def test_fixtures_give_connected_server(
 
 
 async def test_cli_serves_and_prints_kubeconfig(tmp_path: Path) -> None:
-    """`python -m crwatch.testing` prints the URL and an export KUBECONFIG line, then serves."""
+    """`python -m crwatch.testing` prints the URL and KUBECONFIG export, serves until Ctrl-C."""
     probe = FakeApiServer()
     await probe.start()
     port = probe.port
@@ -87,6 +88,9 @@ async def test_cli_serves_and_prints_kubeconfig(tmp_path: Path) -> None:
             http.get(f"http://127.0.0.1:{port}/version") as response,
         ):
             assert response.status == 200
+        proc.send_signal(signal.SIGINT)  # Ctrl-C stops it cleanly
+        assert await asyncio.wait_for(proc.wait(), 20) == 0
     finally:
-        proc.terminate()
-        await proc.wait()
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()

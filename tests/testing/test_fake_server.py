@@ -728,3 +728,22 @@ async def test_restart_keeps_port_and_state() -> None:
         assert body["metadata"]["resourceVersion"] == str(rv)
     finally:
         await server.stop()
+
+
+async def test_tls_with_token_for_kubernetes_asyncio(tmp_path: Path) -> None:
+    """tls=True serves HTTPS; the kubeconfig's CA and token let kubernetes-asyncio connect."""
+    async with FakeApiServer(tls=True, token="tls-token") as server:
+        assert server.url.startswith("https://127.0.0.1:")
+        assert server.ca_certificate is not None
+        assert server.ca_certificate.startswith(b"-----BEGIN CERTIFICATE-----")
+        path = server.kubeconfig(tmp_path / "kc")
+        configuration = client.Configuration()
+        await config.load_kube_config(config_file=str(path), client_configuration=configuration)
+        async with client.ApiClient(configuration) as api:
+            namespaces = await client.CoreV1Api(api).list_namespace()
+        assert "default" in [ns.metadata.name for ns in namespaces.items]
+        widgets = register_widgets(server)
+        async with watch(server, resourceVersion=server.resource_version) as stream:
+            server.create(widgets, widget("a"))
+            assert (await stream.event())["type"] == "ADDED"
+    assert FakeApiServer().ssl_context() is None

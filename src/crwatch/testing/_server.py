@@ -8,10 +8,14 @@ in ``_state``, so the HTTP API and the Python API share one code path.
 from __future__ import annotations
 
 import asyncio
+import base64
 import builtins
 import contextlib
 import hmac
 import os
+import shutil
+import ssl
+import tempfile
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
@@ -225,6 +229,9 @@ class FakeApiServer:
     - ``max_request_bytes``: largest request body (real servers: 3 MiB); larger gets 413.
     - ``now``: clock for ``creationTimestamp`` and ``deletionTimestamp``.
     - ``user``: user name reported in 403 messages.
+    - ``tls``: serve HTTPS with a throw-away self-signed certificate (made with the
+      ``openssl`` command); the kubeconfig carries it. kubectl sends credentials only over
+      TLS, so use it together with ``token`` for kubectl.
     - ``kubernetes_version``: what ``/version`` reports (``"1.32"``); the kubectl dispatcher
       picks its ``kubectl.1.<minor>`` binary from it.
 
@@ -247,6 +254,7 @@ class FakeApiServer:
         now: Callable[[], datetime] | None = None,
         user: str | None = None,
         kubernetes_version: str = "1.32",
+        tls: bool = False,
     ) -> None:
         major, _, minor = kubernetes_version.partition(".")
         if not (major.isdigit() and minor.isdigit()):
@@ -254,6 +262,9 @@ class FakeApiServer:
                 f"kubernetes_version must look like '1.32', not {kubernetes_version!r}"
             )
         self.kubernetes_version = kubernetes_version
+        self._tls = tls
+        self._ssl_context: ssl.SSLContext | None = None
+        self._ca_pem: bytes | None = None
         self._host = host
         self._port = port
         self._token = token
@@ -288,7 +299,11 @@ class FakeApiServer:
             app, access_log=None, handler_cancellation=True, shutdown_timeout=1.0
         )
         await runner.setup()
-        site = web.TCPSite(runner, self._host, self._port, reuse_address=True)
+        if self._tls and self._ssl_context is None:
+            self._ssl_context, self._ca_pem = await _self_signed_context(self._host)
+        site = web.TCPSite(
+            runner, self._host, self._port, ssl_context=self._ssl_context, reuse_address=True
+        )
         await site.start()
         server = site._server
         assert server is not None
@@ -316,8 +331,19 @@ class FakeApiServer:
 
     @property
     def url(self) -> str:
-        """Base URL, e.g. ``http://127.0.0.1:41234``."""
-        return f"http://{self._host}:{self._port}"
+        """Base URL, e.g. ``http://127.0.0.1:41234`` (``https`` with ``tls=True``)."""
+        return f"{'https' if self._tls else 'http'}://{self._host}:{self._port}"
+
+    @property
+    def ca_certificate(self) -> bytes | None:
+        """PEM of the self-signed certificate clients must trust (``tls=True``, once started)."""
+        return self._ca_pem
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """Return a client SSL context trusting this server, or ``None`` without TLS."""
+        if self._ca_pem is None:
+            return None
+        return ssl.create_default_context(cadata=self._ca_pem.decode())
 
     @property
     def port(self) -> int:
@@ -335,10 +361,13 @@ class FakeApiServer:
         Works for kubernetes-asyncio, the official client and kubectl.
         """
         user: dict[str, str] = {} if self._token is None else {"token": self._token}
+        cluster: dict[str, str] = {"server": self.url}
+        if self._ca_pem is not None:
+            cluster["certificate-authority-data"] = base64.b64encode(self._ca_pem).decode()
         config = {
             "apiVersion": "v1",
             "kind": "Config",
-            "clusters": [{"name": "fake", "cluster": {"server": self.url}}],
+            "clusters": [{"name": "fake", "cluster": cluster}],
             "users": [{"name": "fake", "user": user}],
             "contexts": [
                 {
@@ -1011,6 +1040,48 @@ def _group_doc(group: str, versions: set[str]) -> Obj:
     ordered = sort_versions(versions)
     docs = [{"groupVersion": f"{group}/{v}", "version": v} for v in ordered]
     return {"name": group, "versions": docs, "preferredVersion": docs[0]}
+
+
+async def _self_signed_context(host: str) -> tuple[ssl.SSLContext, bytes]:
+    """Make a one-day self-signed certificate for ``host`` with the openssl CLI."""
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        raise RuntimeError("FakeApiServer(tls=True) needs the openssl command on PATH")
+    with tempfile.TemporaryDirectory(prefix="crwatch-fake-tls-") as tmp:
+        cert, key = Path(tmp, "cert.pem"), Path(tmp, "key.pem")
+        san = f"IP:{host}" if host.replace(".", "").isdigit() or ":" in host else f"DNS:{host}"
+        proc = await asyncio.create_subprocess_exec(
+            openssl,
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=crwatch-fake-apiserver",
+            "-addext",
+            f"subjectAltName={san},DNS:localhost",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        _, err = await proc.communicate()
+        if proc.returncode != 0:
+            raise RuntimeError(f"openssl failed: {err.decode(errors='replace')}")
+        return _load_certificate(cert, key)
+
+
+def _load_certificate(cert: Path, key: Path) -> tuple[ssl.SSLContext, bytes]:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    return context, cert.read_bytes()
 
 
 def _copy(obj: Obj) -> Obj:
