@@ -408,10 +408,10 @@ class Watcher:
             new = rec.type != "DELETED" and self.matches(rec.object)
             if old and new:
                 out.append(rec.line(api_version))
-            elif new:
-                out.append(rec.line(api_version, "ADDED"))
-            elif old:
-                out.append(rec.line(api_version, "DELETED"))
+            elif new:  # entering the selection (or created): ADDED with the new object
+                out.append(rec.line(api_version, "" if rec.type == "ADDED" else "ADDED"))
+            elif old:  # leaving it (or deleted): DELETED with the old object
+                out.append(rec.line(api_version, "" if rec.type == "DELETED" else "DELETED"))
         if stop > start:
             self.last_rv = max(self.last_rv, events[stop - 1].rv)
         self.seq = coll.offset + stop
