@@ -747,3 +747,12 @@ async def test_tls_with_token_for_kubernetes_asyncio(tmp_path: Path) -> None:
             server.create(widgets, widget("a"))
             assert (await stream.event())["type"] == "ADDED"
     assert FakeApiServer().ssl_context() is None
+
+
+async def test_kubeconfig_needs_a_started_server(tmp_path: Path) -> None:
+    """kubeconfig() refuses to write a file before the port (and certificate) are known."""
+    with pytest.raises(RuntimeError):
+        FakeApiServer().kubeconfig(tmp_path / "kc")
+    with pytest.raises(RuntimeError):
+        FakeApiServer(port=12345, tls=True).kubeconfig(tmp_path / "kc")
+    assert FakeApiServer(port=12345).kubeconfig(tmp_path / "kc").exists()

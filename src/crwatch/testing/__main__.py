@@ -26,6 +26,9 @@ def main(argv: list[str] | None = None) -> None:
         "--kubeconfig", type=Path, default=None, help="where to write the kubeconfig"
     )
     parser.add_argument("--bookmark-interval", type=float, default=60.0)
+    parser.add_argument(
+        "--tls", action="store_true", help="serve HTTPS (kubectl sends tokens only over TLS)"
+    )
     args = parser.parse_args(argv)
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(_serve(args))
@@ -37,6 +40,7 @@ async def _serve(args: argparse.Namespace) -> None:
         port=args.port,
         token=args.token,
         bookmark_interval=args.bookmark_interval,
+        tls=args.tls,
     )
     async with server:
         path = (

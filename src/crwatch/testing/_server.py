@@ -360,6 +360,8 @@ class FakeApiServer:
 
         Works for kubernetes-asyncio, the official client and kubectl.
         """
+        if self._port == 0 or (self._tls and self._ca_pem is None):
+            raise RuntimeError("start the server before writing its kubeconfig")
         user: dict[str, str] = {} if self._token is None else {"token": self._token}
         cluster: dict[str, str] = {"server": self.url}
         if self._ca_pem is not None:
@@ -477,6 +479,21 @@ class FakeApiServer:
     def resource_version(self) -> int:
         """The current global resourceVersion."""
         return self._state.rv
+
+    def close_watches(self, resource: ResourceRef | None = None) -> int:
+        """End open watches with a clean EOF once they have sent what is stored.
+
+        A real server does this when its watch cache re-initialises or a CRD changes
+        (PROTOCOL.md §6); clients must re-watch from their last resourceVersion. Only the
+        watches of ``resource`` are ended when it is given. Returns how many were ended.
+        """
+        types = [self._rtype(resource)] if resource is not None else self._state.types()
+        ended = 0
+        for rtype in types:
+            for watcher in list(self._state.collection(rtype).watchers):
+                watcher.finish()
+                ended += 1
+        return ended
 
     def compact(self) -> None:
         """Drop all event history up to the current RV (older watches and tokens get 410)."""
