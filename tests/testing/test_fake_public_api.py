@@ -94,3 +94,43 @@ async def test_cli_serves_and_prints_kubeconfig(tmp_path: Path) -> None:
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
+
+
+async def test_plugin_works_from_a_root_conftest(tmp_path: Path) -> None:
+    """`pytest_plugins = ["crwatch.testing.pytest_plugin"]` gives users all the fixtures."""
+    (tmp_path / "conftest.py").write_text(
+        "import pytest\n"
+        'pytest_plugins = ["crwatch.testing.pytest_plugin"]\n\n'
+        "@pytest.fixture\n"
+        "def anyio_backend():\n"
+        '    return "asyncio"\n\n'
+        "@pytest.fixture\n"
+        "def fake_apiserver_options():\n"
+        '    return {"bookmark_interval": 0.01, "history_size": 5}\n'
+    )
+    (tmp_path / "test_user.py").write_text(
+        "import pytest\n"
+        "from kubernetes_asyncio import client\n\n"
+        "@pytest.mark.anyio\n"
+        "async def test_it(fake_apiserver, fake_kubeconfig, k8s_api_client):\n"
+        "    assert fake_apiserver.bookmark_interval == 0.01\n"
+        "    namespaces = await client.CoreV1Api(k8s_api_client).list_namespace()\n"
+        '    assert "default" in [n.metadata.name for n in namespaces.items]\n'
+    )
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "pytest",
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        "-W",
+        "error",
+        str(tmp_path),
+        cwd=tmp_path,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    out, _ = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 0, out.decode()
+    assert b"1 passed" in out
