@@ -184,8 +184,9 @@ async def test_malformed_line(fake_apiserver: FakeApiServer) -> None:
     """Fault.malformed_line writes a non-JSON line after N events, then carries on."""
     await _seed(fake_apiserver, 2)
     fake_apiserver.faults.add(Fault.malformed_line(after_events=1), verb="watch")
-    async with watch(fake_apiserver, timeoutSeconds=1) as stream:
-        lines = (await stream.response.content.read()).splitlines()
+    async with watch(fake_apiserver) as stream:
+        content = stream.response.content
+        lines = [await asyncio.wait_for(content.readline(), 3) for _ in range(3)]
     assert orjson.loads(lines[0])["type"] == "ADDED"
     with pytest.raises(orjson.JSONDecodeError):
         orjson.loads(lines[1])
