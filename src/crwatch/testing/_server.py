@@ -496,7 +496,11 @@ class FakeApiServer:
         return ended
 
     def compact(self) -> None:
-        """Drop all event history up to the current RV (older watches and tokens get 410)."""
+        """Drop all event history up to the current RV (older watches and tokens get 410).
+
+        Watches that are caught up carry on; a watch that had not yet sent some of the
+        dropped events ends cleanly, so its client resumes and meets the 410.
+        """
         self._state.compact()
 
     def advance_resource_version(self, by: int = 1) -> int:
