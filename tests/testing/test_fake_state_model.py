@@ -32,7 +32,7 @@ operations = st.lists(
 
 def _state() -> ClusterState:
     state = ClusterState(history_size=1000)
-    state._register(WIDGETS)
+    state.register(WIDGETS)
     return state
 
 

@@ -675,13 +675,14 @@ class ClusterState:
         self._crd_types: dict[str, list[ResourceType]] = {}  # CRD name -> its types
         self._rv_changed = asyncio.Event()
         for rtype in BUILTIN_TYPES:
-            self._register(rtype)
+            self.register(rtype)
         for ns in ("default", "kube-node-lease", "kube-public", "kube-system"):
             self.create(BUILTIN_TYPES[0], {"metadata": {"name": ns}})
 
     # -- registry ---------------------------------------------------------------------------
 
-    def _register(self, rtype: ResourceType) -> None:
+    def register(self, rtype: ResourceType) -> None:
+        """Serve a resource type (its storage is created on first registration)."""
         self._types[(rtype.group, rtype.version, rtype.plural)] = rtype
         ckey = (rtype.group, rtype.plural)
         if ckey not in self._collections:
@@ -1318,7 +1319,7 @@ class ClusterState:
                 watcher.finish()
         self._crd_types[name] = new_types
         for rtype in new_types:
-            self._register(rtype)
+            self.register(rtype)
 
     def _drop_crd(self, crd: Obj) -> None:
         spec = crd["spec"]
