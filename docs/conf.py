@@ -6,7 +6,7 @@ import crwatch
 
 project = "crwatch"
 author = "The crwatch developers"
-copyright = "2026, The crwatch developers"  # noqa: A001
+copyright = "2026, The crwatch developers"
 release = crwatch.__version__
 version = release
 

@@ -21,7 +21,7 @@ class EventType(str, enum.Enum):
 
 
 def object_key(obj: dict[str, Any]) -> str:
-    """Return the cache key of a Kubernetes object: ``namespace/name``, or ``name`` if unnamespaced."""
+    """Return an object's key: ``namespace/name``, or ``name`` when cluster-scoped."""
     meta = obj.get("metadata") or {}
     namespace = meta.get("namespace")
     name = meta.get("name", "")

@@ -64,7 +64,7 @@ class Resource:
         return f"{self.group}/{self.version}" if self.group else self.version
 
     def path(self, namespace: str | None = None, name: str | None = None) -> str:
-        """The URL path of the collection (or of one object when ``name`` is given)."""
+        """Return the URL path of the collection (or of one object when ``name`` is given)."""
         base = f"/apis/{self.group}/{self.version}" if self.group else f"/api/{self.version}"
         if namespace:
             base = f"{base}/namespaces/{namespace}"
