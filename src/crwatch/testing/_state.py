@@ -986,7 +986,8 @@ class ClusterState:
             raise _error(422, "Invalid", str(exc)) from None
         if not isinstance(patched, dict):
             raise bad_request("the patched object is not a JSON object")
-        patched = _clone(patched)
+        # The merge result may share nested values with the stored object: only read them
+        # here; _check_body clones before anything is changed.
         meta = patched.setdefault("metadata", {})
         if not isinstance(meta, dict):
             raise bad_request("metadata must be a JSON object")
