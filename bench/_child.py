@@ -92,6 +92,8 @@ def main() -> None:
         peak_rss_kb=maxrss,
         **extra,
     )
+    if "crwatch" in sys.modules:
+        out["crwatch_from"] = str(Path(sys.modules["crwatch"].__file__ or "?").parent)
     print(json.dumps(out))
 
 

@@ -34,6 +34,11 @@ HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 PY = sys.executable
 CHILD_TIMEOUT = 600.0
+REPO = HERE.parent
+
+# Where the children import crwatch from: "" = the installed (editable) working tree, else a
+# directory holding a ``git archive`` of one commit's src/ (see crwatch_snapshot).
+CRWATCH_PATH = ""
 
 # Reference points for the ratio columns: the floor of each group, then each peer.
 PEERS = {"k8s-asyncio": "kubernetes-asyncio", "lightkube": "lightkube"}
@@ -180,13 +185,16 @@ def stream_server(args: list[str]) -> Iterator[tuple[str, str]]:
 def run_child(
     target: str, base: str, kubeconfig: str, count: int, profile: str = ""
 ) -> dict[str, Any]:
+    env = dict(os.environ)
+    if CRWATCH_PATH:
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [CRWATCH_PATH, env.get("PYTHONPATH")]))
     cmd = [PY, str(HERE / "_child.py"), target, "--base", base, "--count", str(count)]
     cmd += ["--kubeconfig", kubeconfig]
     if profile:
         cmd += ["--profile", profile]
     try:
         proc = subprocess.run(
-            cmd, capture_output=True, text=True, timeout=CHILD_TIMEOUT, check=False
+            cmd, capture_output=True, text=True, timeout=CHILD_TIMEOUT, check=False, env=env
         )
     except subprocess.TimeoutExpired:
         return {"skipped": f"timed out after {CHILD_TIMEOUT:.0f} s"}
@@ -318,7 +326,9 @@ def table(outcomes: list[Outcome], machine: dict[str, Any], config: dict[str, An
         f"machine: {machine['cpu_model']}, {machine['cores']} cores, Python "
         f"{machine['python']}, load avg {machine['loadavg_before']} (before) / "
         f"{machine.get('loadavg_after', '?')} (after)",
-        "versions: " + ", ".join(f"{k} {v}" for k, v in machine["versions"].items()),
+        "versions: "
+        + ", ".join(f"{k} {v}" for k, v in machine["versions"].items())
+        + f"; crwatch measured from {machine.get('crwatch_source', '?')}",
         f"runs: median of {config['runs']} runs per row, each client in its own process;"
         " ±% = spread (max-min)/median of the rate; ×X = this row's rate (or bytes/object) / X's",
         "",
@@ -331,6 +341,28 @@ def table(outcomes: list[Outcome], machine: dict[str, Any], config: dict[str, An
             out.append(starts[i])
         out.append(fmt(line))
     return "\n".join(out)
+
+
+def _git(*args: str) -> str:
+    return subprocess.run(
+        ["git", "-C", str(REPO), *args], capture_output=True, text=True, check=True
+    ).stdout.strip()
+
+
+def crwatch_snapshot(ref: str, into: Path) -> str:
+    """Export ``src/crwatch`` at ``ref`` into ``into``; return the commit's short hash.
+
+    Other people edit the working tree while the benchmark runs; measuring a commit keeps a
+    half-saved file from breaking (or flattering) a run, and ties the figures to a hash.
+    """
+    commit = _git("rev-parse", "--short", f"{ref}^{{commit}}")
+    archive = subprocess.run(
+        ["git", "-C", str(REPO), "archive", commit, "src/crwatch"],
+        capture_output=True,
+        check=True,
+    ).stdout
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
+    return commit
 
 
 # ---------------------------------------------------------------------------------------------
@@ -402,6 +434,13 @@ def main() -> None:
     ap.add_argument("--profile", default="", help="cProfile each crwatch row into this directory")
     ap.add_argument("--no-write", action="store_true", help="do not write bench/results/")
     ap.add_argument("--list", action="store_true", help="list the rows and exit")
+    ap.add_argument(
+        "--crwatch",
+        default="HEAD",
+        metavar="REF",
+        help="measure crwatch as committed at REF (default HEAD), or 'worktree' for the\n"
+        "installed working tree with its uncommitted edits",
+    )
     args = ap.parse_args()
     if args.list:
         for r in ROWS:
@@ -412,6 +451,15 @@ def main() -> None:
     runs = args.runs or (3 if args.quick else 5)
     config = {"events": n, "objects": m, "runs": runs, "quick": args.quick, "only": args.only}
     machine = machine_info()
+    snapshot_dir = tempfile.TemporaryDirectory(prefix="crwatch-src-")
+    global CRWATCH_PATH
+    if args.crwatch == "worktree":
+        dirty = _git("status", "--porcelain", "src/crwatch")
+        machine["crwatch_source"] = "working tree" + (" (uncommitted edits)" if dirty else "")
+    else:
+        commit = crwatch_snapshot(args.crwatch, Path(snapshot_dir.name))
+        CRWATCH_PATH = str(Path(snapshot_dir.name) / "src")
+        machine["crwatch_source"] = f"commit {commit} ({args.crwatch})"
     rows = select(args.only)
     outcomes = [Outcome(r, note=r.note if r.target is None else "") for r in rows]
     started = time.perf_counter()
@@ -438,6 +486,7 @@ def main() -> None:
                     print(f"  run {run + 1}/{runs} {o.row.name}: {shown}", file=sys.stderr)
         for o in members:
             summarize(o, group)
+    snapshot_dir.cleanup()
     add_ratios(outcomes)
     machine["loadavg_after"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
     text = table(outcomes, machine, config)
