@@ -8,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from crwatch import EventType
-from crwatch._store import Store
+from crwatch._store import Cache as Store
 
 
 def _obj(name: str, rv: str, ns: str | None = "default") -> dict[str, Any]:

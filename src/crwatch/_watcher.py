@@ -1,9 +1,37 @@
-"""The list/watch driver: performs the state machine's actions with anyio, and ``watch()``.
+"""The list/watch core shared by ``watch()`` and ``Informer``, its subscriber lanes, ``watch()``.
 
-The loop is short on purpose: ``_machine.step`` decides, this module only does I/O (through
-``_transport``), reads lines (through ``_wire``), keeps the consumer's view (``_store``) and
-hands events out through a memory object stream. The background task belongs to the task
-group of the ``async with``; user code never runs inside it.
+One :class:`_Core` per watch or informer performs the state machine's actions with anyio:
+``_machine.step`` decides, this module only does I/O (through ``_transport``), reads lines
+(through ``_wire``), keeps the cache (``_store.Cache``) and fans every change out to the
+subscribers' :class:`Lane` objects. The core never awaits a subscriber: a lane is a bounded
+buffer the core appends to synchronously, and what happens when it is full is the lane's
+declared overflow policy (below). The one exception is ``watch()``, whose single lane is
+*blocking*: nobody else shares that core, so a full buffer simply pauses the reading (plain
+backpressure, no event ever coalesced), as before the core was shared.
+
+Overflow policies of a lane (``buffer_size`` events held in order, then):
+
+``"wait"``
+    The excess is held as per-key pending state: the newest state of each changed key, in the
+    order keys first changed, with deletions kept (a delete followed by a re-create gives both
+    events; a create followed by a delete the subscriber never saw gives neither). The core
+    and the other subscribers never wait; this subscriber catches up at its own pace and
+    skips only intermediate states (counted as ``coalesced``). Memory is bounded by
+    ``buffer_size`` plus the number of cached keys, never by the event rate.
+``"coalesce"``
+    Drop-oldest-and-coalesce: on overflow the buffered events are folded into the per-key
+    pending state too, so a slow subscriber jumps to the latest state of every key with the
+    fewest calls.
+``"fail"``
+    The subscriber fails with :class:`SubscriberOverflowError`; the others continue.
+
+Per key, a subscriber always sees changes in order; the order across keys is kept while the
+buffer has room. A new subscriber first gets the cache's current state as ADDED through the
+pending state (later changes to those keys fold in until it has read them), then live events:
+no gap and no duplicate, because attaching happens synchronously between two core steps.
+
+The background task belongs to the task group of the ``async with``; user code never runs
+inside it.
 """
 
 from __future__ import annotations
@@ -12,17 +40,18 @@ import collections
 import logging
 import math
 import random
+import time
+from collections.abc import Callable, Iterable, Mapping
 from types import TracebackType
-from typing import Final, Literal, NoReturn
+from typing import Any, Final, Literal, NoReturn, TypeAlias
 
 import anyio
 from anyio.abc import TaskGroup
-from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from attrs import field, frozen
 
 from ._backoff import Backoff
 from ._client import Client
-from ._events import Event
+from ._events import Event, EventType
 from ._exceptions import (
     ApiError,
     BadRequestError,
@@ -59,15 +88,48 @@ from ._machine import (
     step,
 )
 from ._resource import Resource
-from ._store import Store
+from ._store import Cache, IndexFunc
 from ._transport import Transport, WatchStream
 from ._wire import SNIPPET_BYTES, LineSplitter, RawEvent, parse_event, status_to_error
 
-__all__ = ["EventStream", "Watch", "WatchStatistics", "watch"]
+__all__ = [
+    "EventStream",
+    "Lane",
+    "Overflow",
+    "SubscriberOverflowError",
+    "Watch",
+    "WatchStatistics",
+    "watch",
+]
 
 log = logging.getLogger("crwatch")
 
 _MiB: Final = 1024 * 1024
+_ADDED = EventType.ADDED
+_DELETED = EventType.DELETED
+
+#: What a full subscriber buffer does: see the module docstring.
+Overflow: TypeAlias = Literal["wait", "coalesce", "fail"]
+OVERFLOWS: Final = ("wait", "coalesce", "fail")
+
+#: A transform: called on every object before it is cached; returns the object to cache.
+Transform: TypeAlias = Callable[[dict[str, Any]], dict[str, Any]]
+
+
+class SubscriberOverflowError(CrwatchError):
+    """A subscriber with ``overflow="fail"`` fell ``buffer_size`` events behind.
+
+    Only that subscriber fails; the cache and the other subscribers go on.
+
+    Attributes:
+        subscriber: the subscriber's name.
+        buffer_size: its buffer size.
+    """
+
+    def __init__(self, message: str, *, subscriber: str = "", buffer_size: int = 0) -> None:
+        self.subscriber = subscriber
+        self.buffer_size = buffer_size
+        super().__init__(message)
 
 
 @frozen
@@ -99,11 +161,253 @@ class WatchStatistics:
     last_error: BaseException | None = field(eq=False)
 
 
+# --- subscriber lanes --------------------------------------------------------------------------
+
+
+class Lane:
+    """One subscriber's bounded buffer: the core pushes synchronously, the subscriber pulls.
+
+    See the module docstring for the overflow policies. ``push`` never awaits and never
+    raises; the subscriber side is an async iterator of :class:`Event` that ends (after the
+    buffered events) when the core closes the lane, raising the core's error if it failed,
+    or at once with :class:`SubscriberOverflowError` if the lane failed.
+    """
+
+    __slots__ = (
+        "_carry",
+        "_closed",
+        "_error",
+        "_failed",
+        "_pending",
+        "_queue",
+        "_room",
+        "_waiter",
+        "blocking",
+        "coalesced",
+        "delivered",
+        "dropped",
+        "name",
+        "overflow",
+        "size",
+    )
+
+    def __init__(
+        self, name: str, size: int, overflow: Overflow = "wait", *, blocking: bool = False
+    ) -> None:
+        self.name = name
+        self.size = max(size, 1)
+        self.overflow = overflow
+        #: ``watch()`` only: the core waits for room instead of applying the policy.
+        self.blocking = blocking
+        self._queue: collections.deque[Event] = collections.deque()
+        # key -> [pending deletion, pending live state]; drained after the queue, oldest first.
+        self._pending: collections.OrderedDict[str, list[Event | None]] = collections.OrderedDict()
+        # The live state of a popped pending entry whose deletion was delivered first.
+        self._carry: Event | None = None
+        self._waiter: anyio.Event | None = None
+        self._room: anyio.Event | None = None
+        self._closed = False
+        self._failed = False
+        self._error: BaseException | None = None
+        self.delivered = 0
+        self.coalesced = 0
+        self.dropped = 0
+
+    def __repr__(self) -> str:
+        return f"<Lane {self.name!r} {self.overflow} depth={self.depth}/{self.size}>"
+
+    @property
+    def depth(self) -> int:
+        """Events and pending keys not yet taken by the subscriber."""
+        return len(self._queue) + len(self._pending) + (self._carry is not None)
+
+    @property
+    def closed(self) -> bool:
+        """Whether the core closed the lane, or the lane failed."""
+        return self._closed
+
+    @property
+    def error(self) -> BaseException | None:
+        """The error the subscriber gets at the end, if any."""
+        return self._error
+
+    # --- the core's side (synchronous) ---
+
+    def push(self, event: Event) -> None:
+        """Append one event (the core's per-event path: no await, no allocation if room)."""
+        if self._closed:
+            return
+        if self._pending:
+            self._merge(event)
+        elif len(self._queue) < self.size or self.blocking:
+            self._queue.append(event)
+        elif self.overflow == "fail":
+            self.fail(
+                SubscriberOverflowError(
+                    f'subscriber {self.name!r} fell {self.size} events behind (overflow="fail")',
+                    subscriber=self.name,
+                    buffer_size=self.size,
+                )
+            )
+            return
+        else:
+            if self.overflow == "coalesce":
+                queue = self._queue
+                while queue:
+                    self._merge(queue.popleft())
+            self._merge(event)
+        waiter = self._waiter
+        if waiter is not None:
+            self._waiter = None
+            waiter.set()
+
+    def push_snapshot(self, events: Iterable[Event]) -> None:
+        """Add a state snapshot (ADDED per object) as pending state, whatever the policy.
+
+        Live events that follow fold into it until the subscriber has read it all, so a
+        large initial state neither overflows a small buffer nor is delivered stale.
+        """
+        if self._closed:
+            return
+        for event in events:
+            self._merge(event)
+        waiter = self._waiter
+        if waiter is not None and self._pending:
+            self._waiter = None
+            waiter.set()
+
+    def _merge(self, event: Event) -> None:
+        pending = self._pending
+        key = event.key
+        entry = pending.get(key)
+        if entry is None:
+            pending[key] = [event, None] if event.type is _DELETED else [None, event]
+            return
+        live = entry[1]
+        if event.type is _DELETED:
+            if live is None:  # pragma: no cover - the cache never deletes twice
+                entry[0] = event
+            elif live.type is _ADDED:
+                # Created and deleted before the subscriber saw it: neither is delivered.
+                entry[1] = None
+                self.coalesced += 2
+                if entry[0] is None:
+                    del pending[key]
+            else:
+                # Never lose a deletion; ``old`` stays what the subscriber last saw.
+                entry[0] = Event(_DELETED, event.object, key, live.old, event.synthetic)
+                entry[1] = None
+                self.coalesced += 1
+        elif live is None:
+            entry[1] = event
+        else:
+            entry[1] = Event(live.type, event.object, key, live.old)
+            self.coalesced += 1
+
+    def close(self, error: BaseException | None = None) -> None:
+        """No more events: the subscriber drains what is buffered, then gets ``error``."""
+        if self._closed:
+            return
+        self._closed = True
+        self._error = error
+        self._wake()
+
+    def fail(self, error: BaseException) -> None:
+        """Drop everything buffered; the subscriber gets ``error`` on its next read."""
+        if self._closed and self._failed:
+            return
+        self.dropped += len(self._queue) + len(self._pending) + (self._carry is not None)
+        self._queue.clear()
+        self._pending.clear()
+        self._carry = None
+        self._closed = self._failed = True
+        self._error = error
+        self._wake()
+
+    def _wake(self) -> None:
+        for name in ("_waiter", "_room"):
+            signal = getattr(self, name)
+            if signal is not None:
+                setattr(self, name, None)
+                signal.set()
+
+    def full(self) -> bool:
+        """Whether a blocking lane's buffer is full (the core then awaits ``wait_room``)."""
+        return len(self._queue) >= self.size
+
+    async def wait_room(self) -> None:
+        """Wait until the buffer has room again, or the lane is closed (blocking lanes)."""
+        while len(self._queue) >= self.size and not self._closed:
+            room = self._room = anyio.Event()
+            await room.wait()
+
+    # --- the subscriber's side ---
+
+    def get_nowait(self) -> Event:
+        """Take the next event.
+
+        Raises:
+            anyio.WouldBlock: nothing buffered yet.
+            StopAsyncIteration: the lane was closed cleanly and is drained.
+            BaseException: the error the lane was closed or failed with.
+        """
+        if self._failed:
+            assert self._error is not None
+            raise self._error
+        carry = self._carry
+        if carry is not None:
+            # Must come first: it is older than anything pushed after its entry was popped.
+            self._carry = None
+            event = carry
+        elif self._queue:
+            event = self._queue.popleft()
+        elif self._pending:
+            _, (deleted, live) = self._pending.popitem(last=False)
+            if deleted is not None:
+                event = deleted
+                self._carry = live
+            else:
+                assert live is not None
+                event = live
+        elif self._closed:
+            if self._error is not None:
+                raise self._error
+            raise StopAsyncIteration
+        else:
+            raise anyio.WouldBlock
+        self.delivered += 1
+        room = self._room
+        if room is not None:
+            self._room = None
+            room.set()
+        return event
+
+    def __aiter__(self) -> Lane:
+        return self
+
+    async def __anext__(self) -> Event:
+        while True:
+            # Buffered events are taken without a checkpoint (anyio's receive() yields to
+            # the event loop on every call, a third of the per-event cost); the lane is
+            # bounded, so the subscriber still waits, and yields, at least once per buffer.
+            try:
+                return self.get_nowait()
+            except anyio.WouldBlock:
+                pass
+            waiter = self._waiter = anyio.Event()
+            await waiter.wait()
+
+
+# --- the core ------------------------------------------------------------------------------------
+
+
 class _Counters:
     __slots__ = (
         "errors",
         "events",
+        "last_byte_at",
         "last_error",
+        "last_error_at",
         "lists",
         "malformed_lines",
         "oversized_events",
@@ -115,6 +419,9 @@ class _Counters:
         self.events = self.lists = self.watches = 0
         self.malformed_lines = self.oversized_events = self.stalls = self.errors = 0
         self.last_error: BaseException | None = None
+        #: Wall-clock time of the last error; monotonic time of the last byte read.
+        self.last_error_at: float | None = None
+        self.last_byte_at: float | None = None
 
 
 class _OpenStream:
@@ -130,154 +437,151 @@ class _OpenStream:
         self.eof = False
 
 
-class EventStream:
-    """The value of ``async with crwatch.watch(...) as events``: an async iterator of events.
+@frozen
+class _Settings:
+    """Validated options of one list/watch, shared by ``watch()`` and ``Informer``."""
 
-    Iteration yields :class:`crwatch.Event` values: the initial state as ADDED, then the
-    changes. It ends by raising the error that stopped the watch (for example
-    :class:`crwatch.ForbiddenError`), and never ends on its own otherwise.
-    """
-
-    __slots__ = ("_receive", "_watch")
-
-    def __init__(self, receive: MemoryObjectReceiveStream[Event], owner: Watch) -> None:
-        self._receive = receive
-        self._watch = owner
-
-    def __aiter__(self) -> EventStream:
-        return self
-
-    async def __anext__(self) -> Event:
-        try:
-            # Buffered events are taken without a checkpoint (anyio's receive() yields to
-            # the event loop on every call, a third of the per-event cost); the buffer is
-            # bounded, so the consumer still waits, and yields, at least once per buffer.
-            try:
-                return self._receive.receive_nowait()
-            except anyio.WouldBlock:
-                return await self._receive.receive()
-        except (anyio.EndOfStream, anyio.ClosedResourceError):
-            error = self._watch._error
-            if error is not None:
-                raise error from None
-            raise StopAsyncIteration from None
-
-    def statistics(self) -> WatchStatistics:
-        """Return the counters of the watch so far."""
-        return self._watch.statistics()
+    transport: Transport
+    resource: Resource
+    namespace: str | None
+    label_selector: str | None
+    field_selector: str | None
+    stall_timeout: float
+    max_event_bytes: int
+    config: Config
+    seed: int
 
 
-class Watch:
-    """The async context manager returned by :func:`crwatch.watch`.
+def _rv_int(rv: str) -> int | None:
+    # PROTOCOL.md §4.1: RVs order as decimal integers (required for conformance from 1.35).
+    return int(rv) if rv.isdigit() else None
 
-    Entering starts the list/watch task and returns an :class:`EventStream`; leaving
-    cancels the task and closes every connection it opened.
+
+class _Core:
+    """The list/watch loop, the cache, and the fan-out to lanes. ``run`` is its one task.
+
+    Every change is applied to the cache (and its indexes) first, then pushed to every lane,
+    synchronously: subscribers always see ``event.old`` from the cache and never delay it.
     """
 
     def __init__(
         self,
-        transport: Transport,
-        resource: Resource,
+        settings: _Settings,
         *,
-        namespace: str | None,
-        label_selector: str | None,
-        field_selector: str | None,
-        stall_timeout: float,
-        max_event_bytes: int,
-        buffer_size: int,
-        config: Config,
-        seed: int,
+        transform: Transform | None = None,
+        indexes: Mapping[str, IndexFunc] | None = None,
+        on_fatal: Callable[[BaseException], None] | None = None,
     ) -> None:
-        self._transport = transport
-        self._resource = resource
-        self._namespace = namespace
-        self._label_selector = label_selector
-        self._field_selector = field_selector
-        self._stall_timeout = stall_timeout
-        self._max_event_bytes = max_event_bytes
-        self._buffer_size = buffer_size
-        self._config = config
-        self._state: State = initial_state(config, seed)
-        self._store = Store()
-        self._counters = _Counters()
-        self._error: BaseException | None = None
-        self._task_group: TaskGroup | None = None
-        self._receive: MemoryObjectReceiveStream[Event] | None = None
+        self.settings = settings
+        self._resource = settings.resource
+        self._transport = settings.transport
+        self._stall_timeout = settings.stall_timeout
+        self._max_event_bytes = settings.max_event_bytes
+        self.state: State = initial_state(settings.config, settings.seed)
+        self.cache = Cache(indexes)
+        self.transform = transform
+        self.counters = _Counters()
+        self.error: BaseException | None = None
+        self.lanes: tuple[Lane, ...] = ()
+        self._blocking: Lane | None = None
+        self._on_fatal = on_fatal
+        self._initial_done = False
+        self._finished = False
+        # Waiters for "synced" and "resourceVersion >= N": (target or -1, event).
+        self._waiters: list[tuple[int, anyio.Event]] = []
 
-    def __aiter__(self) -> NoReturn:
-        raise TypeError(
-            "crwatch.watch() returns an async context manager: "
-            "use `async with crwatch.watch(...) as events: async for event in events: ...`"
-        )
+    # --- subscribers ---
 
-    def __repr__(self) -> str:
-        where = f" in {self._namespace!r}" if self._namespace else ""
-        return f"<crwatch.Watch {self._resource}{where} {self._state.phase.name}>"
+    def attach(self, lane: Lane) -> None:
+        """Add a lane; once synced it first gets the current cache as ADDED (no gap)."""
+        if lane.blocking:
+            self._blocking = lane
+        elif self._initial_done and len(self.cache):
+            lane.push_snapshot(Event(_ADDED, obj, key) for key, obj in self.cache.items())
+        if self._finished:
+            lane.close(self.error)
+        self.lanes = (*self.lanes, lane)
 
-    def statistics(self) -> WatchStatistics:
-        """Return the counters of the watch so far."""
-        c = self._counters
-        return WatchStatistics(
-            events=c.events,
-            lists=c.lists,
-            watches=c.watches,
-            malformed_lines=c.malformed_lines,
-            oversized_events=c.oversized_events,
-            stalls=c.stalls,
-            errors=c.errors,
-            resource_version=self._state.resource_version,
-            synced=self._state.synced,
-            last_error=c.last_error,
-        )
+    def detach(self, lane: Lane) -> None:
+        """Remove a lane (the subscriber is gone); the core forgets it at once."""
+        self.lanes = tuple(other for other in self.lanes if other is not lane)
+        if self._blocking is lane:
+            self._blocking = None
 
-    async def __aenter__(self) -> EventStream:
-        if self._task_group is not None:
-            raise CrwatchError("a Watch can be entered only once")
-        send, receive = anyio.create_memory_object_stream[Event](self._buffer_size)
-        task_group = anyio.create_task_group()
-        await task_group.__aenter__()
-        self._task_group = task_group
-        self._receive = receive
-        task_group.start_soon(self._run, send, name=f"crwatch.watch {self._resource}")
-        return EventStream(receive, self)
+    # --- progress waiters ---
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> bool | None:
-        task_group = self._task_group
-        assert task_group is not None
-        task_group.cancel_scope.cancel()
-        try:
-            # The body's own exception is not handed to the task group, which would wrap
-            # it in an ExceptionGroup: it propagates as itself once the task is gone. The
-            # task never raises (it hands errors to the EventStream), so nothing is lost.
-            await task_group.__aexit__(None, None, None)
-        finally:
-            if self._receive is not None:
-                self._receive.close()
-        return None
+    @property
+    def finished(self) -> bool:
+        """Whether ``run`` has ended (cancelled or failed for good)."""
+        return self._finished
 
-    # --- the driver -----------------------------------------------------------------------
+    def synced_now(self, target: int = -1) -> bool:
+        """Whether the cache is synced and has seen resourceVersion ``target`` (if >= 0)."""
+        if not self.state.synced or not self._initial_done:
+            return False
+        if target < 0:
+            return True
+        current = _rv_int(self.state.resource_version)
+        return current is not None and current >= target
 
-    async def _run(self, send: MemoryObjectSendStream[Event]) -> None:
-        async with send:
+    async def wait_progress(self, target: int = -1) -> None:
+        """Wait until :meth:`synced_now` holds, or the core has finished."""
+        while not self.synced_now(target) and not self._finished:
+            event = anyio.Event()
+            self._waiters.append((target, event))
             try:
-                await self._loop(send)
-            except anyio.get_cancelled_exc_class():
-                raise
-            except Exception as exc:
-                if not isinstance(exc, CrwatchError):
-                    log.exception("watch %s: unexpected error", self._resource)
-                self._error = exc
+                await event.wait()
+            finally:
+                self._waiters = [w for w in self._waiters if w[1] is not event]
 
-    async def _loop(self, send: MemoryObjectSendStream[Event]) -> None:
+    def _notify(self) -> None:
+        for target, event in self._waiters:
+            if self._finished or self.synced_now(target):
+                event.set()
+
+    # --- the task ---
+
+    async def run(self) -> None:
+        """Run the loop until cancelled or failed for good; never raises anything else."""
+        try:
+            await self._loop()
+        except anyio.get_cancelled_exc_class():
+            raise
+        except Exception as exc:
+            if not isinstance(exc, CrwatchError):
+                log.exception("watch %s: unexpected error", self._resource)
+            self.error = exc
+        finally:
+            self._finished = True
+            for lane in self.lanes:
+                lane.close(self.error)
+            self._notify()
+            if self.error is not None and self._on_fatal is not None:
+                self._on_fatal(self.error)
+
+    async def _emit(self, events: Iterable[Event], *, snapshot: bool = False) -> None:
+        counters = self.counters
+        lanes = self.lanes
+        blocking = self._blocking
+        if snapshot and blocking is None:
+            events = list(events)
+            counters.events += len(events)
+            for lane in lanes:
+                lane.push_snapshot(events)
+            return
+        for event in events:
+            counters.events += 1
+            for lane in lanes:
+                lane.push(event)
+            if blocking is not None and blocking.full():
+                # watch() only: its one consumer owns this core, so waiting is backpressure.
+                await blocking.wait_room()
+                lanes = self.lanes
+
+    async def _loop(self) -> None:
         resource = self._resource
-        store = self._store
-        counters = self._counters
-        collected: list[dict[str, object]] = []
+        cache = self.cache
+        collected: list[dict[str, Any]] = []
         stream: _OpenStream | None = None
         observation: Observation | None = Start()
         try:
@@ -285,39 +589,38 @@ class Watch:
                 assert observation is not None
                 if isinstance(observation, Failed):
                     self._note_failure(observation.error)
-                self._state, actions = step(self._state, observation, anyio.current_time())
+                self.state, actions = step(self.state, observation, anyio.current_time())
                 observation = None
                 for action in actions:
                     if isinstance(action, Deliver):
+                        transform = self.transform
+                        apply = cache.apply
+                        changes = []
                         for raw in action.events:
-                            event = store.apply(raw.type, raw.object)
+                            obj = raw.object if transform is None else transform(raw.object)
+                            event = apply(raw.type, obj)
                             if event is not None:
-                                counters.events += 1
-                                # Skip anyio's checkpoint while the buffer has room: the
-                                # read of the next chunk yields to the event loop anyway.
-                                try:
-                                    send.send_nowait(event)
-                                except anyio.WouldBlock:
-                                    await send.send(event)
+                                changes.append(event)
+                        await self._emit(changes)
                     elif isinstance(action, Collect):
-                        collected.extend(action.objects)
+                        if self.transform is None:
+                            collected.extend(action.objects)
+                        else:
+                            collected.extend(map(self.transform, action.objects))
                     elif isinstance(action, ReplaceAll):
-                        events = store.replace(collected)
+                        events = cache.replace(collected)
                         collected = []
-                        counters.lists += 1
+                        self.counters.lists += 1
                         log.debug(
                             "watch %s: list at resourceVersion %s: %d objects, %d changes",
                             resource,
                             action.resource_version,
-                            len(store),
+                            len(cache),
                             len(events),
                         )
-                        for event in events:
-                            counters.events += 1
-                            try:
-                                send.send_nowait(event)
-                            except anyio.WouldBlock:
-                                await send.send(event)
+                        first = not self._initial_done
+                        self._initial_done = True
+                        await self._emit(events, snapshot=first)
                     elif isinstance(action, DiscardCollected):
                         collected = []
                     elif isinstance(action, (StartWatch, StartStreamingList)):
@@ -342,38 +645,42 @@ class Watch:
                         observation = SleepDone()
                     elif isinstance(action, Raise):
                         raise action.error
+                if self._waiters:
+                    self._notify()
                 if observation is None:
                     if stream is None:  # pragma: no cover - a machine bug
-                        raise RuntimeError(f"nothing to wait for in phase {self._state.phase}")
+                        raise RuntimeError(f"nothing to wait for in phase {self.state.phase}")
                     observation = await self._read(stream)
         finally:
             if stream is not None:
                 stream.stream.close()
 
     def _note_failure(self, error: CrwatchError) -> None:
-        counters = self._counters
+        counters = self.counters
         counters.errors += 1
         counters.last_error = error
+        counters.last_error_at = time.time()
         if isinstance(error, StallTimeout):
             counters.stalls += 1
         if isinstance(error, ExpiredError):
             log.info("%s; relisting", error)
-        elif isinstance(error, BadRequestError) and self._state.phase is Phase.STREAMING_LIST:
+        elif isinstance(error, BadRequestError) and self.state.phase is Phase.STREAMING_LIST:
             log.info("%s; falling back to paginated lists", error)
 
     async def _open(
         self, action: StartWatch | StartStreamingList
     ) -> tuple[_OpenStream | None, Observation | None]:
         streaming = isinstance(action, StartStreamingList)
-        self._counters.watches += 1
+        settings = self.settings
+        self.counters.watches += 1
         try:
             # The stall timeout also covers a server that never sends the response headers.
             with anyio.fail_after(self._stall_timeout):
                 opened = await self._transport.open_watch(
                     self._resource,
-                    namespace=self._namespace,
-                    label_selector=self._label_selector,
-                    field_selector=self._field_selector,
+                    namespace=settings.namespace,
+                    label_selector=settings.label_selector,
+                    field_selector=settings.field_selector,
                     resource_version=action.resource_version,
                     timeout_seconds=action.timeout_seconds,
                     send_initial_events=streaming,
@@ -382,16 +689,18 @@ class Watch:
             return None, Failed(self._stalled("no response headers"))
         except (ApiError, TransportError) as exc:
             return None, Failed(exc)
+        self.counters.last_byte_at = time.monotonic()
         deadline = action.deadline if isinstance(action, StartStreamingList) else None
         return _OpenStream(opened, self._max_event_bytes, deadline), None
 
     async def _list(self, action: ListPage) -> Observation:
+        settings = self.settings
         try:
             page = await self._transport.list_page(
                 self._resource,
-                namespace=self._namespace,
-                label_selector=self._label_selector,
-                field_selector=self._field_selector,
+                namespace=settings.namespace,
+                label_selector=settings.label_selector,
+                field_selector=settings.field_selector,
                 resource_version=action.resource_version,
                 continue_token=action.continue_token,
                 limit=action.limit,
@@ -399,6 +708,7 @@ class Watch:
             )
         except (ApiError, TransportError) as exc:
             return Failed(exc)
+        self.counters.last_byte_at = time.monotonic()
         return PageReceived(page.items, page.resource_version, page.continue_token)
 
     def _stalled(self, what: str) -> StallTimeout:
@@ -409,7 +719,7 @@ class Watch:
     async def _read(self, open_stream: _OpenStream) -> Observation:
         """Read until the next observation: events, the end, a failure, or the deadline."""
         pending = open_stream.pending
-        counters = self._counters
+        counters = self.counters
         events: list[RawEvent] = []
         while True:
             while pending:
@@ -444,7 +754,7 @@ class Watch:
                 return StreamEnded()
             timeout = self._stall_timeout
             deadline = open_stream.deadline
-            if deadline is not None and self._state.phase is Phase.STREAMING_LIST:
+            if deadline is not None and self.state.phase is Phase.STREAMING_LIST:
                 remaining = deadline - anyio.current_time()
                 if remaining <= 0:
                     return InitialDeadlinePassed()
@@ -462,6 +772,7 @@ class Watch:
                     return InitialDeadlinePassed()
                 return Failed(self._stalled("no byte received"))
             if chunk:
+                counters.last_byte_at = time.monotonic()
                 pending.extend(open_stream.splitter.feed(chunk))
                 continue
             open_stream.eof = True
@@ -470,6 +781,214 @@ class Watch:
                 # A partial last line: the connection ended mid-event. Report it; the
                 # re-watch from the last resourceVersion delivers that event again.
                 pending.append(tail)
+
+
+# --- watch(): one blocking lane over a core --------------------------------------------------
+
+
+class EventStream:
+    """The value of ``async with crwatch.watch(...) as events``: an async iterator of events.
+
+    Iteration yields :class:`crwatch.Event` values: the initial state as ADDED, then the
+    changes. It ends by raising the error that stopped the watch (for example
+    :class:`crwatch.ForbiddenError`), and never ends on its own otherwise.
+    """
+
+    __slots__ = ("_lane", "_watch")
+
+    def __init__(self, lane: Lane, owner: Watch) -> None:
+        self._lane = lane
+        self._watch = owner
+
+    def __aiter__(self) -> EventStream:
+        return self
+
+    async def __anext__(self) -> Event:
+        try:
+            return self._lane.get_nowait()
+        except anyio.WouldBlock:
+            return await self._lane.__anext__()
+
+    def statistics(self) -> WatchStatistics:
+        """Return the counters of the watch so far."""
+        return self._watch.statistics()
+
+
+class Watch:
+    """The async context manager returned by :func:`crwatch.watch`.
+
+    Entering starts the list/watch task and returns an :class:`EventStream`; leaving
+    cancels the task and closes every connection it opened.
+    """
+
+    def __init__(self, settings: _Settings, *, buffer_size: int) -> None:
+        self._core = _Core(settings)
+        self._lane = Lane("watch", buffer_size, blocking=True)
+        self._task_group: TaskGroup | None = None
+
+    def __aiter__(self) -> NoReturn:
+        raise TypeError(
+            "crwatch.watch() returns an async context manager: "
+            "use `async with crwatch.watch(...) as events: async for event in events: ...`"
+        )
+
+    def __repr__(self) -> str:
+        settings = self._core.settings
+        where = f" in {settings.namespace!r}" if settings.namespace else ""
+        return f"<crwatch.Watch {settings.resource}{where} {self._core.state.phase.name}>"
+
+    def statistics(self) -> WatchStatistics:
+        """Return the counters of the watch so far."""
+        core = self._core
+        c = core.counters
+        return WatchStatistics(
+            events=c.events,
+            lists=c.lists,
+            watches=c.watches,
+            malformed_lines=c.malformed_lines,
+            oversized_events=c.oversized_events,
+            stalls=c.stalls,
+            errors=c.errors,
+            resource_version=core.state.resource_version,
+            synced=core.state.synced,
+            last_error=c.last_error,
+        )
+
+    async def __aenter__(self) -> EventStream:
+        if self._task_group is not None:
+            raise CrwatchError("a Watch can be entered only once")
+        self._core.attach(self._lane)
+        task_group = anyio.create_task_group()
+        await task_group.__aenter__()
+        self._task_group = task_group
+        task_group.start_soon(self._core.run, name=f"crwatch.watch {self._core.settings.resource}")
+        return EventStream(self._lane, self)
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None:
+        task_group = self._task_group
+        assert task_group is not None
+        task_group.cancel_scope.cancel()
+        try:
+            # The body's own exception is not handed to the task group, which would wrap
+            # it in an ExceptionGroup: it propagates as itself once the task is gone. The
+            # task never raises (it hands errors to the lane), so nothing is lost.
+            await task_group.__aexit__(None, None, None)
+        finally:
+            self._lane.close()
+            self._core.detach(self._lane)
+        return None
+
+
+# --- options -----------------------------------------------------------------------------------
+
+
+def _settings(
+    client: Client,
+    resource: Resource | str,
+    *,
+    namespace: str | None,
+    label_selector: str | None,
+    field_selector: str | None,
+    stall_timeout: float,
+    streaming_list: bool | Literal["auto"],
+    initial_list_deadline: float,
+    page_size: int | None,
+    max_event_bytes: int,
+    on_auth_error: Literal["raise", "retry"],
+    backoff: Backoff | None,
+    watch_timeout: tuple[int, int],
+    seed: int | None,
+) -> _Settings:
+    """Validate the list/watch options shared by ``watch()`` and ``Informer``."""
+    if not isinstance(client, Client):
+        raise InvalidOptionError(f"client must be a crwatch.Client, got {type(client).__name__}")
+    transport = client._require_transport()
+    if isinstance(resource, str):
+        resource = Resource.parse(resource)
+    elif not isinstance(resource, Resource):
+        raise InvalidOptionError(f"resource must be a crwatch.Resource, got {resource!r}")
+    for name, value in (
+        ("namespace", namespace),
+        ("label_selector", label_selector),
+        ("field_selector", field_selector),
+    ):
+        if value is not None and not isinstance(value, str):
+            raise InvalidOptionError(f"{name} must be a string or None, got {value!r}")
+    if namespace is not None and (not namespace or "/" in namespace):
+        raise InvalidOptionError(f"namespace must be a non-empty name, got {namespace!r}")
+    stall_timeout = _positive("stall_timeout", stall_timeout)
+    initial_list_deadline = _positive("initial_list_deadline", initial_list_deadline)
+    if not (streaming_list is True or streaming_list is False or streaming_list == "auto"):
+        raise InvalidOptionError(
+            f"streaming_list must be True, False or 'auto', got {streaming_list!r}"
+        )
+    if page_size is not None and (
+        isinstance(page_size, bool) or not isinstance(page_size, int) or page_size < 1
+    ):
+        raise InvalidOptionError(f"page_size must be a positive int or None, got {page_size!r}")
+    if (
+        isinstance(max_event_bytes, bool)
+        or not isinstance(max_event_bytes, int)
+        or (max_event_bytes < 1024)
+    ):
+        raise InvalidOptionError(
+            f"max_event_bytes must be an int of at least 1024, got {max_event_bytes!r}"
+        )
+    if on_auth_error not in ("raise", "retry"):
+        raise InvalidOptionError(f"on_auth_error must be 'raise' or 'retry', got {on_auth_error!r}")
+    if backoff is None:
+        backoff = Backoff()
+    elif not isinstance(backoff, Backoff):
+        raise InvalidOptionError(f"backoff must be a crwatch.Backoff, got {backoff!r}")
+    if (
+        not isinstance(watch_timeout, tuple)
+        or len(watch_timeout) != 2
+        or not all(isinstance(v, int) and not isinstance(v, bool) for v in watch_timeout)
+        or not 1 <= watch_timeout[0] <= watch_timeout[1]
+    ):
+        raise InvalidOptionError(
+            f"watch_timeout must be (low, high) whole seconds, 1 <= low <= high, "
+            f"got {watch_timeout!r}"
+        )
+    if seed is None:
+        seed = random.SystemRandom().getrandbits(64)
+    elif isinstance(seed, bool) or not isinstance(seed, int):
+        raise InvalidOptionError(f"seed must be an int or None, got {seed!r}")
+    config = Config(
+        streaming_list=bool(streaming_list),
+        page_size=page_size,
+        initial_list_deadline=initial_list_deadline,
+        backoff=backoff,
+        on_auth_error=on_auth_error,
+        watch_timeout=watch_timeout,
+    )
+    return _Settings(
+        transport=transport,
+        resource=resource,
+        namespace=namespace,
+        label_selector=label_selector or None,
+        field_selector=field_selector or None,
+        stall_timeout=stall_timeout,
+        max_event_bytes=max_event_bytes,
+        config=config,
+        seed=seed,
+    )
+
+
+def _positive(name: str, value: float) -> float:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not math.isfinite(value)
+        or value <= 0
+    ):
+        raise InvalidOptionError(f"{name} must be a positive number of seconds, got {value!r}")
+    return float(value)
 
 
 # --- the public entry point -------------------------------------------------------------------
@@ -545,90 +1064,22 @@ def watch(
     Raises:
         InvalidOptionError: an option is invalid (raised here, not at first iteration).
     """
-    if not isinstance(client, Client):
-        raise InvalidOptionError(f"client must be a crwatch.Client, got {type(client).__name__}")
-    transport = client._require_transport()
-    if isinstance(resource, str):
-        resource = Resource.parse(resource)
-    elif not isinstance(resource, Resource):
-        raise InvalidOptionError(f"resource must be a crwatch.Resource, got {resource!r}")
-    for name, value in (
-        ("namespace", namespace),
-        ("label_selector", label_selector),
-        ("field_selector", field_selector),
-    ):
-        if value is not None and not isinstance(value, str):
-            raise InvalidOptionError(f"{name} must be a string or None, got {value!r}")
-    if namespace is not None and (not namespace or "/" in namespace):
-        raise InvalidOptionError(f"namespace must be a non-empty name, got {namespace!r}")
-    stall_timeout = _positive("stall_timeout", stall_timeout)
-    initial_list_deadline = _positive("initial_list_deadline", initial_list_deadline)
-    if not (streaming_list is True or streaming_list is False or streaming_list == "auto"):
-        raise InvalidOptionError(
-            f"streaming_list must be True, False or 'auto', got {streaming_list!r}"
-        )
-    if page_size is not None and (
-        isinstance(page_size, bool) or not isinstance(page_size, int) or page_size < 1
-    ):
-        raise InvalidOptionError(f"page_size must be a positive int or None, got {page_size!r}")
-    if (
-        isinstance(max_event_bytes, bool)
-        or not isinstance(max_event_bytes, int)
-        or (max_event_bytes < 1024)
-    ):
-        raise InvalidOptionError(
-            f"max_event_bytes must be an int of at least 1024, got {max_event_bytes!r}"
-        )
-    if on_auth_error not in ("raise", "retry"):
-        raise InvalidOptionError(f"on_auth_error must be 'raise' or 'retry', got {on_auth_error!r}")
-    if backoff is None:
-        backoff = Backoff()
-    elif not isinstance(backoff, Backoff):
-        raise InvalidOptionError(f"backoff must be a crwatch.Backoff, got {backoff!r}")
-    if isinstance(buffer_size, bool) or not isinstance(buffer_size, int) or buffer_size < 0:
-        raise InvalidOptionError(f"buffer_size must be an int >= 0, got {buffer_size!r}")
-    if (
-        not isinstance(watch_timeout, tuple)
-        or len(watch_timeout) != 2
-        or not all(isinstance(v, int) and not isinstance(v, bool) for v in watch_timeout)
-        or not 1 <= watch_timeout[0] <= watch_timeout[1]
-    ):
-        raise InvalidOptionError(
-            f"watch_timeout must be (low, high) whole seconds, 1 <= low <= high, "
-            f"got {watch_timeout!r}"
-        )
-    if seed is None:
-        seed = random.SystemRandom().getrandbits(64)
-    elif isinstance(seed, bool) or not isinstance(seed, int):
-        raise InvalidOptionError(f"seed must be an int or None, got {seed!r}")
-    config = Config(
-        streaming_list=bool(streaming_list),
-        page_size=page_size,
-        initial_list_deadline=initial_list_deadline,
-        backoff=backoff,
-        on_auth_error=on_auth_error,
-        watch_timeout=watch_timeout,
-    )
-    return Watch(
-        transport,
+    settings = _settings(
+        client,
         resource,
         namespace=namespace,
-        label_selector=label_selector or None,
-        field_selector=field_selector or None,
+        label_selector=label_selector,
+        field_selector=field_selector,
         stall_timeout=stall_timeout,
+        streaming_list=streaming_list,
+        initial_list_deadline=initial_list_deadline,
+        page_size=page_size,
         max_event_bytes=max_event_bytes,
-        buffer_size=buffer_size,
-        config=config,
+        on_auth_error=on_auth_error,
+        backoff=backoff,
+        watch_timeout=watch_timeout,
         seed=seed,
     )
-
-
-def _positive(name: str, value: float) -> float:
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, (int, float))
-        or not math.isfinite(value)
-        or value <= 0
-    ):
-        raise InvalidOptionError(f"{name} must be a positive number of seconds, got {value!r}")
-    return float(value)
+    if isinstance(buffer_size, bool) or not isinstance(buffer_size, int) or buffer_size < 0:
+        raise InvalidOptionError(f"buffer_size must be an int >= 0, got {buffer_size!r}")
+    return Watch(settings, buffer_size=buffer_size)
