@@ -109,3 +109,20 @@ async def test_watch_forbidden_names_verb_and_resource(tmp_path: Path) -> None:
     assert code == 1
     assert "widgets.v1.example.com" in err
     assert "403" in err
+
+
+@pytest.mark.anyio
+async def test_plugin_fixtures_give_a_connected_crwatch_client(
+    fake_apiserver: FakeApiServer, crwatch_client: object
+) -> None:
+    """The opt-in plugin's ``crwatch_client`` fixture watches the ``fake_apiserver`` fixture."""
+    import crwatch
+
+    assert isinstance(crwatch_client, crwatch.Client)
+    widgets = fake_apiserver.register_crd(
+        group="example.com", version="v1", plural="widgets", kind="Widget"
+    )
+    fake_apiserver.create(widgets, {"metadata": {"name": "a", "namespace": "default"}})
+    async with crwatch.watch(crwatch_client, "widgets.v1.example.com") as events:
+        event = await events.__anext__()
+    assert (event.type, event.key) == ("ADDED", "default/a")

@@ -364,7 +364,8 @@ class Watcher:
         self.field_selector = field_selector
         self.filtered = not (label_selector.empty and field_selector.empty)
         self.seq = seq
-        self.last_rv = min_rv
+        self.last_rv = min_rv  # cursor: every event up to here has been considered
+        self.sent_rv = min_rv  # the highest RV this client was actually told about
         self.wake = asyncio.Event()
         self.terminated = False
         self.draining = False
@@ -397,12 +398,14 @@ class Watcher:
         api_version = self.rtype.api_version
         ns = self.namespace
         min_rv = self.last_rv
+        sent = self.sent_rv
         for i in range(start, stop):
             rec = events[i]
             if rec.rv <= min_rv or (ns is not None and rec.namespace != ns):
                 continue
             if not self.filtered:
                 out.append(rec.line(api_version))
+                sent = rec.rv
                 continue
             old = self.matches(rec.prev)
             new = rec.type != "DELETED" and self.matches(rec.object)
@@ -412,6 +415,10 @@ class Watcher:
                 out.append(rec.line(api_version, "" if rec.type == "ADDED" else "ADDED"))
             elif old:  # leaving it (or deleted): DELETED with the old object
                 out.append(rec.line(api_version, "" if rec.type == "DELETED" else "DELETED"))
+            else:
+                continue
+            sent = rec.rv
+        self.sent_rv = sent
         if stop > start:
             self.last_rv = max(self.last_rv, events[stop - 1].rv)
         self.seq = coll.offset + stop
@@ -423,8 +430,12 @@ class Watcher:
 
     def bookmark(self, rv: int, *, initial_events_end: bool = False) -> bytes | None:
         """Return a BOOKMARK line at ``rv`` if that moves this watch forward (§3.3)."""
-        if rv <= self.last_rv and not initial_events_end:
+        # Compared with what the client was sent, not with the history cursor: events this
+        # watch filtered out (other namespaces, selectors) still move the cache's RV, and
+        # the cacher's periodic bookmarks carry that RV to every watcher [S4 dispatchEvents].
+        if rv <= self.sent_rv and not initial_events_end:
             return None
+        self.sent_rv = max(self.sent_rv, rv)
         self.last_rv = max(self.last_rv, rv)
         meta: Obj = {"resourceVersion": str(rv)}
         if initial_events_end:

@@ -13,6 +13,7 @@ Fixtures:
 - ``fake_kubeconfig``: path of a kubeconfig file for ``fake_apiserver``.
 - ``k8s_api_client``: a kubernetes-asyncio ``ApiClient`` connected to it, closed after the
   test.
+- ``crwatch_client``: a `crwatch.Client` connected to it, closed after the test.
 """
 
 from __future__ import annotations
@@ -25,7 +26,13 @@ import pytest
 
 from ._server import FakeApiServer
 
-__all__ = ["fake_apiserver", "fake_apiserver_options", "fake_kubeconfig", "k8s_api_client"]
+__all__ = [
+    "crwatch_client",
+    "fake_apiserver",
+    "fake_apiserver_options",
+    "fake_kubeconfig",
+    "k8s_api_client",
+]
 
 
 @pytest.fixture
@@ -61,3 +68,12 @@ async def k8s_api_client(fake_kubeconfig: Path) -> AsyncIterator[Any]:
         yield api
     finally:
         await api.close()
+
+
+@pytest.fixture
+async def crwatch_client(fake_kubeconfig: Path) -> AsyncIterator[Any]:
+    """Yield a `crwatch.Client` for ``fake_apiserver``, closed after the test."""
+    from crwatch import Client
+
+    async with Client.from_kubeconfig(fake_kubeconfig) as client:
+        yield client
