@@ -10,6 +10,7 @@ import contextlib as _contextlib
 
 from ._backoff import Backoff
 from ._client import Client
+from ._clock import Clock, ManualClock
 from ._events import Event, EventType, object_key
 from ._exceptions import (
     ApiError,
@@ -32,6 +33,30 @@ from ._exceptions import (
     TransportError,
     UnauthorizedError,
 )
+from ._middleware import (
+    Batch,
+    Middleware,
+    Pipeline,
+    batch,
+    changed,
+    debounce,
+    generation_changed,
+    only,
+    pipe,
+    rate_limit,
+    where,
+)
+from ._predicates import (
+    Predicate,
+    all_of,
+    annotations_differ,
+    any_of,
+    finalizers_differ,
+    generation_differs,
+    labels_differ,
+    not_,
+    resource_version_differs,
+)
 from ._resource import Resource
 from ._version import __version__
 from ._watcher import EventStream, Watch, WatchStatistics, watch
@@ -40,7 +65,9 @@ __all__ = [
     "ApiError",
     "Backoff",
     "BadRequestError",
+    "Batch",
     "Client",
+    "Clock",
     "ConflictError",
     "CrwatchError",
     "Event",
@@ -52,7 +79,11 @@ __all__ = [
     "InvalidError",
     "InvalidOptionError",
     "MalformedLineError",
+    "ManualClock",
+    "Middleware",
     "NotFoundError",
+    "Pipeline",
+    "Predicate",
     "Resource",
     "ResourceVersionTooLargeError",
     "ServerError",
@@ -65,8 +96,24 @@ __all__ = [
     "Watch",
     "WatchStatistics",
     "__version__",
+    "all_of",
+    "annotations_differ",
+    "any_of",
+    "batch",
+    "changed",
+    "debounce",
+    "finalizers_differ",
+    "generation_changed",
+    "generation_differs",
+    "labels_differ",
+    "not_",
     "object_key",
+    "only",
+    "pipe",
+    "rate_limit",
+    "resource_version_differs",
     "watch",
+    "where",
 ]
 
 # One public door: show every public name as crwatch.X in reprs, tracebacks and docs.
