@@ -706,8 +706,10 @@ class _RateLimiter(_TimedStage):
         burst: int,
         per_key: bool,
         coalesce: bool,
+        max_pending: int,
     ) -> None:
         super().__init__(source, clock, "crwatch.rate_limit")
+        self._max_pending = max_pending
         self._rate = rate
         self._burst = float(burst)
         self._per_key = per_key
@@ -719,8 +721,7 @@ class _RateLimiter(_TimedStage):
         self._queues: dict[Hashable, collections.deque[Any]] = {}
         self._heap: list[tuple[float, int, Hashable]] = []
         self._seq = itertools.count()
-        self._long = 0  # queues holding 2+ items: stop pulling while any does
-        self._held = 0
+        self._held = 0  # entries held: items, or merged runs when coalescing
 
     def _bucket(self, key: Hashable, now: float) -> _Bucket:
         if not self._per_key:
@@ -734,8 +735,8 @@ class _RateLimiter(_TimedStage):
 
     def _accepting(self) -> bool:
         if not self._per_key and not self._coalesce:
-            return self._held == 0
-        return self._long == 0
+            return self._held == 0  # one queue, in order: holding more would help no one
+        return self._held < self._max_pending
 
     def _on_item(self, item: Any, now: float) -> None:
         key: Hashable = item.key if isinstance(item, Event) else _SHARED
@@ -751,8 +752,6 @@ class _RateLimiter(_TimedStage):
             heapq.heappush(self._heap, (ready, next(self._seq), key))
         queue.append(entry)
         self._held += 1
-        if len(queue) == 2:
-            self._long += 1
 
     def _due(self, now: float) -> None:
         heap = self._heap
@@ -793,8 +792,6 @@ class _RateLimiter(_TimedStage):
                 return
 
     def _pop(self, queue: collections.deque[Any]) -> None:
-        if len(queue) == 2:
-            self._long -= 1
         queue.popleft()
         self._held -= 1
 
@@ -976,11 +973,18 @@ class _RateLimitStage:
     burst: int
     per_key: bool
     coalesce: bool
+    max_pending: int
     clock: Clock = field(repr=False)
 
     def __call__(self, source: AsyncIterator[Any]) -> AsyncIterator[Any]:
         return _RateLimiter(
-            source, self.clock, self.per_second, self.burst, self.per_key, self.coalesce
+            source,
+            self.clock,
+            self.per_second,
+            self.burst,
+            self.per_key,
+            self.coalesce,
+            self.max_pending,
         )
 
 
@@ -990,6 +994,7 @@ def rate_limit(
     burst: int = 1,
     per_key: bool = False,
     coalesce: bool = False,
+    max_pending: int = 1024,
     clock: Clock | None = None,
 ) -> Middleware:
     """Deliver at most ``per_second`` items per second on average, ``burst`` at once.
@@ -1005,15 +1010,19 @@ def rate_limit(
       merge into it with the rules of :func:`batch` (latest state wins, a deletion of a seen
       object always goes out), so the consumer gets the settled state, not a backlog.
 
-    Bound: without coalescing it holds one item (one per key with ``per_key``, plus one
-    pulled item); with coalescing one run per key (at most the number of objects) plus at
-    most one non-event item.
+    Bound: an overall limit without coalescing holds one item (they leave in order, so
+    holding more would help no one). With ``per_key`` or ``coalesce`` it keeps pulling while
+    items wait, so other keys pass a throttled one and waiting events can merge, up to
+    ``max_pending`` held entries (items, or merged runs of one key each); then it stops
+    pulling and the subscriber's buffer fills. Plus one pulled item in every case.
 
     Args:
         per_second: the refill rate, in items per second (> 0).
         burst: the bucket size: items that may leave back to back (>= 1). Default 1.
         per_key: one bucket per key instead of one overall. Default ``False``.
         coalesce: merge the waiting events of one key. Default ``False``.
+        max_pending: the most entries held while waiting (>= 1), with ``per_key`` or
+            ``coalesce``. Default 1024.
         clock: the :class:`crwatch.Clock` to use; default anyio's.
 
     Raises:
@@ -1024,6 +1033,7 @@ def rate_limit(
         _positive_int("burst", burst),
         _flag("per_key", per_key),
         _flag("coalesce", coalesce),
+        _positive_int("max_pending", max_pending),
         validate_clock(clock),
     )
 
