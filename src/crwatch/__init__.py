@@ -33,6 +33,14 @@ from ._exceptions import (
     TransportError,
     UnauthorizedError,
 )
+from ._informer import (
+    Informer,
+    InformerStatistics,
+    InformerStream,
+    SubscriberStatistics,
+    Subscription,
+    drop_managed_fields,
+)
 from ._middleware import (
     Batch,
     Middleware,
@@ -58,8 +66,9 @@ from ._predicates import (
     resource_version_differs,
 )
 from ._resource import Resource
+from ._store import Store
 from ._version import __version__
-from ._watcher import EventStream, Watch, WatchStatistics, watch
+from ._watcher import EventStream, SubscriberOverflowError, Watch, WatchStatistics, watch
 
 __all__ = [
     "ApiError",
@@ -76,6 +85,9 @@ __all__ = [
     "EventType",
     "ExpiredError",
     "ForbiddenError",
+    "Informer",
+    "InformerStatistics",
+    "InformerStream",
     "InvalidError",
     "InvalidOptionError",
     "MalformedLineError",
@@ -88,7 +100,11 @@ __all__ = [
     "ResourceVersionTooLargeError",
     "ServerError",
     "StallTimeout",
+    "Store",
     "StreamError",
+    "SubscriberOverflowError",
+    "SubscriberStatistics",
+    "Subscription",
     "SyncTimeout",
     "TooManyRequestsError",
     "TransportError",
@@ -102,6 +118,7 @@ __all__ = [
     "batch",
     "changed",
     "debounce",
+    "drop_managed_fields",
     "finalizers_differ",
     "generation_changed",
     "generation_differs",

@@ -40,6 +40,11 @@ def _rv(obj: dict[str, Any]) -> Any:
     return meta.get("resourceVersion") if isinstance(meta, dict) else None
 
 
+def _uid(obj: dict[str, Any]) -> Any:
+    meta = obj.get("metadata")
+    return meta.get("uid") if isinstance(meta, dict) else None
+
+
 class _Index:
     """One named index: value -> keys.
 
@@ -151,8 +156,10 @@ class Cache:
         """Swap in a complete state; return only the differences, as events.
 
         New keys give ADDED, keys whose ``resourceVersion`` changed give MODIFIED (with
-        ``old``), and keys that vanished give a synthetic DELETED whose object is the last
-        known state (their index entries are removed). Unchanged objects give nothing, and
+        ``old``), or a synthetic DELETED then an ADDED when the ``uid`` changed (the object
+        was deleted and re-created while nobody watched), and keys that vanished give a
+        synthetic DELETED whose object is the last known state (their index entries are
+        removed). Unchanged objects give nothing, and
         the cached copy is kept (the listed duplicate is dropped).
         """
         previous = self._items
@@ -169,7 +176,13 @@ class Cache:
                     index.add(key, obj)
             elif _rv(old) != _rv(obj):
                 current[key] = obj
-                events.append(Event(_MODIFIED, obj, key, old))
+                if _uid(old) != _uid(obj):
+                    # Deleted and re-created while we were not watching: never lose the
+                    # deletion (a MODIFIED would hide that it is a different object).
+                    events.append(Event(_DELETED, old, key, old, synthetic=True))
+                    events.append(Event(_ADDED, obj, key, None))
+                else:
+                    events.append(Event(_MODIFIED, obj, key, old))
                 for index in indexes:
                     index.remove(key, old)
                     index.add(key, obj)

@@ -177,6 +177,7 @@ class Lane:
         "_carry",
         "_closed",
         "_error",
+        "_extra",
         "_failed",
         "_pending",
         "_queue",
@@ -187,6 +188,7 @@ class Lane:
         "delivered",
         "dropped",
         "name",
+        "on_fail",
         "overflow",
         "size",
     )
@@ -209,6 +211,9 @@ class Lane:
         self._closed = False
         self._failed = False
         self._error: BaseException | None = None
+        self._extra = 0  # live events folded into a snapshot not read yet ("fail" lanes)
+        #: Called (synchronously, by the core) when the lane fails, to stop its reader.
+        self.on_fail: Callable[[], None] | None = None
         self.delivered = 0
         self.coalesced = 0
         self.dropped = 0
@@ -238,17 +243,18 @@ class Lane:
         if self._closed:
             return
         if self._pending:
+            if self.overflow == "fail":
+                # Pending state here is a snapshot being read: live events folded into it
+                # still count against the buffer, so a stuck reader fails as promised.
+                self._extra += 1
+                if self._extra > self.size:
+                    self._overflowed()
+                    return
             self._merge(event)
         elif len(self._queue) < self.size or self.blocking:
             self._queue.append(event)
         elif self.overflow == "fail":
-            self.fail(
-                SubscriberOverflowError(
-                    f'subscriber {self.name!r} fell {self.size} events behind (overflow="fail")',
-                    subscriber=self.name,
-                    buffer_size=self.size,
-                )
-            )
+            self._overflowed()
             return
         else:
             if self.overflow == "coalesce":
@@ -260,6 +266,15 @@ class Lane:
         if waiter is not None:
             self._waiter = None
             waiter.set()
+
+    def _overflowed(self) -> None:
+        self.fail(
+            SubscriberOverflowError(
+                f'subscriber {self.name!r} fell {self.size} events behind (overflow="fail")',
+                subscriber=self.name,
+                buffer_size=self.size,
+            )
+        )
 
     def push_snapshot(self, events: Iterable[Event]) -> None:
         """Add a state snapshot (ADDED per object) as pending state, whatever the policy.
@@ -323,6 +338,16 @@ class Lane:
         self._closed = self._failed = True
         self._error = error
         self._wake()
+        if self.on_fail is not None:
+            self.on_fail()
+
+    def discard(self) -> None:
+        """Drop everything buffered and end the subscriber's iteration (unsubscribed)."""
+        self._queue.clear()
+        self._pending.clear()
+        self._carry = None
+        self._closed = True
+        self._wake()
 
     def _wake(self) -> None:
         for name in ("_waiter", "_room"):
@@ -369,6 +394,8 @@ class Lane:
             else:
                 assert live is not None
                 event = live
+            if not self._pending:
+                self._extra = 0
         elif self._closed:
             if self._error is not None:
                 raise self._error

@@ -1,0 +1,716 @@
+"""``Informer``: one list/watch, one indexed cache, many isolated subscribers.
+
+The informer owns one :class:`crwatch._watcher._Core` (the same list/watch loop as
+``watch()``): every change is applied to the cache and its indexes first, then appended
+synchronously to each subscriber's :class:`~crwatch._watcher.Lane`, a bounded buffer with a
+declared overflow policy (see ``_watcher``'s module docstring). The core never awaits a
+subscriber, so a slow subscriber delays neither the cache nor the others.
+
+Each callback subscriber has its own task (in the informer's task group) that pulls from its
+lane, through its middlewares, and calls the callback; a stream subscriber pulls from its lane
+in the consumer's task (or, with middlewares, through a pump task owned by the stream's own
+``async with``), so user code never runs inside the core.
+
+Middleware hook (the contract with ``_middleware``): a middleware is an async-stream
+transformer ``Callable[[AsyncIterator[Event]], AsyncIterator[Any]]``. The middlewares given
+to ``subscribe``/``stream`` are composed in order over the lane's event iterator (the first
+receives the lane, the second the first's output...), inside the subscriber's own task,
+after the lane's bounded buffer; the callback (or the stream's consumer) receives whatever
+comes out of the last one (an ``Event``, a batch...). See :func:`_compose`.
+"""
+
+from __future__ import annotations
+
+import inspect
+import itertools
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from types import TracebackType
+from typing import Any, Final, Literal, TypeAlias
+
+import anyio
+from anyio.abc import TaskGroup
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+from attrs import field, frozen
+
+from ._backoff import Backoff
+from ._client import Client
+from ._events import Event
+from ._exceptions import CrwatchError, InvalidOptionError, SyncTimeout
+from ._resource import Resource
+from ._store import IndexFunc, Store
+from ._watcher import OVERFLOWS, Lane, Overflow, Transform, _Core, _settings
+
+__all__ = [
+    "Informer",
+    "InformerStatistics",
+    "InformerStream",
+    "Middleware",
+    "SubscriberStatistics",
+    "Subscription",
+    "drop_managed_fields",
+]
+
+log = logging.getLogger("crwatch")
+
+_MiB: Final = 1024 * 1024
+
+#: An async-stream transformer applied in a subscriber's lane (see the module docstring).
+Middleware: TypeAlias = Callable[[AsyncIterator[Any]], AsyncIterator[Any]]
+#: A subscriber callback: called once per item (an Event unless a middleware changed it).
+Callback: TypeAlias = Callable[[Any], "Awaitable[object] | object"]
+#: ``on_error(subscription, error)``: told about every subscriber failure.
+ErrorHook: TypeAlias = Callable[["Subscription", BaseException], object]
+
+_ERROR_POLICIES: Final = ("continue", "unsubscribe", "stop")
+_counter = itertools.count(1)
+
+
+def drop_managed_fields(obj: dict[str, Any]) -> dict[str, Any]:
+    """Drop ``metadata.managedFields`` from ``obj`` and return it: a ``transform=`` for caches.
+
+    Server-side apply bookkeeping is often a third of an object's size and rarely read by
+    controllers. The object is changed in place (the informer passes freshly parsed objects
+    that nothing else holds) and returned.
+    """
+    meta = obj.get("metadata")
+    if isinstance(meta, dict):
+        meta.pop("managedFields", None)
+    return obj
+
+
+@frozen
+class SubscriberStatistics:
+    """Counters of one subscriber, in :attr:`InformerStatistics.subscribers`.
+
+    Attributes:
+        name: the subscriber's name.
+        buffer_size: its buffer size.
+        overflow: its overflow policy (``"wait"``, ``"coalesce"`` or ``"fail"``).
+        depth: events and pending keys not yet taken by the subscriber.
+        delivered: events taken by the subscriber (before its middlewares).
+        coalesced: intermediate states skipped because the buffer was full (folded into
+            the key's newest state, or a create and delete both skipped).
+        dropped: events discarded when the subscriber failed.
+        errors: errors raised by the callback or the middlewares.
+        closed: whether the subscriber has stopped receiving events.
+        last_error: the subscriber's most recent error, if any.
+    """
+
+    name: str
+    buffer_size: int
+    overflow: str
+    depth: int
+    delivered: int
+    coalesced: int
+    dropped: int
+    errors: int
+    closed: bool
+    last_error: BaseException | None = field(eq=False)
+
+
+@frozen
+class InformerStatistics:
+    """A snapshot of an informer's state, from :meth:`Informer.statistics`.
+
+    Attributes:
+        objects: objects in the cache.
+        synced: whether the initial state is in the cache.
+        resource_version: the last resourceVersion the cache has seen (``""`` before sync).
+        events: changes applied to the cache and handed to the subscribers.
+        lists: complete lists applied (the initial one and the relists).
+        relists: lists after the initial one (after a 410, for example).
+        watches: watch requests opened (including streaming lists).
+        reconnects: watch requests after the first one.
+        errors: failed requests (each followed by a retry, a relist or the end).
+        stalls: watches dropped because no byte arrived for ``stall_timeout``.
+        last_error: the most recent list/watch failure, if any.
+        last_error_time: when it happened (``time.time()``), or ``None``.
+        seconds_since_last_byte: seconds since the server last sent anything, or ``None``.
+        subscribers: one record per subscriber.
+    """
+
+    objects: int
+    synced: bool
+    resource_version: str
+    events: int
+    lists: int
+    relists: int
+    watches: int
+    reconnects: int
+    errors: int
+    stalls: int
+    last_error: BaseException | None = field(eq=False)
+    last_error_time: float | None
+    seconds_since_last_byte: float | None
+    subscribers: tuple[SubscriberStatistics, ...]
+
+
+def _compose(source: AsyncIterator[Event], middlewares: Sequence[Middleware]) -> AsyncIterator[Any]:
+    """Apply the middlewares in order over a lane: the hook point for ``_middleware``."""
+    stream: AsyncIterator[Any] = source
+    for middleware in middlewares:
+        stream = middleware(stream)
+    return stream
+
+
+async def _close(stream: AsyncIterator[Any]) -> None:
+    aclose = getattr(stream, "aclose", None)
+    if aclose is not None:
+        # Shielded: the subscriber is usually being cancelled, and the generators' own
+        # cleanup must still run; bounded, so a middleware stuck in its cleanup cannot hang.
+        with anyio.move_on_after(5, shield=True):
+            await aclose()
+
+
+def _check_subscriber(
+    middlewares: tuple[Middleware, ...], buffer_size: int, overflow: str, name: str | None
+) -> None:
+    for middleware in middlewares:
+        if not callable(middleware):
+            raise InvalidOptionError(f"middlewares must be callables, got {middleware!r}")
+    if isinstance(buffer_size, bool) or not isinstance(buffer_size, int) or buffer_size < 1:
+        raise InvalidOptionError(f"buffer_size must be an int >= 1, got {buffer_size!r}")
+    if overflow not in OVERFLOWS:
+        raise InvalidOptionError(
+            f"overflow must be one of {', '.join(map(repr, OVERFLOWS))}, got {overflow!r}"
+        )
+    if name is not None and not isinstance(name, str):
+        raise InvalidOptionError(f"name must be a string or None, got {name!r}")
+
+
+class Subscription:
+    """A subscriber of an :class:`Informer`: a callback, or a stream.
+
+    Returned by :meth:`Informer.subscribe` (and the base of :class:`InformerStream`); use it
+    to read the subscriber's counters or to unsubscribe.
+    """
+
+    __slots__ = ("_errors", "_fn", "_informer", "_lane", "_last_error", "_middlewares", "name")
+
+    def __init__(self, informer: Informer, lane: Lane, middlewares: tuple[Middleware, ...]) -> None:
+        self._informer = informer
+        self._lane = lane
+        self._middlewares = middlewares
+        self._errors = 0
+        self._last_error: BaseException | None = None
+        self._fn: Callback | None = None  # a callback not started yet
+        #: The subscriber's name (in logs, errors and statistics).
+        self.name = lane.name
+
+    def __repr__(self) -> str:
+        return f"<crwatch.{type(self).__name__} {self.name!r} depth={self._lane.depth}>"
+
+    def statistics(self) -> SubscriberStatistics:
+        """Return this subscriber's counters."""
+        lane = self._lane
+        return SubscriberStatistics(
+            name=self.name,
+            buffer_size=lane.size,
+            overflow=lane.overflow,
+            depth=lane.depth,
+            delivered=lane.delivered,
+            coalesced=lane.coalesced,
+            dropped=lane.dropped,
+            errors=self._errors,
+            closed=lane.closed,
+            last_error=self._last_error,
+        )
+
+    def unsubscribe(self) -> None:
+        """Stop delivering to this subscriber; events not yet delivered are dropped."""
+        self._informer._core.detach(self._lane)
+        self._informer._subscriptions.pop(id(self), None)
+        self._lane.discard()
+
+
+class InformerStream(Subscription):
+    """The subscriber of ``async with informer.stream() as events``: an async iterator.
+
+    Iteration yields the cache's current state as ADDED (once synced), then each change
+    (or, with middlewares, whatever the last middleware yields). It ends when the informer
+    stops, raising the informer's fatal error if there was one, or raises
+    :class:`crwatch.SubscriberOverflowError` if this stream fell behind with
+    ``overflow="fail"``.
+    """
+
+    __slots__ = ("_error", "_receive", "_source", "_task_group")
+
+    def __init__(self, informer: Informer, lane: Lane, middlewares: tuple[Middleware, ...]) -> None:
+        super().__init__(informer, lane, middlewares)
+        self._source: AsyncIterator[Any] = lane
+        self._receive: MemoryObjectReceiveStream[Any] | None = None
+        self._task_group: TaskGroup | None = None
+        self._error: BaseException | None = None
+
+    async def __aenter__(self) -> InformerStream:
+        if self._task_group is not None or self._lane.closed:
+            raise CrwatchError("an informer stream can be entered only once")
+        self._informer._attach(self)
+        if self._middlewares:
+            # The middlewares run in a task of this stream (its "lane task"), so their
+            # timers and state never depend on how the consumer iterates.
+            send, self._receive = anyio.create_memory_object_stream[Any](0)
+            task_group = anyio.create_task_group()
+            await task_group.__aenter__()
+            self._task_group = task_group
+            task_group.start_soon(self._pump, send, name=f"crwatch.stream {self.name}")
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None:
+        self.unsubscribe()
+        task_group = self._task_group
+        if task_group is not None:
+            task_group.cancel_scope.cancel()
+            try:
+                # As in Watch: the body's exception propagates as itself, not in a group.
+                await task_group.__aexit__(None, None, None)
+            finally:
+                if self._receive is not None:
+                    self._receive.close()
+        return None
+
+    async def _pump(self, send: MemoryObjectSendStream[Any]) -> None:
+        chain = _compose(self._lane, self._middlewares)
+        async with send:
+            try:
+                async for item in chain:
+                    await send.send(item)
+            except anyio.get_cancelled_exc_class():
+                raise
+            except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+                pass
+            except Exception as exc:
+                self._error = exc
+            finally:
+                await _close(chain)
+
+    def __aiter__(self) -> InformerStream:
+        return self
+
+    async def __anext__(self) -> Any:
+        receive = self._receive
+        if receive is None:
+            lane = self._lane
+            try:
+                return lane.get_nowait()
+            except anyio.WouldBlock:
+                return await lane.__anext__()
+        try:
+            try:
+                return receive.receive_nowait()
+            except anyio.WouldBlock:
+                return await receive.receive()
+        except (anyio.EndOfStream, anyio.ClosedResourceError):
+            if self._error is not None:
+                raise self._error from None
+            raise StopAsyncIteration from None
+
+
+class Informer:
+    """A shared, indexed cache of one resource type, and its subscribers.
+
+    ::
+
+        informer = crwatch.Informer(client, widgets, label_selector="tier=edge",
+                                    transform=crwatch.drop_managed_fields,
+                                    indexes={"owner": owner_uids})
+        informer.subscribe(on_change)                   # sync or async; one call per event
+        async with informer:                            # owns its tasks
+            await informer.wait_synced()
+            informer.store.get("default/edge-a")
+            async with informer.stream() as events:     # an async iterator subscriber
+                async for event in events: ...
+
+    One list/watch feeds one cache, whatever the number of subscribers. Each change is
+    applied to the cache and its indexes, then handed to each subscriber with ``event.old``
+    from the cache, in order per object. Each subscriber has its own bounded buffer and
+    overflow policy, so a slow or failing subscriber affects only itself. The list/watch
+    options are those of :func:`crwatch.watch`.
+
+    Args:
+        client: the :class:`crwatch.Client` to use.
+        resource: a :class:`crwatch.Resource`, or text for :meth:`Resource.parse`.
+        namespace: watch one namespace. Default ``None``: all namespaces.
+        label_selector: a label selector. Default ``None``.
+        field_selector: a field selector. Default ``None``.
+        transform: called on every object before it is cached (and before any subscriber
+            sees it); returns the object to keep, for example
+            :func:`crwatch.drop_managed_fields`. Default ``None``.
+        indexes: index functions by name: ``fn(obj)`` returns the object's values
+            (strings) for :meth:`Store.by_index`. They must be pure and fast; one that
+            raises is logged and leaves that object out of that index. Default none.
+        on_error: ``on_error(subscription, error)`` is called (in the subscriber's task) for
+            every error a callback or middleware raises, and for overflow failures, after
+            the error is logged. Default ``None``.
+        subscriber_errors: what a subscriber's error does to it: ``"continue"`` (default:
+            it keeps receiving the next events), ``"unsubscribe"`` (it stops receiving) or
+            ``"stop"`` (the whole informer stops and the error comes out of
+            ``async with informer``). Errors that end a subscriber anyway (overflow, a
+            middleware's) follow ``"stop"`` too.
+        stall_timeout: see :func:`crwatch.watch`. Default 90.
+        streaming_list: see :func:`crwatch.watch`. Default ``"auto"``.
+        initial_list_deadline: see :func:`crwatch.watch`. Default 60.
+        page_size: see :func:`crwatch.watch`. Default 500.
+        max_event_bytes: see :func:`crwatch.watch`. Default 16 MiB.
+        on_auth_error: ``"raise"`` (default): a 401/403/404 stops the informer with that
+            error; ``"retry"``: retried slowly, and :meth:`wait_synced` reports it in
+            :class:`crwatch.SyncTimeout`.
+        backoff: see :func:`crwatch.watch`. Default ``Backoff()``.
+        watch_timeout: see :func:`crwatch.watch`. Default ``(300, 600)``.
+        seed: see :func:`crwatch.watch`. Default ``None``.
+
+    Raises:
+        InvalidOptionError: an option is invalid (raised here, not when entering).
+    """
+
+    def __init__(
+        self,
+        client: Client,
+        resource: Resource | str,
+        *,
+        namespace: str | None = None,
+        label_selector: str | None = None,
+        field_selector: str | None = None,
+        transform: Transform | None = None,
+        indexes: Mapping[str, IndexFunc] | None = None,
+        on_error: ErrorHook | None = None,
+        subscriber_errors: Literal["continue", "unsubscribe", "stop"] = "continue",
+        stall_timeout: float = 90.0,
+        streaming_list: bool | Literal["auto"] = "auto",
+        initial_list_deadline: float = 60.0,
+        page_size: int | None = 500,
+        max_event_bytes: int = 16 * _MiB,
+        on_auth_error: Literal["raise", "retry"] = "raise",
+        backoff: Backoff | None = None,
+        watch_timeout: tuple[int, int] = (300, 600),
+        seed: int | None = None,
+    ) -> None:
+        settings = _settings(
+            client,
+            resource,
+            namespace=namespace,
+            label_selector=label_selector,
+            field_selector=field_selector,
+            stall_timeout=stall_timeout,
+            streaming_list=streaming_list,
+            initial_list_deadline=initial_list_deadline,
+            page_size=page_size,
+            max_event_bytes=max_event_bytes,
+            on_auth_error=on_auth_error,
+            backoff=backoff,
+            watch_timeout=watch_timeout,
+            seed=seed,
+        )
+        if transform is not None and not callable(transform):
+            raise InvalidOptionError(f"transform must be a callable or None, got {transform!r}")
+        if indexes is None:
+            indexes = {}
+        if not isinstance(indexes, Mapping) or not all(
+            isinstance(name, str) and callable(fn) for name, fn in indexes.items()
+        ):
+            raise InvalidOptionError(
+                f"indexes must map names to callables (obj -> values), got {indexes!r}"
+            )
+        if on_error is not None and not callable(on_error):
+            raise InvalidOptionError(f"on_error must be a callable or None, got {on_error!r}")
+        if subscriber_errors not in _ERROR_POLICIES:
+            raise InvalidOptionError(
+                f"subscriber_errors must be one of {', '.join(map(repr, _ERROR_POLICIES))}, "
+                f"got {subscriber_errors!r}"
+            )
+        self._core = _Core(
+            settings, transform=transform, indexes=dict(indexes), on_fatal=self._stop
+        )
+        self._store = Store(self._core.cache)
+        self._on_error = on_error
+        self._subscriber_errors = subscriber_errors
+        self._subscriptions: dict[int, Subscription] = {}
+        self._task_group: TaskGroup | None = None
+        self._fatal: BaseException | None = None
+
+    def __repr__(self) -> str:
+        settings = self._core.settings
+        where = f" in {settings.namespace!r}" if settings.namespace else ""
+        return (
+            f"<crwatch.Informer {settings.resource}{where} {len(self._core.cache)} objects, "
+            f"{len(self._subscriptions)} subscribers>"
+        )
+
+    @property
+    def store(self) -> Store:
+        """The cache, read-only: ``get(key)``, ``list()``, ``keys()``, ``by_index(...)``."""
+        return self._store
+
+    # --- subscribers ---
+
+    def subscribe(
+        self,
+        fn: Callback,
+        *middlewares: Middleware,
+        buffer_size: int = 1024,
+        overflow: Overflow = "wait",
+        name: str | None = None,
+    ) -> Subscription:
+        """Call ``fn`` for every change, in a task of its own; return the subscription.
+
+        ``fn`` may be sync or async; it is called once per event (or per item the last
+        middleware yields), never concurrently with itself. Subscribing after the informer
+        has synced first delivers the cache's current state as ADDED, then live events,
+        with no gap and no duplicate.
+
+        Args:
+            fn: the callback.
+            *middlewares: async-stream transformers applied in order between the buffer and
+                ``fn`` (filters, batching, rate limits).
+            buffer_size: events buffered before ``overflow`` applies. Default 1024.
+            overflow: ``"wait"`` (default): the excess is kept as the newest state per key
+                (deletions kept) until the subscriber catches up; ``"coalesce"``: on
+                overflow the whole buffer folds into the newest state per key;
+                ``"fail"``: the subscriber fails with
+                :class:`crwatch.SubscriberOverflowError`.
+            name: a name for logs and statistics. Default: the callback's name.
+
+        Raises:
+            InvalidOptionError: an argument is invalid.
+        """
+        if not callable(fn):
+            raise InvalidOptionError(f"fn must be a callable, got {fn!r}")
+        _check_subscriber(middlewares, buffer_size, overflow, name)
+        if name is None:
+            name = getattr(fn, "__qualname__", None) or repr(fn)
+        subscription = Subscription(self, Lane(name, buffer_size, overflow), middlewares)
+        self._attach(subscription)
+        task_group = self._task_group
+        if task_group is not None:
+            task_group.start_soon(self._deliver, subscription, fn, name=f"crwatch.sub {name}")
+        else:
+            subscription._fn = fn
+        return subscription
+
+    def stream(
+        self,
+        *middlewares: Middleware,
+        buffer_size: int = 1024,
+        overflow: Overflow = "wait",
+        name: str | None = None,
+    ) -> InformerStream:
+        """Return a stream subscriber: ``async with informer.stream() as events: ...``.
+
+        The options are those of :meth:`subscribe`. The stream receives events from the
+        moment its ``async with`` is entered (the cache's state first, once synced) until
+        it is left.
+
+        Raises:
+            InvalidOptionError: an argument is invalid.
+        """
+        _check_subscriber(middlewares, buffer_size, overflow, name)
+        if name is None:
+            name = f"stream-{next(_counter)}"
+        return InformerStream(self, Lane(name, buffer_size, overflow), middlewares)
+
+    def _attach(self, subscription: Subscription) -> None:
+        if self._core.finished:
+            raise CrwatchError("the informer has stopped")
+        self._subscriptions[id(subscription)] = subscription
+        self._core.attach(subscription._lane)
+
+    async def _deliver(self, subscription: Subscription, fn: Callback) -> None:
+        lane = subscription._lane
+        chain = _compose(lane, subscription._middlewares)
+        try:
+            with anyio.CancelScope() as scope:
+                # A lane that fails (overflow="fail") stops its callback even mid-call.
+                lane.on_fail = scope.cancel
+                if lane.error is not None and lane.closed:
+                    scope.cancel()
+                async for item in chain:
+                    try:
+                        result = fn(item)
+                        if inspect.isawaitable(result):
+                            await result
+                    except anyio.get_cancelled_exc_class():
+                        raise
+                    except Exception as exc:
+                        if self._subscriber_failed(subscription, exc, ended=False):
+                            return
+            if scope.cancelled_caught and lane.error is not None:
+                self._subscriber_failed(subscription, lane.error, ended=True)
+        except anyio.get_cancelled_exc_class():
+            raise
+        except Exception as exc:
+            # The lane failed (overflow="fail"), a middleware raised, or the informer
+            # failed (that error comes out of the informer itself).
+            if exc is not self._core.error:
+                self._subscriber_failed(subscription, exc, ended=True)
+        finally:
+            lane.on_fail = None
+            subscription.unsubscribe()
+            await _close(chain)
+
+    def _subscriber_failed(
+        self, subscription: Subscription, error: BaseException, *, ended: bool
+    ) -> bool:
+        """Log and report a subscriber's error; return whether the subscriber stops."""
+        subscription._errors += 1
+        subscription._last_error = error
+        log.error(
+            "informer %s: subscriber %r failed: %r",
+            self._core.settings.resource,
+            subscription.name,
+            error,
+            exc_info=error,
+        )
+        if self._on_error is not None:
+            try:
+                self._on_error(subscription, error)
+            except Exception:
+                log.exception("informer %s: the on_error hook failed", self._core.settings.resource)
+        if self._subscriber_errors == "stop":
+            self._stop(error)
+            return True
+        return ended or self._subscriber_errors == "unsubscribe"
+
+    # --- lifecycle ---
+
+    async def __aenter__(self) -> Informer:
+        if self._task_group is not None:
+            raise CrwatchError("an Informer can be entered only once")
+        task_group = anyio.create_task_group()
+        await task_group.__aenter__()
+        self._task_group = task_group
+        resource = self._core.settings.resource
+        task_group.start_soon(self._core.run, name=f"crwatch.informer {resource}")
+        for subscription in list(self._subscriptions.values()):
+            fn, subscription._fn = subscription._fn, None
+            if fn is not None:
+                task_group.start_soon(
+                    self._deliver, subscription, fn, name=f"crwatch.sub {subscription.name}"
+                )
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None:
+        task_group = self._task_group
+        assert task_group is not None
+        task_group.cancel_scope.cancel()
+        # As in Watch: the body's exception is not handed to the task group (which would
+        # wrap it in an ExceptionGroup). The tasks never raise: errors are recorded.
+        await task_group.__aexit__(None, None, None)
+        fatal = self._fatal
+        if fatal is not None and (exc is None or isinstance(exc, anyio.get_cancelled_exc_class())):
+            # The informer stopped itself (cancelling the body): its error is the outcome.
+            raise fatal
+        return None
+
+    def _stop(self, error: BaseException) -> None:
+        """Stop the informer: its error comes out of ``async with informer``."""
+        if self._fatal is not None:
+            return
+        self._fatal = error
+        if self._task_group is not None:
+            self._task_group.cancel_scope.cancel()
+
+    # --- waiting ---
+
+    async def wait_synced(self, timeout: float | None = None) -> None:
+        """Wait until the initial state is in the cache.
+
+        Args:
+            timeout: seconds to wait at most. Default ``None``: no limit.
+
+        Raises:
+            SyncTimeout: not synced within ``timeout``; its ``last_error`` (also in the
+                message) is why, for example a :class:`crwatch.ForbiddenError`.
+            CrwatchError: the informer failed for good (that error itself, for example
+                :class:`crwatch.ForbiddenError`), or has stopped.
+        """
+        await self._wait(-1, timeout, "synced")
+
+    async def wait_for(self, resource_version: str | int, *, timeout: float | None = None) -> None:
+        """Wait until the cache has seen ``resource_version`` (read-your-writes).
+
+        Returns once the informer is synced and its last resourceVersion (of an event or a
+        bookmark) is at least ``resource_version``, compared as integers (PROTOCOL.md §4.1).
+        Pass the ``metadata.resourceVersion`` a write returned to see that write, or a later
+        state, in :attr:`store`. A write outside the watched selection is seen only through
+        a later event or bookmark.
+
+        Args:
+            resource_version: a resourceVersion (``"12345"`` or ``12345``).
+            timeout: seconds to wait at most. Default ``None``: no limit.
+
+        Raises:
+            InvalidOptionError: ``resource_version`` is not a decimal resourceVersion.
+            SyncTimeout: not reached within ``timeout``.
+            CrwatchError: the informer failed for good (that error), or has stopped.
+        """
+        if isinstance(resource_version, int) and not isinstance(resource_version, bool):
+            target = resource_version
+        elif isinstance(resource_version, str) and resource_version.isdigit():
+            target = int(resource_version)
+        else:
+            raise InvalidOptionError(
+                f"resource_version must be a decimal resourceVersion, got {resource_version!r}"
+            )
+        if target < 0:
+            raise InvalidOptionError(f"resource_version must be >= 0, got {resource_version!r}")
+        await self._wait(target, timeout, f"resourceVersion {target}")
+
+    async def _wait(self, target: int, timeout: float | None, what: str) -> None:
+        if timeout is not None and (
+            isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout < 0
+        ):
+            raise InvalidOptionError(f"timeout must be a number >= 0 or None, got {timeout!r}")
+        if self._task_group is None:
+            raise CrwatchError("the informer is not running: wait inside `async with informer:`")
+        core = self._core
+        with anyio.move_on_after(timeout):
+            await core.wait_progress(target)
+        if core.synced_now(target):
+            return
+        if self._fatal is not None:
+            raise self._fatal
+        if core.error is not None:
+            raise core.error
+        if core.finished:
+            raise CrwatchError("the informer has stopped")
+        last = core.counters.last_error
+        reason = f"; last error: {last}" if last is not None else ""
+        raise SyncTimeout(
+            f"informer {core.settings.resource}: not {what} after {timeout:g} s{reason}",
+            last_error=last,
+        )
+
+    def statistics(self) -> InformerStatistics:
+        """Return a snapshot of the cache's and the subscribers' counters."""
+        core = self._core
+        c = core.counters
+        return InformerStatistics(
+            objects=len(core.cache),
+            synced=core.synced_now(),
+            resource_version=core.state.resource_version,
+            events=c.events,
+            lists=c.lists,
+            relists=max(0, c.lists - 1),
+            watches=c.watches,
+            reconnects=max(0, c.watches - 1),
+            errors=c.errors,
+            stalls=c.stalls,
+            last_error=c.last_error,
+            last_error_time=c.last_error_at,
+            seconds_since_last_byte=(
+                None if c.last_byte_at is None else time.monotonic() - c.last_byte_at
+            ),
+            subscribers=tuple(s.statistics() for s in self._subscriptions.values()),
+        )

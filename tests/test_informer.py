@@ -1,0 +1,810 @@
+"""Tests of ``crwatch.Informer`` (against ``FakeApiServer``, with faults) and of its lanes."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gc
+import logging
+import warnings
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import crwatch
+from crwatch import Backoff, Event, EventType
+from crwatch._store import Cache
+from crwatch._watcher import Lane
+from crwatch.testing import FakeApiServer, Fault, ResourceType
+
+WIDGETS = crwatch.Resource("example.com", "v1", "widgets")
+FAST = Backoff(initial=0.01, maximum=0.05, max_retry_after=60)
+
+anyio_mark = pytest.mark.anyio
+
+
+def widget(name: str, owner: str | None = None, **spec: Any) -> dict[str, Any]:
+    meta: dict[str, Any] = {"name": name, "labels": {"tier": spec.pop("tier", "edge")}}
+    if owner is not None:
+        meta["ownerReferences"] = [
+            {"apiVersion": "v1", "kind": "Owner", "name": owner, "uid": f"uid-{owner}"}
+        ]
+    return {"apiVersion": "example.com/v1", "kind": "Widget", "metadata": meta, "spec": spec}
+
+
+def owners(obj: dict[str, Any]) -> list[str]:
+    return [ref["uid"] for ref in obj["metadata"].get("ownerReferences", [])]
+
+
+class Env:
+    """A fake server with the widgets CRD, and a crwatch client for it."""
+
+    def __init__(self, server: FakeApiServer, rtype: ResourceType, client: crwatch.Client):
+        self.server = server
+        self.rtype = rtype
+        self.client = client
+
+    def create(self, name: str, owner: str | None = None, **spec: Any) -> dict[str, Any]:
+        return self.server.create(self.rtype, widget(name, owner, **spec), namespace="default")
+
+    def patch(self, name: str, **spec: Any) -> dict[str, Any]:
+        return self.server.patch(self.rtype, name, {"spec": spec}, namespace="default")
+
+    def delete(self, name: str) -> dict[str, Any]:
+        return self.server.delete(self.rtype, name, namespace="default")
+
+    def state(self) -> dict[str, str]:
+        """Return the server's objects: key -> resourceVersion."""
+        return {
+            f"default/{o['metadata']['name']}": o["metadata"]["resourceVersion"]
+            for o in self.server.list(self.rtype, namespace="default")
+        }
+
+    def informer(self, **options: Any) -> crwatch.Informer:
+        options.setdefault("backoff", FAST)
+        options.setdefault("namespace", "default")
+        return crwatch.Informer(self.client, WIDGETS, **options)
+
+
+@contextlib.asynccontextmanager
+async def _env(tmp_path: Path, **server_options: Any) -> AsyncIterator[Env]:
+    server_options.setdefault("bookmark_interval", 60.0)
+    async with FakeApiServer(**server_options) as server:
+        rtype = server.register_crd(
+            group="example.com", version="v1", plural="widgets", kind="Widget"
+        )
+        path = server.kubeconfig(tmp_path / "kubeconfig")
+        async with crwatch.Client.from_kubeconfig(path) as client:
+            yield Env(server, rtype, client)
+
+
+@pytest.fixture
+async def env(tmp_path: Path) -> AsyncIterator[Env]:
+    async with _env(tmp_path) as value:
+        yield value
+
+
+class View:
+    """A subscriber's view: applies events in order, checking ``old`` and per-key order."""
+
+    def __init__(self, done_key: str | None = None) -> None:
+        self.objects: dict[str, dict[str, Any]] = {}
+        self.events: list[Event] = []
+        self.done = anyio.Event()
+        self.done_key = done_key
+
+    def apply(self, event: Event) -> None:
+        self.events.append(event)
+        previous = self.objects.get(event.key)
+        if event.type is EventType.ADDED:
+            assert previous is None, f"ADDED for a key already seen: {event.key}"
+        else:
+            assert previous is not None, f"{event.type} for an unseen key: {event.key}"
+            assert event.old is not None
+            assert (
+                event.old["metadata"]["resourceVersion"]
+                == (previous["metadata"]["resourceVersion"])
+            ), "old is not the state this subscriber last saw"
+            assert int(event.resource_version) >= int(previous["metadata"]["resourceVersion"])
+        if event.type is EventType.DELETED:
+            del self.objects[event.key]
+        else:
+            self.objects[event.key] = event.object
+        if event.key == self.done_key:
+            self.done.set()
+
+    def state(self) -> dict[str, str]:
+        return {k: o["metadata"]["resourceVersion"] for k, o in self.objects.items()}
+
+
+def cache_state(informer: crwatch.Informer) -> dict[str, str]:
+    store = informer.store
+    return {
+        k: o["metadata"]["resourceVersion"] for k, o in zip(store.keys(), store.list(), strict=True)
+    }
+
+
+async def until(predicate: Callable[[], object], timeout: float = 5.0) -> None:
+    """Wait for a condition on state that has no event to wait on (counters)."""
+    with anyio.fail_after(timeout):
+        while not predicate():  # noqa: ASYNC110
+            await anyio.sleep(0.01)
+
+
+# --- one list/watch, many subscribers ------------------------------------------------------------
+
+
+@anyio_mark
+async def test_one_list_watch_whatever_the_number_of_subscribers(env: Env) -> None:
+    """Five subscribers share one request; each sees the cache already updated and old from it."""
+    env.create("a", size=1)
+    env.create("b", size=1)
+    informer = env.informer()
+    views = [View("default/c") for _ in range(4)]
+    cache_seen: list[bool] = []
+
+    def first(event: Event) -> None:
+        # Called after the cache (and its indexes) took the change.
+        current = informer.store.get(event.key)
+        cache_seen.append(
+            current is None if event.type is EventType.DELETED else current is event.object
+        )
+        views[0].apply(event)
+
+    async def second(event: Event) -> None:
+        await anyio.lowlevel.checkpoint()
+        views[1].apply(event)
+
+    informer.subscribe(first)
+    informer.subscribe(second)
+    informer.subscribe(views[2].apply, buffer_size=1, overflow="coalesce")
+    before = env.server.statistics().requests
+    async with informer, informer.stream() as events:
+        await informer.wait_synced(timeout=5)
+        env.patch("a", size=2)
+        env.delete("b")
+        env.create("c")
+        with anyio.fail_after(5):
+            async for event in events:
+                views[3].apply(event)
+                if event.key == "default/c":
+                    break
+            for view in views[:3]:
+                await view.done.wait()
+        assert env.server.statistics().requests - before == 1  # one streaming list, no more
+        assert env.server.statistics().open_watches == 1
+    expected = env.state()
+    assert cache_state(informer) == expected
+    for view in views:
+        assert view.state() == expected
+    assert [(str(e.type), e.key) for e in views[0].events] == [
+        ("ADDED", "default/a"),
+        ("ADDED", "default/b"),
+        ("MODIFIED", "default/a"),
+        ("DELETED", "default/b"),
+        ("ADDED", "default/c"),
+    ]
+    assert views[0].events[2].old is views[0].events[0].object  # old from the cache
+    assert all(cache_seen)
+    assert [str(e.type) for e in views[1].events] == [str(e.type) for e in views[0].events]
+
+
+@anyio_mark
+async def test_slow_subscriber_delays_neither_cache_nor_others_through_faults(env: Env) -> None:
+    """A subscriber blocked on an event does not delay the cache or a fast subscriber.
+
+    Hundreds of changes go through a watch disconnect and a 410 relist while it is blocked;
+    its lane stays bounded (excess coalesced per key) and, once released, it converges to
+    the server's state without losing a deletion.
+    """
+    for i in range(6):
+        env.create(f"w{i}", size=0)
+    gate = anyio.Event()
+    slow_view, fast_view = View("default/zz-last"), View("default/zz-last")
+
+    async def slow(event: Event) -> None:
+        await gate.wait()
+        slow_view.apply(event)
+
+    informer = env.informer(streaming_list=False)
+    slow_sub = informer.subscribe(slow, buffer_size=4, overflow="wait")
+    informer.subscribe(fast_view.apply, buffer_size=100_000)
+    # The first watch ends after 40 events (a disconnect); the re-watch then gets 410.
+    ended = env.server.faults.add(Fault.end_after(40), verb="watch")
+    async with informer:
+        await informer.wait_synced(timeout=5)
+        for round in range(60):
+            env.patch(f"w{round % 6}", size=round)
+            if round % 10 == 0:
+                env.create(f"new{round}")
+            if round % 10 == 5:
+                env.delete(f"new{round - 5}")
+        env.delete("w0")
+        env.create("w0", size=-1)  # deleted then re-created: both must reach the slow one
+        env.server.compact()  # the resume after the disconnect gets 410 Expired
+        for round in range(60, 120):
+            env.patch(f"w{round % 6}", size=round)
+        env.delete("w1")
+        env.create("zz-last")
+        with anyio.fail_after(10):
+            await fast_view.done.wait()
+        expected = env.state()
+        assert fast_view.state() == expected
+        assert cache_state(informer) == expected
+        assert ended.fired == 1
+        stats = informer.statistics()
+        assert stats.relists >= 1
+        assert stats.reconnects >= 1
+        slow_stats = slow_sub.statistics()
+        assert slow_view.events == []  # still blocked in its first call
+        assert slow_stats.depth <= slow_stats.buffer_size + len(expected) + 2
+        assert slow_stats.coalesced > 0
+        gate.set()
+        with anyio.fail_after(10):
+            await slow_view.done.wait()
+        assert slow_view.state() == expected
+        w0 = [e for e in slow_view.events if e.key == "default/w0"]
+        assert [str(e.type) for e in w0][-2:] == ["DELETED", "ADDED"]
+        assert "default/w1" not in slow_view.objects
+
+
+@anyio_mark
+async def test_coalesce_policy_skips_to_the_latest_state(env: Env) -> None:
+    """With overflow="coalesce" a late reader gets one event per changed key, the newest."""
+    env.create("a", size=0)
+    env.create("b", size=0)
+    gate = anyio.Event()
+    view, fast = View("default/done"), View("default/done")
+
+    async def slow(event: Event) -> None:
+        await gate.wait()
+        view.apply(event)
+
+    informer = env.informer()
+    sub = informer.subscribe(slow, buffer_size=2, overflow="coalesce")
+    informer.subscribe(fast.apply)
+    async with informer:
+        await informer.wait_synced(timeout=5)
+        for i in range(1, 30):
+            env.patch("a", size=i)
+            env.patch("b", size=i)
+        env.delete("b")
+        env.create("done")
+        with anyio.fail_after(5):
+            await fast.done.wait()
+        gate.set()
+        with anyio.fail_after(5):
+            await view.done.wait()
+    assert view.state() == env.state()
+    assert view.objects["default/a"]["spec"]["size"] == 29
+    # Initial ADDED x2 (one in the call that blocked), then at most a few per key.
+    assert len(view.events) <= 8
+    assert sub.statistics().coalesced > 50
+
+
+@anyio_mark
+async def test_fail_policy_fails_only_that_subscriber(
+    env: Env, caplog: pytest.LogCaptureFixture
+) -> None:
+    """overflow="fail": the subscriber that falls behind fails, reported; others go on."""
+    env.create("a")
+    gate = anyio.Event()
+    errors: list[tuple[str, BaseException]] = []
+    fast = View("default/done")
+
+    async def slow(event: Event) -> None:
+        await gate.wait()
+
+    informer = env.informer(on_error=lambda sub, exc: errors.append((sub.name, exc)))
+    sub = informer.subscribe(slow, buffer_size=3, overflow="fail", name="slowpoke")
+    informer.subscribe(fast.apply)
+    with caplog.at_level(logging.ERROR, logger="crwatch"):
+        async with informer:
+            await informer.wait_synced(timeout=5)
+            async with informer.stream(buffer_size=2, overflow="fail") as events:
+                for i in range(10):
+                    env.patch("a", size=i)
+                env.create("done")
+                with anyio.fail_after(5):
+                    await fast.done.wait()
+                with pytest.raises(crwatch.SubscriberOverflowError), anyio.fail_after(5):
+                    async for _ in events:
+                        pass
+            await until(lambda: errors)
+            assert fast.state() == env.state()
+    assert [(name, type(exc)) for name, exc in errors] == [
+        ("slowpoke", crwatch.SubscriberOverflowError)
+    ]
+    stats = sub.statistics()
+    assert stats.closed
+    assert stats.dropped > 0
+    assert "slowpoke" in caplog.text
+
+
+# --- failing subscribers -----------------------------------------------------------------------
+
+
+@anyio_mark
+async def test_raising_subscriber_is_isolated(env: Env, caplog: pytest.LogCaptureFixture) -> None:
+    """A callback that raises is logged and reported; it and the others keep receiving."""
+    env.create("a")
+    calls: list[str] = []
+    reported: list[BaseException] = []
+    good = View("default/b")
+
+    def bad(event: Event) -> None:
+        calls.append(event.key)
+        raise RuntimeError(f"boom on {event.key}")
+
+    informer = env.informer(on_error=lambda sub, exc: reported.append(exc))
+    sub = informer.subscribe(bad, name="bad")
+    informer.subscribe(good.apply)
+    with caplog.at_level(logging.ERROR, logger="crwatch"):
+        async with informer:
+            await informer.wait_synced(timeout=5)
+            env.create("b")
+            with anyio.fail_after(5):
+                await good.done.wait()
+            await until(lambda: len(calls) == 2)
+    assert calls == ["default/a", "default/b"]
+    assert [str(e) for e in reported] == ["boom on default/a", "boom on default/b"]
+    assert sub.statistics().errors == 2
+    assert "boom on default/a" in caplog.text
+
+
+@anyio_mark
+async def test_stop_policy_raises_the_subscriber_error_from_async_with(env: Env) -> None:
+    """subscriber_errors="stop": a callback's error stops the informer and comes out of it."""
+    env.create("a")
+
+    def bad(event: Event) -> None:
+        raise ZeroDivisionError("stop here")
+
+    informer = env.informer(subscriber_errors="stop")
+    informer.subscribe(bad)
+    with pytest.raises(ZeroDivisionError, match="stop here"), anyio.fail_after(5):
+        async with informer:
+            await anyio.sleep_forever()
+
+
+@anyio_mark
+async def test_unsubscribe_policy_and_failing_middleware(env: Env) -> None:
+    """subscriber_errors="unsubscribe" ends a raising callback; a raising middleware its own."""
+    env.create("a")
+    calls: list[str] = []
+    good = View("default/b")
+
+    def bad(event: Event) -> None:
+        calls.append(event.key)
+        raise RuntimeError("once")
+
+    async def broken(events: AsyncIterator[Event]) -> AsyncIterator[Event]:
+        async for event in events:
+            if event.key:
+                raise ValueError("middleware bug")
+            yield event  # pragma: no cover
+
+    reported: list[BaseException] = []
+    informer = env.informer(
+        subscriber_errors="unsubscribe", on_error=lambda s, e: reported.append(e)
+    )
+    informer.subscribe(bad)
+    informer.subscribe(lambda e: None, broken)
+    informer.subscribe(good.apply)
+    async with informer:
+        await informer.wait_synced(timeout=5)
+        env.create("b")
+        with anyio.fail_after(5):
+            await good.done.wait()
+        await until(lambda: len(reported) == 2)
+        assert len(informer.statistics().subscribers) == 1
+    assert calls == ["default/a"]
+    assert sorted(type(e).__name__ for e in reported) == ["RuntimeError", "ValueError"]
+
+
+# --- late subscribers --------------------------------------------------------------------------
+
+
+@anyio_mark
+async def test_late_subscriber_gets_the_cache_then_live_events(env: Env) -> None:
+    """A subscriber added after sync gets each cached object once as ADDED, then changes.
+
+    Changes made while it reads the initial state fold in: no gap, no duplicate.
+    """
+    for i in range(20):
+        env.create(f"w{i:02}", size=0)
+    informer = env.informer()
+    async with informer:
+        await informer.wait_synced(timeout=5)
+        view = View("default/zz")
+        async with informer.stream(buffer_size=4) as events:
+            env.patch("w03", size=1)
+            env.delete("w05")
+            env.create("zz")
+            with anyio.fail_after(5):
+                async for event in events:
+                    view.apply(event)
+                    if event.key == "default/zz":
+                        break
+        late = View("default/zz")
+        informer.subscribe(late.apply)
+        with anyio.fail_after(5):
+            await late.done.wait()
+    expected = env.state()
+    for v in (view, late):
+        assert v.state() == expected
+        added = [e.key for e in v.events if e.type is EventType.ADDED]
+        assert len(added) == len(set(added))
+
+
+# --- cache, transform, indexes -----------------------------------------------------------------
+
+
+@anyio_mark
+async def test_transform_and_indexes_stay_consistent_through_a_relist(env: Env) -> None:
+    """The transform runs before caching; indexes follow changes and a relist's deletes."""
+    env.create("a", owner="x", blob="x" * 1000)
+    env.create("b", owner="x")
+    env.create("c", owner="y")
+    seen: list[Event] = []
+
+    def shrink(obj: dict[str, Any]) -> dict[str, Any]:
+        obj["spec"].pop("blob", None)
+        obj["metadata"]["managedFields"] = [{"manager": "kubectl"}]
+        return crwatch.drop_managed_fields(obj)
+
+    informer = env.informer(
+        streaming_list=False, stall_timeout=0.3, transform=shrink, indexes={"owner": owners}
+    )
+    informer.subscribe(seen.append)
+    env.server.faults.add(Fault.stall(30, after_events=0), verb="watch")
+    async with informer:
+        await informer.wait_synced(timeout=5)
+        store = informer.store
+        assert "blob" not in store.get("default/a")["spec"]  # type: ignore[index]
+        assert "managedFields" not in store.get("default/a")["metadata"]  # type: ignore[index]
+        assert [o["metadata"]["name"] for o in store.by_index("owner", "uid-x")] == ["a", "b"]
+        # While the watch is stalled: b vanishes, c changes owner; compaction forces a relist.
+        env.delete("b")
+        env.server.patch(
+            env.rtype,
+            "c",
+            {"metadata": {"ownerReferences": widget("c", "x")["metadata"]["ownerReferences"]}},
+            namespace="default",
+        )
+        env.server.compact()
+        await until(lambda: informer.statistics().relists == 1)
+        assert [o["metadata"]["name"] for o in store.by_index("owner", "uid-x")] == ["a", "c"]
+        assert store.by_index("owner", "uid-y") == []
+        assert store.by_index("owner", "nobody") == []
+        with pytest.raises(KeyError):
+            store.by_index("missing", "x")
+    deleted = [e for e in seen if e.type is EventType.DELETED]
+    assert [(e.key, e.synthetic) for e in deleted] == [("default/b", True)]
+    assert all("blob" not in e.object["spec"] for e in seen)
+
+
+def test_drop_managed_fields() -> None:
+    """drop_managed_fields removes metadata.managedFields and returns the same object."""
+    obj = {"metadata": {"name": "a", "managedFields": [{"manager": "x"}]}, "spec": {}}
+    assert crwatch.drop_managed_fields(obj) is obj
+    assert obj == {"metadata": {"name": "a"}, "spec": {}}
+    assert crwatch.drop_managed_fields({"kind": "X"}) == {"kind": "X"}
+
+
+# --- waiting -----------------------------------------------------------------------------------
+
+
+@anyio_mark
+async def test_wait_synced_timeout_says_why(env: Env) -> None:
+    """wait_synced(timeout) raises SyncTimeout carrying the watcher's last error (403)."""
+    env.server.deny(verb="watch")
+    env.server.deny(verb="list")
+    informer = env.informer(on_auth_error="retry")
+    async with informer:
+        with pytest.raises(crwatch.SyncTimeout) as info:
+            await informer.wait_synced(timeout=0.3)
+    assert isinstance(info.value.last_error, crwatch.ForbiddenError)
+    assert "forbidden" in str(info.value).lower()
+
+
+@anyio_mark
+async def test_fatal_error_comes_out_of_wait_synced_and_async_with(env: Env) -> None:
+    """With on_auth_error="raise" a 403 is raised by wait_synced and by the informer."""
+    env.server.deny(verb="watch")
+    informer = env.informer()
+    with pytest.raises(crwatch.ForbiddenError), anyio.fail_after(5):
+        async with informer:
+            await informer.wait_synced()
+    with pytest.raises(crwatch.ForbiddenError), anyio.fail_after(5):
+        async with env.informer():
+            await anyio.sleep_forever()
+
+
+@anyio_mark
+async def test_wait_for_resource_version(tmp_path: Path) -> None:
+    """wait_for(rv) returns once the cache has seen rv, through events or bookmarks."""
+    async with _env(tmp_path, bookmark_interval=0.05) as env:
+        informer = env.informer()
+        async with informer:
+            await informer.wait_synced(timeout=5)
+            created = env.create("a")
+            rv = created["metadata"]["resourceVersion"]
+            await informer.wait_for(rv, timeout=5)
+            assert informer.store.get("default/a") is not None
+            # A write elsewhere moves the RV; only a bookmark tells the informer.
+            target = env.server.advance_resource_version(3)
+            await informer.wait_for(target, timeout=5)
+            assert int(informer.statistics().resource_version) >= target
+            with pytest.raises(crwatch.SyncTimeout):
+                await informer.wait_for(target + 1000, timeout=0.2)
+            with pytest.raises(crwatch.InvalidOptionError):
+                await informer.wait_for("abc")
+
+
+@anyio_mark
+async def test_statistics(env: Env) -> None:
+    """statistics() reports objects, subscribers, RV, errors with their time, last byte."""
+    env.create("a")
+    env.server.faults.add(Fault.status(500), verb="watch")
+    informer = env.informer()
+    sub = informer.subscribe(lambda e: None, name="noop", buffer_size=7)
+    async with informer:
+        await informer.wait_synced(timeout=5)
+        stats = informer.statistics()
+    assert stats.objects == 1
+    assert stats.synced
+    assert stats.resource_version == env.state()["default/a"]
+    assert isinstance(stats.last_error, crwatch.ServerError)
+    assert stats.last_error_time is not None
+    assert stats.seconds_since_last_byte is not None
+    assert stats.seconds_since_last_byte >= 0
+    (sub_stats,) = stats.subscribers
+    assert (sub_stats.name, sub_stats.buffer_size, sub_stats.overflow) == ("noop", 7, "wait")
+    assert sub.statistics().name == "noop"
+    with pytest.raises(attrs_frozen_error()):
+        stats.objects = 3  # type: ignore[misc]
+
+
+def attrs_frozen_error() -> type[BaseException]:
+    import attrs
+
+    return attrs.exceptions.FrozenInstanceError
+
+
+# --- middlewares -------------------------------------------------------------------------------
+
+
+@anyio_mark
+async def test_middlewares_compose_in_order_in_the_lane(env: Env) -> None:
+    """Middlewares apply in the given order; the callback gets what the last one yields."""
+    env.create("a")
+    env.create("skip-me")
+    got: list[Any] = []
+    done = anyio.Event()
+
+    async def no_skips(events: AsyncIterator[Event]) -> AsyncIterator[Event]:
+        async for event in events:
+            if not event.key.endswith("skip-me"):
+                yield event
+
+    async def pairs(events: AsyncIterator[Event]) -> AsyncIterator[tuple[str, str]]:
+        async for event in events:
+            yield (str(event.type), event.key)
+
+    def record(item: Any) -> None:
+        got.append(item)
+        if item[1] == "default/b":
+            done.set()
+
+    informer = env.informer()
+    informer.subscribe(record, no_skips, pairs)
+    async with informer, informer.stream(no_skips, pairs) as stream:
+        await informer.wait_synced(timeout=5)
+        env.create("b")
+        with anyio.fail_after(5):
+            await done.wait()
+            streamed = [item async for item, _ in zip_n(stream, 2)]
+    assert got == [("ADDED", "default/a"), ("ADDED", "default/b")]
+    assert streamed == got
+
+
+async def zip_n(stream: AsyncIterator[Any], n: int) -> AsyncIterator[tuple[Any, int]]:
+    for i in range(n):
+        yield await stream.__anext__(), i
+
+
+# --- lifecycle and options ---------------------------------------------------------------------
+
+
+@anyio_mark
+async def test_exit_leaves_nothing_behind(env: Env) -> None:
+    """Leaving the async with ends every task and connection; streams end cleanly."""
+    env.create("a")
+    informer = env.informer()
+    informer.subscribe(lambda e: None)
+    async with informer:
+        await informer.wait_synced(timeout=5)
+        assert any(t.get_name().startswith("crwatch") for t in asyncio.all_tasks())
+    assert not any(t.get_name().startswith("crwatch") for t in asyncio.all_tasks())
+    await until(lambda: env.server.statistics().open_watches == 0)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        gc.collect()
+    assert not [w for w in caught if issubclass(w.category, ResourceWarning)]
+    with pytest.raises(crwatch.CrwatchError):
+        async with informer:
+            pass
+
+
+@anyio_mark
+async def test_store_is_a_read_only_view(env: Env) -> None:
+    """informer.store offers get/list/keys/by_index/len/in and no mutators."""
+    env.create("a")
+    informer = env.informer()
+    store = informer.store
+    assert isinstance(store, crwatch.Store)
+    assert len(store) == 0
+    async with informer:
+        await informer.wait_synced(timeout=5)
+        assert len(store) == 1
+        assert "default/a" in store
+        assert store.keys() == ["default/a"]
+        assert store.list() == [store.get("default/a")]
+        assert store.get("default/zz") is None
+    public = {name for name in dir(store) if not name.startswith("_")}
+    assert public == {"by_index", "get", "keys", "list"}
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"transform": 3},
+        {"indexes": {"x": 1}},
+        {"indexes": [1]},
+        {"on_error": "log"},
+        {"subscriber_errors": "ignore"},
+        {"stall_timeout": 0},
+        {"namespace": ""},
+    ],
+)
+@anyio_mark
+async def test_invalid_informer_options(env: Env, options: dict[str, Any]) -> None:
+    """Bad Informer options raise InvalidOptionError at construction."""
+    with pytest.raises(crwatch.InvalidOptionError):
+        crwatch.Informer(env.client, WIDGETS, **options)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{"buffer_size": 0}, {"buffer_size": True}, {"overflow": "drop"}, {"name": 3}],
+)
+@anyio_mark
+async def test_invalid_subscriber_options(env: Env, options: dict[str, Any]) -> None:
+    """Bad subscribe()/stream() options raise InvalidOptionError at call time."""
+    informer = crwatch.Informer(env.client, WIDGETS)
+    with pytest.raises(crwatch.InvalidOptionError):
+        informer.subscribe(print, **options)
+    with pytest.raises(crwatch.InvalidOptionError):
+        informer.stream(**options)
+    with pytest.raises(crwatch.InvalidOptionError):
+        informer.subscribe(3)  # type: ignore[arg-type]
+    with pytest.raises(crwatch.InvalidOptionError):
+        informer.stream(3)  # type: ignore[arg-type]
+
+
+# --- lanes (pure) -------------------------------------------------------------------------------
+
+
+def _obj(name: str, rv: int, uid: str) -> dict[str, Any]:
+    return {"metadata": {"name": name, "namespace": "d", "resourceVersion": str(rv), "uid": uid}}
+
+
+_ops = st.lists(
+    st.one_of(
+        st.tuples(st.just("put"), st.sampled_from("abcd")),
+        st.tuples(st.just("del"), st.sampled_from("abcd")),
+        st.tuples(st.just("get"), st.integers(1, 5)),
+        st.tuples(st.just("late"), st.just("")),
+    ),
+    max_size=80,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_ops, st.integers(1, 4), st.sampled_from(["wait", "coalesce"]))
+def test_lane_subscriber_converges_in_order_without_losing_deletes(
+    ops: list[tuple[str, Any]], size: int, overflow: str
+) -> None:
+    """Whatever the overflow, a lane's reader converges to the cache's exact state.
+
+    It sees per-key order, ``old`` = what it last saw, and a deletion before any re-create;
+    also for a lane attached late with a snapshot of the cache.
+    """
+    cache = Cache()
+    lanes = [Lane("t", size, overflow)]  # type: ignore[arg-type]
+    views: list[dict[str, dict[str, Any]]] = [{}]
+    uids: dict[str, int] = {}
+    rv = 0
+
+    def check(view: dict[str, dict[str, Any]], event: Event) -> None:
+        before = view.get(event.key)
+        if event.type is EventType.ADDED:
+            assert before is None
+            assert event.old is None
+        else:
+            assert before is not None
+            assert event.old is before
+            assert event.object["metadata"]["uid"] == before["metadata"]["uid"]
+            assert int(event.resource_version) >= int(before["metadata"]["resourceVersion"])
+        if event.type is EventType.DELETED:
+            del view[event.key]
+        else:
+            view[event.key] = event.object
+
+    def take(i: int, n: int | None) -> None:
+        count = 0
+        while n is None or count < n:
+            try:
+                event = lanes[i].get_nowait()
+            except anyio.WouldBlock:
+                return
+            check(views[i], event)
+            count += 1
+
+    for op, arg in ops:
+        if op in ("put", "del"):
+            rv += 1
+            key = f"d/{arg}"
+            if op == "put":
+                new = key not in cache
+                if new:
+                    uids[arg] = rv
+                event = cache.apply("ADDED" if new else "MODIFIED", _obj(arg, rv, f"u{uids[arg]}"))
+            elif key in cache:
+                event = cache.apply("DELETED", _obj(arg, rv, f"u{uids[arg]}"))
+            else:
+                continue
+            assert event is not None
+            for lane in lanes:
+                lane.push(event)
+                assert len(lane._queue) <= lane.size
+        elif op == "get":
+            for i in range(len(lanes)):
+                take(i, arg)
+        elif len(lanes) == 1:
+            lane = Lane("late", size, overflow)  # type: ignore[arg-type]
+            lane.push_snapshot(Event(EventType.ADDED, o, k) for k, o in cache.items())
+            lanes.append(lane)
+            views.append({})
+    for i in range(len(lanes)):
+        take(i, None)
+        assert views[i] == dict(cache.items())
+        assert len(lanes[i]._pending) == 0
+
+
+def test_lane_fail_policy_and_close() -> None:
+    """A "fail" lane raises SubscriberOverflowError at once; a closed lane drains then ends."""
+    cache = Cache()
+    lane = Lane("f", 2, "fail")
+    for i in range(3):
+        event = cache.apply("ADDED", _obj(f"k{i}", i + 1, "u"))
+        assert event is not None
+        lane.push(event)
+    with pytest.raises(crwatch.SubscriberOverflowError) as info:
+        lane.get_nowait()
+    assert (info.value.subscriber, info.value.buffer_size) == ("f", 2)
+    assert lane.dropped == 2
+    closing = Lane("c", 4)
+    event = cache.apply("ADDED", _obj("z", 9, "u"))
+    assert event is not None
+    closing.push(event)
+    closing.close(crwatch.StallTimeout("no"))
+    assert closing.get_nowait() is event
+    with pytest.raises(crwatch.StallTimeout):
+        closing.get_nowait()
