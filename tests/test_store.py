@@ -1,13 +1,15 @@
-"""Tests of the keyed store: apply, and replace returning exactly the differences."""
+"""Tests of the keyed cache (apply, replace, indexes) and the read-only ``crwatch.Store``."""
 
 from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from crwatch import EventType
+import crwatch
+from crwatch import EventType, object_key
 from crwatch._store import Cache as Store
 
 
@@ -93,3 +95,100 @@ def test_replay_of_replace_events_converges(before: dict[str, int], after: dict[
             view[ev.key] = ev.resource_version
     assert view == {f"default/{k}": str(v) for k, v in after.items()}
     assert dict(store.items()).keys() == view.keys()
+
+
+def _owned(name: str, rv: str, owners: list[str], uid: str = "u") -> dict[str, Any]:
+    obj = _obj(name, rv)
+    obj["metadata"]["uid"] = uid
+    obj["metadata"]["ownerReferences"] = [{"uid": o} for o in owners]
+    return obj
+
+
+def _owner_index(obj: dict[str, Any]) -> list[str]:
+    return [ref["uid"] for ref in obj["metadata"].get("ownerReferences", [])]
+
+
+def test_replace_reports_a_recreated_object_as_delete_then_add() -> None:
+    """A key whose uid changed across a relist was deleted and re-created: both are emitted."""
+    store = Store()
+    store.replace([_owned("a", "1", [], uid="u1")])
+    events = store.replace([_owned("a", "5", [], uid="u2")])
+    assert [(e.type, e.synthetic) for e in events] == [
+        (EventType.DELETED, True),
+        (EventType.ADDED, False),
+    ]
+    assert events[0].object["metadata"]["uid"] == "u1"
+
+
+def test_replace_keeps_the_cached_copy_of_unchanged_objects() -> None:
+    """An unchanged object stays the cached instance; the listed duplicate is not kept."""
+    store = Store()
+    first = _obj("a", "1")
+    store.replace([first])
+    store.replace([_obj("a", "1")])
+    assert store.get("default/a") is first
+
+
+def test_index_function_errors_leave_the_object_out() -> None:
+    """An index function that raises is logged; the object is cached but not indexed."""
+
+    def broken(obj: dict[str, Any]) -> list[str]:
+        raise RuntimeError("bug")
+
+    store = Store({"broken": broken})
+    store.apply("ADDED", _obj("a", "1"))
+    assert "default/a" in store
+    assert store.by_index("broken", "x") == []
+
+
+def test_read_only_view() -> None:
+    """crwatch.Store shows the cache's current state and has no mutators."""
+    cache = Store({"owner": _owner_index})
+    view = crwatch.Store(cache)
+    cache.apply("ADDED", _owned("a", "1", ["o1"]))
+    cache.apply("ADDED", _owned("b", "2", ["o1", "o2"]))
+    assert len(view) == 2
+    assert "default/a" in view
+    assert view.keys() == ["default/a", "default/b"]
+    assert [o["metadata"]["name"] for o in view.by_index("owner", "o1")] == ["a", "b"]
+    assert view.get("default/b") is cache.get("default/b")
+    assert list(view) == ["default/a", "default/b"]
+    assert "2 objects" in repr(view)
+    assert not any(hasattr(view, name) for name in ("apply", "replace", "pop", "clear"))
+    with pytest.raises(KeyError, match="owner"):
+        view.by_index("nope", "x")
+
+
+_changes = st.lists(
+    st.tuples(
+        st.sampled_from(["put", "del", "relist"]),
+        st.sampled_from("abcd"),
+        st.lists(st.sampled_from(["o1", "o2", "o3"]), max_size=2, unique=True),
+    ),
+    max_size=40,
+)
+
+
+@given(_changes)
+def test_indexes_match_a_recomputation_after_any_changes(
+    changes: list[tuple[str, str, list[str]]],
+) -> None:
+    """After any mix of watch changes and relists the index equals one built from scratch."""
+    store = Store({"owner": _owner_index})
+    truth: dict[str, list[str]] = {}
+    for rv, (op, name, owners) in enumerate(changes, start=1):
+        key = f"default/{name}"
+        if op == "put":
+            truth[key] = owners
+            store.apply("MODIFIED", _owned(name, str(rv), owners))
+        elif op == "del":
+            truth.pop(key, None)
+            store.apply("DELETED", _owned(name, str(rv), owners))
+        else:
+            # A relist that drops this key and re-lists the others unchanged.
+            truth.pop(key, None)
+            kept = [obj for k, obj in store.items() if k != key]
+            store.replace(kept)
+    for owner in ("o1", "o2", "o3"):
+        expected = sorted(k for k, owners in truth.items() if owner in owners)
+        assert [object_key(o) for o in store.by_index("owner", owner)] == expected
