@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import math
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from typing import Any
 
 import anyio
@@ -891,3 +891,112 @@ async def test_pipe_over_watch_against_the_fake_api_server(
     assert all(e.key != "default/c" for e in delivered)  # created and deleted in one window
     assert len(batches) <= 4
     no_tasks_left()
+
+
+# --- end to end through an Informer --------------------------------------------------------
+
+
+def register_specs(server: Any) -> Any:
+    return server.register_crd(
+        group="gateway.example.com",
+        version="v1",
+        plural="openapispecs",
+        kind="OpenAPISpec",
+        status_subresource=True,
+    )
+
+
+def spec_object(name: str, title: str) -> dict[str, Any]:
+    return {"metadata": {"name": name}, "spec": {"info": {"title": title}}}
+
+
+def spec_view(server: Any, rtype: Any) -> dict[str, Any]:
+    return {
+        f"{o['metadata']['namespace']}/{o['metadata']['name']}": o["spec"]
+        for o in server.list(rtype)
+    }
+
+
+async def test_informer_subscriber_behind_middlewares(
+    fake_apiserver: Any, crwatch_client: crwatch.Client
+) -> None:
+    """An Informer subscriber behind filters, coalescing batches and a rate limit.
+
+    Its view converges to the server's objects (deletions included), status-only writes
+    never reach it, it gets batches no larger than max_items, and a plain subscriber of the
+    same informer is not held back by the slow (debounced) one.
+    """
+    rtype = register_specs(fake_apiserver)
+    for i in range(6):
+        fake_apiserver.create(rtype, spec_object(f"s{i}", "v0"), namespace="default")
+    view: dict[str, Any] = {}
+    calls: list[tuple[float, int]] = []
+    plain: list[Event] = []
+
+    def sync_gateway(b: Batch) -> None:
+        calls.append((anyio.current_time(), len(b)))
+        apply(view, b, strict=True)
+
+    informer = crwatch.Informer(crwatch_client, SPECS)
+    informer.subscribe(
+        sync_gateway,
+        crwatch.only("ADDED", "MODIFIED", "DELETED"),
+        crwatch.generation_changed(),
+        crwatch.batch(max_items=4, max_wait=0.05, coalesce=True),
+        crwatch.rate_limit(per_second=40, burst=1),
+    )
+    informer.subscribe(lambda e: None, crwatch.debounce(quiet=60))  # holds everything
+    informer.subscribe(plain.append)
+
+    def converged() -> bool:
+        return {k: v["spec"] for k, v in view.items()} == spec_view(fake_apiserver, rtype)
+
+    async with informer:
+        await informer.wait_synced(timeout=5)
+        await poll(converged)
+        for i in range(3):
+            for title in ("v1", "v2"):
+                fake_apiserver.patch(
+                    rtype, f"s{i}", {"spec": {"info": {"title": title}}}, namespace="default"
+                )
+        fake_apiserver.patch(
+            rtype, "s5", {"status": {"ok": True}}, namespace="default", status=True
+        )
+        fake_apiserver.delete(rtype, "s4", namespace="default")
+        await poll(converged)
+        assert any(e.key == "default/s5" and e.type is MODIFIED for e in plain)
+    assert all(n <= 4 for _, n in calls)
+    assert len(calls) < 6 + 6 + 1  # fewer calls than events
+    assert within_rate([t for t, _ in calls], 40, 1 + 1)  # +1: delivery jitter
+    no_tasks_left()
+
+
+async def test_informer_stream_behind_middlewares(
+    fake_apiserver: Any, crwatch_client: crwatch.Client
+) -> None:
+    """``informer.stream(where(...), batch(...))``: the stream yields what the last one yields."""
+    rtype = register_specs(fake_apiserver)
+    fake_apiserver.create(rtype, spec_object("mine", "a"), namespace="default")
+    fake_apiserver.create(rtype, spec_object("system", "a"), namespace="kube-system")
+    informer = crwatch.Informer(crwatch_client, SPECS)
+    async with (
+        informer,
+        informer.stream(
+            crwatch.where(lambda e: e.object["metadata"]["namespace"] != "kube-system"),
+            crwatch.batch(max_items=10, max_wait=0.05),
+        ) as batches,
+    ):
+        with anyio.fail_after(5):
+            first = await batches.__anext__()
+            assert summary(first) == [("ADDED", "mine")]
+            fake_apiserver.delete(rtype, "system", namespace="kube-system")
+            fake_apiserver.delete(rtype, "mine", namespace="default")
+            second = await batches.__anext__()
+            assert summary(second) == [("DELETED", "mine")]
+    no_tasks_left()
+
+
+async def poll(condition: Callable[[], bool], timeout: float = 5.0) -> None:
+    with anyio.fail_after(timeout):
+        while not condition():  # noqa: ASYNC110 - the subscriber's view has no event to wait on
+            await anyio.sleep(0.01)
