@@ -143,7 +143,7 @@ async def test_gateway_ends_with_exactly_the_servers_specs(
         # Six full batches were ready at once: the limiter spread them out.
         full = (INITIAL // MAX_ITEMS) - 1
         assert (
-            gateway.calls[full][0] - gateway.calls[0][0] >= (full + 1 - BURST) / PER_SECOND - 0.02
+            gateway.calls[full][0] - gateway.calls[0][0] >= (full + 1 - BURST) / PER_SECOND - 0.05
         )
 
         for i in range(0, 12, 2):  # spec changes, several per object
@@ -177,7 +177,7 @@ async def test_gateway_ends_with_exactly_the_servers_specs(
         len(gateway.calls) < INITIAL + 18 + 2 + 3
     )  # batched and coalesced: fewer calls than changes
     times = [t for t, _ in gateway.calls]
-    slack = 0.02  # loopback jitter between the limiter's release and the gateway's clock
+    slack = 0.05  # request latency between the limiter's release and the gateway's clock
     for i in range(len(times)):
         for j in range(i, len(times)):
             assert j - i + 1 <= PER_SECOND * (times[j] - times[i] + slack) + BURST

@@ -236,6 +236,29 @@ async def test_upstream_error_comes_after_what_was_held() -> None:
     assert summary(got[0]) == [("ADDED", "a"), ("ADDED", "b")]
 
 
+async def test_a_pump_cancelled_from_outside_ends_the_stage() -> None:
+    """A pump task cancelled from outside (loop shutdown) ends the stage with an error.
+
+    The stage delivers what it held, then raises a CrwatchError instead of waiting forever
+    or spinning.
+    """
+
+    async def forever() -> AsyncIterator[Event]:
+        yield ev(ADDED, "a")
+        await anyio.sleep_forever()
+        yield ev(ADDED, "never")
+
+    stage = crwatch.batch(max_items=10)(forever())
+    with anyio.move_on_after(0.01):
+        await stage.__anext__()
+    stage._pump._task.cancel()  # type: ignore[attr-defined]
+    with anyio.fail_after(1):
+        assert summary(await stage.__anext__()) == [("ADDED", "a")]
+        with pytest.raises(crwatch.CrwatchError, match="cancelled"):
+            await stage.__anext__()
+    await aclose(stage)
+
+
 async def test_time_based_next_survives_cancellation() -> None:
     """Cancelling a time-based stage's ``__anext__`` (a consumer's timeout) is safe.
 

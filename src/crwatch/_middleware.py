@@ -42,7 +42,7 @@ from attrs import field, frozen
 
 from ._clock import Clock, validate_clock
 from ._events import Event, EventType
-from ._exceptions import InvalidOptionError
+from ._exceptions import CrwatchError, InvalidOptionError
 from ._predicates import Predicate, generation_differs
 
 __all__ = [
@@ -477,6 +477,8 @@ class _Pump:
         except Exception as exc:
             self._outcome = exc
         finally:
+            if self._outcome is None:  # cancelled: by aclose(), or by the loop shutting down
+                self._outcome = CrwatchError(f"the upstream of {self._name} was cancelled")
             if self._ready is not None:
                 self._ready.set()
             await _aclose(source)
