@@ -1,7 +1,7 @@
 r"""Push every changed OpenAPISpec custom resource to an API gateway's admin API.
 
-Watches ``openapispecs.v1.gateway.example.com`` and mirrors each object's ``spec`` onto the
-gateway, through crwatch middlewares:
+A ``crwatch.Informer`` watches ``openapispecs.v1.gateway.example.com``; one subscriber
+mirrors each object's ``spec`` onto the gateway, behind crwatch middlewares:
 
 - ``generation_changed()``: status-only and metadata-only writes cause no call;
 - ``batch(max_items=..., max_wait=..., coalesce=True)``: one call carries many changes, and
@@ -14,14 +14,15 @@ The gateway's admin API here is a small, generic one::
     POST /specs:batch   {"put": [{"namespace": ..., "name": ..., "spec": {...}}, ...],
                          "delete": [{"namespace": ..., "name": ...}, ...]}
 
+    GET  /specs         [{"namespace": ..., "name": ...}, ...]
+
 A call that fails (connection error or 5xx) is retried with capped exponential backoff, so
-no change is lost while the gateway is down. Run it::
+no change is lost while the gateway is down. Once the informer has synced, specs the gateway
+holds but the cluster no longer has (deleted while this program was not running) are
+deleted too. Run it::
 
     python examples/openapi_gateway_sync.py --gateway http://127.0.0.1:9080 \
         [--kubeconfig ~/.kube/config] [--namespace default] [--per-second 5] [--burst 10]
-
-Limitation: a spec deleted while this program was not running stays on the gateway; prune
-the gateway against the cluster's list at startup if that matters.
 """
 
 from __future__ import annotations
@@ -59,29 +60,50 @@ def batch_body(batch: crwatch.Batch) -> dict[str, list[dict[str, Any]]]:
     return {"put": puts, "delete": deletes}
 
 
-async def push(
+async def call(
     session: aiohttp.ClientSession,
-    gateway: str,
-    batch: crwatch.Batch,
+    method: str,
+    url: str,
+    body: Any = None,
     *,
     retry_initial: float = 0.5,
     retry_max: float = 30.0,
-) -> None:
-    """POST one batch to the gateway, retrying failures until it is accepted."""
-    body = batch_body(batch)
+) -> Any:
+    """Call the gateway and return its JSON answer, retrying failures until it answers."""
     delay = retry_initial
     while True:
         try:
-            async with session.post(f"{gateway}/specs:batch", json=body) as response:
+            async with session.request(method, url, json=body) as response:
                 if response.status < 500:
                     response.raise_for_status()  # 4xx: our bug, not worth retrying
-                    return
+                    return await response.json()
                 reason = f"HTTP {response.status}"
         except aiohttp.ClientConnectionError as exc:
             reason = repr(exc)
         log.warning("gateway call failed (%s); retrying in %.1f s", reason, delay)
         await anyio.sleep(random.uniform(0, delay))  # full jitter
         delay = min(retry_max, delay * 2)
+
+
+async def push(
+    session: aiohttp.ClientSession, gateway: str, batch: crwatch.Batch, *, retry_initial: float
+) -> None:
+    """POST one batch of changes to the gateway."""
+    await call(
+        session, "POST", f"{gateway}/specs:batch", batch_body(batch), retry_initial=retry_initial
+    )
+
+
+async def prune(
+    session: aiohttp.ClientSession, gateway: str, store: crwatch.Store, *, retry_initial: float
+) -> None:
+    """Delete the gateway's specs that the cluster does not have (call once synced)."""
+    held = await call(session, "GET", f"{gateway}/specs", retry_initial=retry_initial)
+    stale = [ref for ref in held if f"{ref['namespace']}/{ref['name']}" not in store]
+    if stale:
+        log.info("pruning %d specs the cluster no longer has", len(stale))
+        body = {"put": [], "delete": stale}
+        await call(session, "POST", f"{gateway}/specs:batch", body, retry_initial=retry_initial)
 
 
 async def sync(
@@ -96,19 +118,29 @@ async def sync(
     retry_initial: float = 0.5,
 ) -> None:
     """Mirror the OpenAPISpec objects onto the gateway until cancelled."""
-    async with (
-        aiohttp.ClientSession(raise_for_status=False) as session,
-        crwatch.watch(client, SPECS, namespace=namespace) as events,
-        crwatch.pipe(
-            events,
+    informer = crwatch.Informer(
+        client,
+        SPECS,
+        namespace=namespace,
+        transform=crwatch.drop_managed_fields,
+        subscriber_errors="stop",  # a batch the gateway refuses (4xx) stops the program
+    )
+    async with aiohttp.ClientSession() as session:
+
+        async def sync_gateway(batch: crwatch.Batch) -> None:
+            log.info("pushing %d changes", len(batch))
+            await push(session, gateway, batch, retry_initial=retry_initial)
+
+        informer.subscribe(
+            sync_gateway,
             crwatch.generation_changed(),
             crwatch.batch(max_items=max_items, max_wait=max_wait, coalesce=True),
             crwatch.rate_limit(per_second=per_second, burst=burst),
-        ) as batches,
-    ):
-        async for batch in batches:
-            log.info("pushing %d changes", len(batch))
-            await push(session, gateway, batch, retry_initial=retry_initial)
+        )
+        async with informer:
+            await informer.wait_synced()
+            await prune(session, gateway, informer.store, retry_initial=retry_initial)
+            await anyio.sleep_forever()
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -26,6 +26,7 @@ EXAMPLE = Path(__file__).parent.parent / "examples" / "openapi_gateway_sync.py"
 PER_SECOND = 20.0
 BURST = 2
 MAX_ITEMS = 5
+STALE = "deleted-while-down"  # on the gateway at start, not in the cluster: pruned
 INITIAL = 31  # specs at start: six full batches at once, more than the burst
 
 
@@ -44,7 +45,8 @@ class Gateway:
 
     def __init__(self) -> None:
         self.specs: dict[str, Any] = {}
-        self.calls: list[tuple[float, dict[str, Any]]] = []  # accepted calls
+        self.calls: list[tuple[float, dict[str, Any]]] = []  # accepted batches of changes
+        self.prunes: list[dict[str, Any]] = []  # accepted deletions of stale specs
         self.failed = 0
         self.fail_next = 0
         self.url = ""
@@ -55,12 +57,19 @@ class Gateway:
             self.fail_next -= 1
             self.failed += 1
             return web.Response(status=503)
-        self.calls.append((anyio.current_time(), body))
+        if any(ref["name"] == STALE for ref in body["delete"]):
+            self.prunes.append(body)
+        else:
+            self.calls.append((anyio.current_time(), body))
         for ref in body["delete"]:
             self.specs.pop(f"{ref['namespace']}/{ref['name']}", None)
         for item in body["put"]:
             self.specs[f"{item['namespace']}/{item['name']}"] = item["spec"]
         return web.json_response({"ok": True})
+
+    async def list(self, request: web.Request) -> web.Response:
+        refs = [dict(zip(("namespace", "name"), key.split("/"), strict=True)) for key in self.specs]
+        return web.json_response(refs)
 
 
 @pytest.fixture
@@ -68,6 +77,7 @@ async def gateway() -> AsyncIterator[Gateway]:
     state = Gateway()
     app = web.Application()
     app.router.add_post("/specs:batch", state.batch)
+    app.router.add_get("/specs", state.list)
     runner = web.AppRunner(app)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
@@ -111,7 +121,8 @@ async def test_gateway_ends_with_exactly_the_servers_specs(
 
     Initial state, spec changes, deletions and a create-then-delete all converge to exactly
     the server's specs; calls carry at most max_items changes and never exceed
-    per_second×t+burst; status-only writes cause no call; a 503 is retried.
+    per_second×t+burst; status-only writes cause no call; a 503 is retried; a spec the
+    gateway held but the cluster does not (deleted while the example was down) is pruned.
     """
     example = load_example()
     rtype = fake_apiserver.register_crd(
@@ -125,6 +136,7 @@ async def test_gateway_ends_with_exactly_the_servers_specs(
         fake_apiserver.create(rtype, spec(f"api{i}", 0), namespace="default")
     fake_apiserver.create(rtype, spec("billing", 0), namespace="payments")
     gateway.fail_next = 1  # the first call fails: the example retries it
+    gateway.specs[f"default/{STALE}"] = {"info": {"title": "stale"}}
 
     async with anyio.create_task_group() as tg:
         tg.start_soon(
@@ -170,6 +182,7 @@ async def test_gateway_ends_with_exactly_the_servers_specs(
 
     assert gateway.specs == server_specs(fake_apiserver, rtype)
     assert gateway.failed == 1
+    assert gateway.prunes == [{"put": [], "delete": [{"namespace": "default", "name": STALE}]}]
     assert "short-lived" not in str([body for _, body in gateway.calls])
     sizes = [len(body["put"]) + len(body["delete"]) for _, body in gateway.calls]
     assert max(sizes) <= MAX_ITEMS
