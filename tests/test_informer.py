@@ -317,6 +317,9 @@ async def test_fail_policy_fails_only_that_subscriber(
                         pass
             await until(lambda: errors)
             assert fast.state() == env.state()
+            (failed,) = [s for s in informer.statistics().subscribers if s.name == "slowpoke"]
+            assert failed.closed
+            assert isinstance(failed.last_error, crwatch.SubscriberOverflowError)
     assert [(name, type(exc)) for name, exc in errors] == [
         ("slowpoke", crwatch.SubscriberOverflowError)
     ]
@@ -402,7 +405,12 @@ async def test_unsubscribe_policy_and_failing_middleware(env: Env) -> None:
         with anyio.fail_after(5):
             await good.done.wait()
         await until(lambda: len(reported) == 2)
-        assert len(informer.statistics().subscribers) == 1
+        stats = informer.statistics().subscribers
+        assert sorted((s.closed, type(s.last_error).__name__) for s in stats) == [
+            (False, "NoneType"),
+            (True, "RuntimeError"),
+            (True, "ValueError"),
+        ]
     assert calls == ["default/a"]
     assert sorted(type(e).__name__ for e in reported) == ["RuntimeError", "ValueError"]
 

@@ -128,7 +128,8 @@ class InformerStatistics:
         last_error: the most recent list/watch failure, if any.
         last_error_time: when it happened (``time.time()``), or ``None``.
         seconds_since_last_byte: seconds since the server last sent anything, or ``None``.
-        subscribers: one record per subscriber.
+        subscribers: one record per subscriber, including those an error ended
+            (``closed``, with ``last_error``); not those unsubscribed or left.
     """
 
     objects: int
@@ -187,7 +188,16 @@ class Subscription:
     to read the subscriber's counters or to unsubscribe.
     """
 
-    __slots__ = ("_errors", "_fn", "_informer", "_lane", "_last_error", "_middlewares", "name")
+    __slots__ = (
+        "_errors",
+        "_failed",
+        "_fn",
+        "_informer",
+        "_lane",
+        "_last_error",
+        "_middlewares",
+        "name",
+    )
 
     def __init__(self, informer: Informer, lane: Lane, middlewares: tuple[Middleware, ...]) -> None:
         self._informer = informer
@@ -196,6 +206,7 @@ class Subscription:
         self._errors = 0
         self._last_error: BaseException | None = None
         self._fn: Callback | None = None  # a callback not started yet
+        self._failed = False  # ended by an error: kept in the informer's statistics
         #: The subscriber's name (in logs, errors and statistics).
         self.name = lane.name
 
@@ -220,8 +231,11 @@ class Subscription:
 
     def unsubscribe(self) -> None:
         """Stop delivering to this subscriber; events not yet delivered are dropped."""
-        self._informer._core.detach(self._lane)
+        self._end()
         self._informer._subscriptions.pop(id(self), None)
+
+    def _end(self) -> None:
+        self._informer._core.detach(self._lane)
         self._lane.discard()
 
 
@@ -551,7 +565,10 @@ class Informer:
                 self._subscriber_failed(subscription, exc, ended=True)
         finally:
             lane.on_fail = None
-            subscription.unsubscribe()
+            if subscription._failed:
+                subscription._end()  # its record stays in statistics(): closed, last_error
+            else:
+                subscription.unsubscribe()
             await _close(chain)
 
     def _subscriber_failed(
@@ -575,7 +592,10 @@ class Informer:
         if self._subscriber_errors == "stop":
             self._stop(error)
             return True
-        return ended or self._subscriber_errors == "unsubscribe"
+        if ended or self._subscriber_errors == "unsubscribe":
+            subscription._failed = True
+            return True
+        return False
 
     # --- lifecycle ---
 
