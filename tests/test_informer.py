@@ -144,16 +144,19 @@ async def test_one_list_watch_whatever_the_number_of_subscribers(env: Env) -> No
     """Five subscribers share one request; each sees the cache already updated and old from it."""
     env.create("a", size=1)
     env.create("b", size=1)
-    informer = env.informer()
+    informer = env.informer(indexes={"size": lambda o: [str(o["spec"]["size"])]})
     views = [View("default/c") for _ in range(4)]
     cache_seen: list[bool] = []
 
     def first(event: Event) -> None:
-        # Called after the cache (and its indexes) took the change.
-        current = informer.store.get(event.key)
-        cache_seen.append(
-            current is None if event.type is EventType.DELETED else current is event.object
-        )
+        # Called after the cache and its indexes took the change.
+        store = informer.store
+        current = store.get(event.key)
+        if event.type is EventType.DELETED:
+            cache_seen.append(current is None)
+        else:
+            indexed = store.by_index("size", str(event.object["spec"]["size"]))
+            cache_seen.append(current is event.object and any(o is current for o in indexed))
         views[0].apply(event)
 
     async def second(event: Event) -> None:
@@ -168,7 +171,7 @@ async def test_one_list_watch_whatever_the_number_of_subscribers(env: Env) -> No
         await informer.wait_synced(timeout=5)
         env.patch("a", size=2)
         env.delete("b")
-        env.create("c")
+        env.create("c", size=3)
         with anyio.fail_after(5):
             async for event in events:
                 views[3].apply(event)
@@ -268,6 +271,8 @@ async def test_coalesce_policy_skips_to_the_latest_state(env: Env) -> None:
     informer = env.informer()
     sub = informer.subscribe(slow, buffer_size=2, overflow="coalesce")
     informer.subscribe(fast.apply)
+    # A 410 ERROR event in the middle of the changes: a relist while the reader is stuck.
+    expired = env.server.faults.add(Fault.expired_event(after_events=20), verb="watch")
     async with informer:
         await informer.wait_synced(timeout=5)
         for i in range(1, 30):
@@ -280,11 +285,13 @@ async def test_coalesce_policy_skips_to_the_latest_state(env: Env) -> None:
         gate.set()
         with anyio.fail_after(5):
             await view.done.wait()
+    assert expired.fired == 1
+    assert informer.statistics().relists == 1
     assert view.state() == env.state()
     assert view.objects["default/a"]["spec"]["size"] == 29
     # Initial ADDED x2 (one in the call that blocked), then at most a few per key.
     assert len(view.events) <= 8
-    assert sub.statistics().coalesced > 50
+    assert sub.statistics().coalesced >= 10  # the relist already skipped some states
 
 
 @anyio_mark
@@ -427,6 +434,8 @@ async def test_late_subscriber_gets_the_cache_then_live_events(env: Env) -> None
     for i in range(20):
         env.create(f"w{i:02}", size=0)
     informer = env.informer()
+    # The streaming list (20 ADDED + bookmark) ends after one live event: a reconnect.
+    ended = env.server.faults.add(Fault.end_after(22), verb="watch")
     async with informer:
         await informer.wait_synced(timeout=5)
         view = View("default/zz")
@@ -443,6 +452,8 @@ async def test_late_subscriber_gets_the_cache_then_live_events(env: Env) -> None
         informer.subscribe(late.apply)
         with anyio.fail_after(5):
             await late.done.wait()
+    assert ended.fired == 1
+    assert informer.statistics().reconnects >= 1
     expected = env.state()
     for v in (view, late):
         assert v.state() == expected
@@ -620,6 +631,23 @@ async def test_middlewares_compose_in_order_in_the_lane(env: Env) -> None:
             streamed = [item async for item, _ in zip_n(stream, 2)]
     assert got == [("ADDED", "default/a"), ("ADDED", "default/b")]
     assert streamed == got
+
+
+@anyio_mark
+async def test_a_stream_middleware_error_is_raised_to_its_reader(env: Env) -> None:
+    """An error in a stream's middleware ends that stream by raising it to the reader."""
+    env.create("a")
+
+    async def broken(events: AsyncIterator[Event]) -> AsyncIterator[Event]:
+        async for event in events:
+            if event.key:
+                raise ValueError("middleware bug")
+            yield event  # pragma: no cover
+
+    informer = env.informer()
+    async with informer, informer.stream(broken) as stream:
+        with pytest.raises(ValueError, match="middleware bug"), anyio.fail_after(5):
+            await stream.__anext__()
 
 
 async def zip_n(stream: AsyncIterator[Any], n: int) -> AsyncIterator[tuple[Any, int]]:
