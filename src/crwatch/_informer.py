@@ -249,11 +249,10 @@ class InformerStream(Subscription):
     ``overflow="fail"``.
     """
 
-    __slots__ = ("_error", "_receive", "_source", "_task_group")
+    __slots__ = ("_error", "_receive", "_task_group")
 
     def __init__(self, informer: Informer, lane: Lane, middlewares: tuple[Middleware, ...]) -> None:
         super().__init__(informer, lane, middlewares)
-        self._source: AsyncIterator[Any] = lane
         self._receive: MemoryObjectReceiveStream[Any] | None = None
         self._task_group: TaskGroup | None = None
         self._error: BaseException | None = None

@@ -665,6 +665,8 @@ class _Core:
                         first = not self._initial_done
                         self._initial_done = True
                         await self._emit(events, snapshot=first)
+                        if self._waiters:  # before the watch request that follows
+                            self._notify()
                     elif isinstance(action, DiscardCollected):
                         collected = []
                     elif isinstance(action, (StartWatch, StartStreamingList)):
