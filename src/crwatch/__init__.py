@@ -28,6 +28,7 @@ from ._exceptions import (
     ServerError,
     StallTimeout,
     StreamError,
+    SubscriberOverflowError,
     SyncTimeout,
     TooManyRequestsError,
     TransportError,
@@ -68,7 +69,7 @@ from ._predicates import (
 from ._resource import Resource
 from ._store import Store
 from ._version import __version__
-from ._watcher import EventStream, SubscriberOverflowError, Watch, WatchStatistics, watch
+from ._watcher import EventStream, Watch, WatchStatistics, watch
 
 __all__ = [
     "ApiError",

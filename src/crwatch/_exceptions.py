@@ -19,7 +19,8 @@ the meaning, the class derives from it too, so ``except TimeoutError`` keeps wor
     │   ├── MalformedLineError (ValueError)      a line that is not a watch event
     │   ├── EventTooLargeError                   a line over ``max_event_bytes``
     │   └── StallTimeout (TimeoutError)          no byte for ``stall_timeout`` seconds
-    └── SyncTimeout (TimeoutError)               initial state not complete in time
+    ├── SyncTimeout (TimeoutError)               initial state not complete in time
+    └── SubscriberOverflowError                  an ``overflow="fail"`` subscriber fell behind
 
 Third-party errors (aiohttp, kubernetes-asyncio) are translated at exactly one boundary,
 ``crwatch._transport``; nothing above it sees them.
@@ -45,6 +46,7 @@ __all__ = [
     "ServerError",
     "StallTimeout",
     "StreamError",
+    "SubscriberOverflowError",
     "SyncTimeout",
     "TooManyRequestsError",
     "TransportError",
@@ -204,6 +206,22 @@ class SyncTimeout(CrwatchError, TimeoutError):
 
     def __init__(self, message: str, *, last_error: BaseException | None = None) -> None:
         self.last_error = last_error
+        super().__init__(message)
+
+
+class SubscriberOverflowError(CrwatchError):
+    """A subscriber with ``overflow="fail"`` fell ``buffer_size`` events behind.
+
+    Only that subscriber fails; the cache and the other subscribers go on.
+
+    Attributes:
+        subscriber: the subscriber's name.
+        buffer_size: its buffer size.
+    """
+
+    def __init__(self, message: str, *, subscriber: str = "", buffer_size: int = 0) -> None:
+        self.subscriber = subscriber
+        self.buffer_size = buffer_size
         super().__init__(message)
 
 

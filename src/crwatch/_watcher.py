@@ -62,6 +62,7 @@ from ._exceptions import (
     InvalidOptionError,
     MalformedLineError,
     StallTimeout,
+    SubscriberOverflowError,
     TransportError,
 )
 from ._machine import (
@@ -97,7 +98,6 @@ __all__ = [
     "EventStream",
     "Lane",
     "Overflow",
-    "SubscriberOverflowError",
     "Watch",
     "WatchStatistics",
     "watch",
@@ -115,22 +115,6 @@ OVERFLOWS: Final = ("wait", "coalesce", "fail")
 
 #: A transform: called on every object before it is cached; returns the object to cache.
 Transform: TypeAlias = Callable[[dict[str, Any]], dict[str, Any]]
-
-
-class SubscriberOverflowError(CrwatchError):
-    """A subscriber with ``overflow="fail"`` fell ``buffer_size`` events behind.
-
-    Only that subscriber fails; the cache and the other subscribers go on.
-
-    Attributes:
-        subscriber: the subscriber's name.
-        buffer_size: its buffer size.
-    """
-
-    def __init__(self, message: str, *, subscriber: str = "", buffer_size: int = 0) -> None:
-        self.subscriber = subscriber
-        self.buffer_size = buffer_size
-        super().__init__(message)
 
 
 @frozen
