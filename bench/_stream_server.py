@@ -14,6 +14,18 @@ little more than ``write()`` calls of big chunks. It answers any path (clients b
   - without a ``resourceVersion`` (or "0"): the objects as ADDED, then all the events,
   then stays idle (no bytes) until the client goes away.
 
+Faults, for the recovery rows: ``POST /_bench/fault?mode=drop|expire&after=K`` arms one fault
+(and clears the log); ``GET /_bench/log`` returns what happened since, as
+``[[time.time(), what], ...]``:
+
+* ``drop``: the next watch from a resourceVersion sends at most K events, then ends cleanly
+  (EOF, logged ``eof``) 0.2 s later (time for the client to drain them); the re-watch
+  from the last RV is answered normally (the rest).
+* ``expire``: the same, and the re-watch is answered with an ERROR 410 Expired event (logged
+  ``410``) and EOF; from then on LIST answers at resourceVersion L+N+1 (above every event),
+  so a client's cache is complete again once it has that RV. Every LIST page and watch
+  request is logged (``list``, ``list-first``, ``watch``).
+
 The response carries ``X-Bench-Body-Bytes``: the size of everything it will send before
 going idle, for the raw socket reader that measures the server's ceiling.
 
@@ -26,6 +38,7 @@ import argparse
 import asyncio
 import contextlib
 import sys
+import time
 from pathlib import Path
 
 import orjson
@@ -59,12 +72,45 @@ def _chunks(lines: list[bytes], start: int = 0) -> list[bytes]:
     return [b"".join(lines[i : i + CHUNK_EVENTS]) for i in range(start, len(lines), CHUNK_EVENTS)]
 
 
+STATUS_410 = (
+    b'{"type":"ERROR","object":{"kind":"Status","apiVersion":"v1","metadata":{},'
+    b'"status":"Failure","message":"too old resource version: 1 (2)","reason":"Expired",'
+    b'"code":410}}\n'
+)
+
+
+class Fault:
+    """The armed fault (``POST /_bench/fault``) and the log of what the server did since."""
+
+    def __init__(self) -> None:
+        self.arm("", 0)
+
+    def arm(self, mode: str, after: int) -> None:
+        self.mode = mode  # "" | "drop" | "expire"
+        self.after = after
+        self.watches = 0  # watches from a resourceVersion since armed
+        self.expired = False  # a 410 was sent: LIST answers above every event
+        self.log: list[tuple[float, str]] = []
+
+    def note(self, what: str) -> None:
+        if self.mode:
+            self.log.append((time.time(), what))
+
+
 def make_app(data: Data, *, watchlist: bool) -> web.Application:
     added_chunks = _chunks(data.added)
     added_bytes = sum(map(len, data.added))
     event_chunks = _chunks(data.events)
     event_sizes = [len(e) for e in data.events]
     end_bookmark = objs.bookmark(data.list_rv, initial_events_end=True)
+    fault = Fault()
+
+    async def arm(request: web.Request) -> web.Response:
+        fault.arm(request.query.get("mode", ""), int(request.query.get("after") or 0))
+        return web.json_response({"mode": fault.mode, "after": fault.after})
+
+    async def log(request: web.Request) -> web.Response:
+        return web.json_response(fault.log)
 
     async def handle(request: web.Request) -> web.StreamResponse:
         q = request.query
@@ -75,11 +121,13 @@ def make_app(data: Data, *, watchlist: bool) -> web.Application:
     def list_page(request: web.Request) -> web.Response:
         q = request.query
         start = int(q.get("continue") or 0)
+        fault.note("list" if start else "list-first")
+        list_rv = data.list_rv + len(data.events) + 1 if fault.expired else data.list_rv
         limit = int(q.get("limit") or 0) or len(data.items)
         end = start + limit
         page = data.items[start:end]
         cont = str(end) if end < len(data.items) else ""
-        meta = f'{{"continue":"{cont}","resourceVersion":"{data.list_rv}"'
+        meta = f'{{"continue":"{cont}","resourceVersion":"{list_rv}"'
         if cont:
             meta += f',"remainingItemCount":{len(data.items) - end}'
         body = (
@@ -105,20 +153,29 @@ def make_app(data: Data, *, watchlist: bool) -> web.Application:
             initial = rv_param == "0"
             rv = data.list_rv if initial else int(rv_param)
         start = max(0, rv - data.list_rv)
-        chunks = []
+        chunks: list[bytes] = []
         size = 0
+        stop = len(data.events)  # events sent before going idle (or ending, on a fault)
+        end = False
+        if fault.mode and not initial:
+            fault.watches += 1
+            fault.note("watch")
+            if fault.watches == 1:
+                stop, end = min(stop, start + fault.after), True
+            elif fault.watches == 2 and fault.mode == "expire":
+                return await expire(request)
         if initial:
             chunks.extend(added_chunks)
             size += added_bytes
         if bookmark:
             chunks.append(bookmark)
             size += len(bookmark)
-        if start < len(data.events):
-            if start % CHUNK_EVENTS == 0:
-                chunks.extend(event_chunks[start // CHUNK_EVENTS :])
-            else:
-                chunks.extend(_chunks(data.events, start))
+        if start < stop == len(data.events) and start % CHUNK_EVENTS == 0:
+            chunks.extend(event_chunks[start // CHUNK_EVENTS :])
             size += sum(event_sizes[start:])
+        elif start < stop:
+            chunks.extend(_chunks(data.events[:stop], start))
+            size += sum(event_sizes[start:stop])
         resp = web.StreamResponse(
             headers={"Content-Type": "application/json", "X-Bench-Body-Bytes": str(size)}
         )
@@ -127,6 +184,13 @@ def make_app(data: Data, *, watchlist: bool) -> web.Application:
         try:
             for chunk in chunks:
                 await resp.write(chunk)
+            if end:
+                # Let the client catch up first, so EOF -> next event measures the resume,
+                # not the reading of a backlog of events already on the wire.
+                await asyncio.sleep(0.2)
+                await resp.write_eof()
+                fault.note("eof")
+                return resp
             # Idle, like a healthy watch with nothing to say, until the client leaves.
             # aiohttp does not cancel handlers on disconnect (3.9+), so poll the transport.
             while request.transport is not None and not request.transport.is_closing():  # noqa: ASYNC110
@@ -135,7 +199,19 @@ def make_app(data: Data, *, watchlist: bool) -> web.Application:
             pass
         return resp
 
+    async def expire(request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse(headers={"Content-Type": "application/json"})
+        resp.enable_chunked_encoding()
+        await resp.prepare(request)
+        fault.expired = True
+        await resp.write(STATUS_410)
+        await resp.write_eof()
+        fault.note("410")
+        return resp
+
     app = web.Application()
+    app.router.add_route("POST", "/_bench/fault", arm)
+    app.router.add_route("GET", "/_bench/log", log)
     app.router.add_route("GET", "/{tail:.*}", handle)
     return app
 

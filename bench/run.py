@@ -50,7 +50,11 @@ class Group:
     title: str
     unit: str  # "events" or "objects"
     server: tuple[str, ...]  # _stream_server.py flags, {N} = events, {M} = objects
-    size: str  # "N" (events) or "M" (objects): what ``--count`` is for the clients
+    size: str  # "N" (events), "M" (objects) or a fixed number: ``--count`` for the clients
+    ref: str = "floor"  # what the ×floor column compares against, in the table's header
+
+    def count(self, n: int, m: int) -> int:
+        return n if self.size == "N" else m if self.size == "M" else int(self.size)
 
 
 @dataclass(frozen=True)
@@ -61,6 +65,10 @@ class Row:
     target: str | None  # "module:function" in bench/clients, None = placeholder
     role: str = "other"  # ceiling | floor | crwatch | k8s-asyncio | lightkube | other
     note: str = ""
+    # The figure, when it is not the rate: a key of the client's extra figures, in ms.
+    figure_ms: str = ""
+    # Appended to the note, formatted with the row's medians (str.format).
+    detail: str = ""
 
 
 GROUPS = [
@@ -71,13 +79,12 @@ GROUPS = [
           ("--objects", "{M}", "--watchlist"), "M"),
     Group("memory", "3. Memory: RSS per object held in a dict keyed namespace/name", "objects",
           ("--objects", "{M}"), "M"),
-    Group("fanout", "4. Fan-out: one informer, many subscribers", "events", ("--events", "{N}"),
-          "N"),
-    Group("recovery", "5. Recovery: relist / resume after faults", "objects",
-          ("--objects", "{M}"), "M"),
+    Group("fanout", "4. Fan-out: one informer, many no-op callback subscribers", "events",
+          ("--events", "{N}"), "N", ref="1 subscriber"),
+    # Recovery: M objects cached, 2 x 1,000 events around the fault (clients/informer_client.py)
+    Group("recovery", "5. Recovery: one informer, a fault after 1,000 watch events", "objects",
+          ("--objects", "10000", "--events", "2000"), "10000"),
 ]  # fmt: skip
-
-NOT_YET = "needs crwatch.Informer (future issue)"
 
 ROWS = [
     # 1. throughput
@@ -93,8 +100,8 @@ ROWS = [
         "crwatch_client:wire_throughput", "other", "sans-IO layer, no watcher"),
     Row("throughput", "crwatch-watch", "crwatch.watch", "crwatch_client:watch_throughput",
         "crwatch", "target >= 0.80x floor"),
-    Row("throughput", "crwatch-informer", "crwatch.Informer, 1 callback", None, "crwatch",
-        NOT_YET),
+    Row("throughput", "crwatch-informer", "crwatch.Informer: cache + 1 callback",
+        "informer_client:throughput", "crwatch"),
     Row("throughput", "k8s-asyncio", "kubernetes-asyncio Watch().stream", "k8s_asyncio:throughput",
         "k8s-asyncio"),
     Row("throughput", "lightkube", "lightkube AsyncClient.watch", "lightkube_client:throughput",
@@ -108,8 +115,8 @@ ROWS = [
         "floor:paged_list_kept_nogc", "other", "what gc.freeze()/disable could save"),
     Row("sync-paged", "crwatch-paged", "crwatch.watch: all initial ADDED",
         "crwatch_client:watch_sync", "crwatch", "server answers sendInitialEvents with 422"),
-    Row("sync-paged", "crwatch-informer-paged", "crwatch.Informer: wait_synced()", None,
-        "crwatch", NOT_YET),
+    Row("sync-paged", "crwatch-informer-paged", "crwatch.Informer: wait_synced()",
+        "informer_client:sync", "crwatch"),
     Row("sync-paged", "k8s-asyncio-paged", "kubernetes-asyncio list, limit/continue",
         "k8s_asyncio:paged_list", "k8s-asyncio"),
     Row("sync-paged", "lightkube-paged", "lightkube list, chunk_size=500",
@@ -123,24 +130,43 @@ ROWS = [
         "floor:stream_list_kept_nogc", "other", "what gc.freeze()/disable could save"),
     Row("sync-stream", "crwatch-stream", "crwatch.watch: all initial ADDED",
         "crwatch_client:watch_sync", "crwatch"),
-    Row("sync-stream", "crwatch-informer-stream", "crwatch.Informer: wait_synced()", None,
-        "crwatch", NOT_YET),
+    Row("sync-stream", "crwatch-informer-stream", "crwatch.Informer: wait_synced()",
+        "informer_client:sync", "crwatch"),
     # 3. memory
     Row("memory", "memory-dicts", "parsed dicts alone (orjson)", "floor:memory_full", "floor"),
     Row("memory", "memory-no-managed-fields", "parsed dicts, managedFields dropped",
         "floor:memory_no_managed_fields", "other"),
     Row("memory", "memory-crwatch-watch", "crwatch.watch after the initial list",
         "crwatch_client:watch_sync_memory", "crwatch", "watch() keeps a Store of every object"),
-    Row("memory", "memory-informer", "crwatch.Informer cache (store)", None, "crwatch", NOT_YET),
-    # 4. fan-out (harness ready: the server config exists; the clients are to come)
-    Row("fanout", "fanout-1", "Informer, 1 subscriber", None, "crwatch", NOT_YET),
-    Row("fanout", "fanout-10", "Informer, 10 subscribers", None, "crwatch", NOT_YET),
-    Row("fanout", "fanout-100", "Informer, 100 subscribers", None, "crwatch", NOT_YET),
-    # 5. recovery
-    Row("recovery", "recovery-410", "relist after 410 Gone: time, events emitted", None,
-        "crwatch", NOT_YET),
-    Row("recovery", "recovery-drop", "resume after a dropped stream: time to first event",
-        None, "crwatch", NOT_YET),
+    Row("memory", "memory-informer", "crwatch.Informer cache", "informer_client:memory",
+        "crwatch", "target <= 1.10x", detail="full gc.collect() {gc_collect_ms:.0f} ms, "
+        "{gc_collect_frozen_ms:.1f} ms after gc.freeze()"),
+    Row("memory", "memory-informer-drop-mf",
+        "crwatch.Informer cache, transform=drop_managed_fields",
+        "informer_client:memory_drop_managed_fields", "crwatch", "target < 1x",
+        detail="full gc.collect() {gc_collect_ms:.0f} ms, "
+        "{gc_collect_frozen_ms:.1f} ms after gc.freeze()"),
+    # 4. fan-out: every subscriber a sync no-op callback; the rate is the informer's, until
+    # every fast subscriber has seen the last event
+    Row("fanout", "fanout-1", "Informer, 1 subscriber", "informer_client:throughput", "floor",
+        "the reference (x1 subscriber)"),
+    Row("fanout", "fanout-10", "Informer, 10 subscribers", "informer_client:fanout_10",
+        "crwatch", "target >= 0.75x", detail="min delivered {delivered_min:,.0f}"),
+    Row("fanout", "fanout-100", "Informer, 100 subscribers", "informer_client:fanout_100",
+        "crwatch", detail="min delivered {delivered_min:,.0f}"),
+    Row("fanout", "fanout-slow", "Informer, 9 subscribers + 1 sleeping 1 ms/event",
+        "informer_client:fanout_9_and_slow", "crwatch",
+        "rate of the 9; overflow=\"wait\"; compare with 10 subscribers",
+        detail="min delivered {delivered_min:,.0f}; slow one handed {slow_delivered:,.0f}, "
+        "coalesced {slow_coalesced:,.0f}"),
+    # 5. recovery (the stream server's fault endpoint; default Backoff)
+    Row("recovery", "recovery-drop", "resume after a clean EOF: EOF -> first new event",
+        "informer_client:recovery_drop", "crwatch", figure_ms="recovery_ms",
+        detail="re-watch request after {rewatch_ms:.1f} ms, event {first_event_ms:.1f} ms later"),
+    Row("recovery", "recovery-410", "relist after 410 Expired: 410 -> cache complete",
+        "informer_client:recovery_expire", "crwatch", figure_ms="recovery_ms",
+        detail="backoff {backoff_ms:.0f} ms (default Backoff: 0-800 ms jitter) + relist "
+        "{relist_ms:.0f} ms; {relist_events:.0f} events emitted"),
 ]  # fmt: skip
 
 
@@ -237,12 +263,20 @@ def summarize(out: Outcome, group: Group) -> None:
         "peak_rss_mb": [r["peak_rss_kb"] / 1024 for r in ok],
         "count": [r["count"] for r in ok],
     }
-    if all("bytes_per_object" in r for r in ok):
-        per_run["bytes_per_object"] = [r["bytes_per_object"] for r in ok]
+    # The clients' extra figures (bytes per object, recovery times...): medians too.
+    for key, value in ok[0].items():
+        if (
+            isinstance(value, (int, float))
+            and key not in per_run
+            and key not in ("wall_s", "cpu_s", "peak_rss_kb")
+            and all(isinstance(r.get(key), (int, float)) for r in ok)
+        ):
+            per_run[key] = [r[key] for r in ok]
     out.median = {k: statistics.median(v) for k, v in per_run.items()}
     if len(ok) > 1:
-        rates = per_run["rate_per_s"]
-        out.median["rate_spread_pct"] = (max(rates) - min(rates)) / statistics.median(rates) * 100
+        values = per_run[out.row.figure_ms or "rate_per_s"]
+        mid = statistics.median(values)
+        out.median["rate_spread_pct"] = (max(values) - min(values)) / mid * 100 if mid else 0.0
 
 
 def primary(out: Outcome) -> float:
@@ -273,6 +307,8 @@ def fmt_rate(x: float) -> str:
 
 def figure(out: Outcome, group: Group) -> str:
     m = out.median
+    if out.row.figure_ms:
+        return f"{m[out.row.figure_ms]:.0f} ms"
     if "bytes_per_object" in m:
         return f"{m['bytes_per_object'] / 1024:.2f} KiB/obj"
     if group.unit == "objects":
@@ -290,8 +326,9 @@ def table(outcomes: list[Outcome], machine: dict[str, Any], config: dict[str, An
         members = [o for o in outcomes if o.row.group == group.name]
         if not members:
             continue
-        size = config["events"] if group.size == "N" else config["objects"]
-        sections.append((len(lines), f"{group.title} — {size:,} {group.unit}"))
+        size = group.count(config["events"], config["objects"])
+        ref = f" (×floor: against {group.ref})" if group.ref != "floor" else ""
+        sections.append((len(lines), f"{group.title} — {size:,} {group.unit}{ref}"))
         for o in members:
             if o.status != "ok":
                 not_yet = o.status == "placeholder" or o.note.startswith("not yet available")
@@ -307,7 +344,7 @@ def table(outcomes: list[Outcome], machine: dict[str, Any], config: dict[str, An
                     f"{m['peak_rss_mb']:.0f} MB",
                     f"{m['rate_spread_pct']:.0f}" if "rate_spread_pct" in m else "",
                     *(f"{o.ratios[k]:.2f}" if k in o.ratios else "" for k in ("floor", *PEERS)),
-                    o.row.note,
+                    "; ".join(filter(None, [o.row.note, o.row.detail.format(**m)])),
                 ]
             )
     widths = [max(len(c), *(len(r[i]) for r in lines)) if lines else len(c) for i, c in
@@ -467,7 +504,7 @@ def main() -> None:
         members = [o for o in outcomes if o.row.group == group.name and o.row.target]
         if not members:
             continue
-        count = n if group.size == "N" else m
+        count = group.count(n, m)
         flags = [f.format(N=n, M=m) for f in group.server]
         print(f"[{group.name}] server {' '.join(flags)}", file=sys.stderr, flush=True)
         with stream_server(flags) as (base, kubeconfig):
@@ -482,7 +519,11 @@ def main() -> None:
                         profile = str(Path(args.profile) / f"{o.row.name}.pstats")
                     res = run_child(o.row.target, base, kubeconfig, count, profile)
                     o.runs.append(res)
-                    shown = res.get("skipped") or f"{res['count'] / res['wall_s']:,.0f}/s"
+                    shown = res.get("skipped") or (
+                        f"{res[o.row.figure_ms]:,.0f} ms"
+                        if o.row.figure_ms
+                        else f"{res['count'] / res['wall_s']:,.0f}/s"
+                    )
                     print(f"  run {run + 1}/{runs} {o.row.name}: {shown}", file=sys.stderr)
         for o in members:
             summarize(o, group)
