@@ -5,7 +5,7 @@
 1. The cost of each piece of the per-event path, timed alone in a tight loop over the same
    ~2 KB events the benchmark streams (low noise: no sockets, no other process).
 2. End to end against the stream server, in this process: the floor, then crwatch's own
-   pieces (LineSplitter, parse_event, step, Store.apply) pulled inline by the consumer, with
+   pieces (LineSplitter, parse_event, step, Cache.apply) pulled inline by the consumer, with
    no background task and no memory stream (what a pull-based ``EventStream`` could reach),
    one event at a time or one network read at a time; then ``crwatch.watch`` itself, also
    with the cyclic GC frozen or off, which shows what keeping parsed objects alive costs.
@@ -111,7 +111,7 @@ def micro(n: int) -> list[tuple[str, float]]:
             splitter.feed(chunk[i : i + (256 << 10)])
 
     def apply() -> None:
-        store = _store.Store()
+        store = _store.Cache()
         for raw in raws:
             store.apply(raw.type, raw.object)
 
@@ -136,7 +136,7 @@ def micro(n: int) -> list[tuple[str, float]]:
         ("  of which attrs.evolve(State, resource_version=...)",
          per_item(each(lambda r: attrs.evolve(state, resource_version=r.resource_version),
                        raws), n)),
-        ("Store.apply (1000 keys) + Event", per_item(apply, n)),
+        ("Cache.apply (1000 keys) + Event", per_item(apply, n)),
         ("  Event.from_object alone, for comparison",
          per_item(each(lambda r: Event.from_object(r.type, r.object), raws), n)),
         ("anyio.current_time()", asyncio.run(clocks())),
@@ -168,7 +168,7 @@ async def _inline(url: str, count: int, *, machine: bool, per_read: bool) -> int
     from crwatch import _machine, _store, _wire
 
     state = _machine_watching(_machine.initial_state(_machine.Config(), 1))
-    store = _store.Store()
+    store = _store.Cache()
     apply = store.apply
     parse = _wire.parse_event
     splitter = _wire.LineSplitter(16 << 20)
@@ -253,11 +253,11 @@ def end_to_end(events: int) -> list[tuple[str, float, float]]:
         ctx = Ctx(base=base, count=events, kubeconfig=kubeconfig)
         cases: list[tuple[str, Callable[[], Any]]] = [
             ("floor: readline + orjson", lambda: _floor(url, events)),
-            ("inline, per event: parse_event, Store.apply",
+            ("inline, per event: parse_event, Cache.apply",
              lambda: _inline(url, events, machine=False, per_read=False)),
-            ("inline, per event: parse_event, step, Store.apply",
+            ("inline, per event: parse_event, step, Cache.apply",
              lambda: _inline(url, events, machine=True, per_read=False)),
-            ("inline, per read: parse all lines, step once, Store.apply each",
+            ("inline, per read: parse all lines, step once, Cache.apply each",
              lambda: _inline(url, events, machine=True, per_read=True)),
             ("crwatch.watch (task + memory stream)", lambda: watch_throughput(ctx)),
             ("crwatch.watch, gc.freeze() after imports",
