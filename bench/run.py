@@ -77,7 +77,7 @@ GROUPS = [
           ("--objects", "{M}"), "M"),
     Group("sync-stream", "2b. Initial sync: streaming list (sendInitialEvents)", "objects",
           ("--objects", "{M}", "--watchlist"), "M"),
-    Group("memory", "3. Memory: RSS per object held in a dict keyed namespace/name", "objects",
+    Group("memory", "3. Memory: RSS per object kept (after gc.collect())", "objects",
           ("--objects", "{M}"), "M"),
     Group("fanout", "4. Fan-out: one informer, many no-op callback subscribers", "events",
           ("--events", "{N}"), "N", ref="1 subscriber"),
