@@ -718,7 +718,7 @@ class Informer:
         return InformerStatistics(
             objects=len(core.cache),
             synced=core.synced_now(),
-            resource_version=core.state.resource_version,
+            resource_version=core.resource_version,
             events=c.events,
             lists=c.lists,
             relists=max(0, c.lists - 1),

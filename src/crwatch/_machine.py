@@ -17,6 +17,7 @@ Transitions (the driver closes any open stream before it starts a new request)::
                                                                                     stream)
                     400/422, deadline, early end,     DiscardCollected, ListPage    LISTING
                     or a non-ADDED event
+                    LineSkipped                       DiscardCollected, Sleep       BACKING_OFF
     LISTING         page with continue                Collect, ListPage(continue)   LISTING
                     last page                         Collect, ReplaceAll,
                                                       StartWatch(list RV)           WATCHING
@@ -24,6 +25,9 @@ Transitions (the driver closes any open stream before it starts a new request)::
                                                       ListPage(no limit)            LISTING
     WATCHING        ADDED / MODIFIED / DELETED        Deliver (RV recorded)         WATCHING
                     BOOKMARK                          (RV recorded)                 WATCHING
+                    LineSkipped                       (relist scheduled, backoff)   WATCHING
+                    RelistDue (scheduled time passed) StartStreamingList or         STREAMING_LIST
+                                                      ListPage                      or LISTING
                     clean end                         StartWatch(last RV)           WATCHING
                     clean end < 1 s with nothing      Sleep                         BACKING_OFF
                     410 / RV too large                StartStreamingList or         STREAMING_LIST
@@ -35,7 +39,15 @@ Transitions (the driver closes any open stream before it starts a new request)::
     any             401/403/404 (policy "retry")      Sleep (slowest pace)          BACKING_OFF
     any             other failure (429, 5xx,          Sleep (jittered backoff or    BACKING_OFF
                     transport, stall)                 Retry-After)
-    BACKING_OFF     SleepDone                         restart what failed           *
+    BACKING_OFF     SleepDone                         restart what failed (a relist *
+                                                      if one is due)
+
+The fast path. In WATCHING, a change (ADDED/MODIFIED/DELETED) has exactly one effect: a
+``Deliver`` of that event and the state :func:`delivered` returns; in STREAMING_LIST, an ADDED
+has exactly one effect: a ``Collect`` of its object, with the state unchanged. The driver may
+therefore perform these itself, one event at a time, without building an observation or a new
+state per event, provided it calls :func:`delivered` with the last resourceVersion before its
+next :func:`step` (``test_machine`` checks both shortcuts against ``step``).
 """
 
 from __future__ import annotations
@@ -67,11 +79,13 @@ __all__ = [
     "DiscardCollected",
     "Failed",
     "InitialDeadlinePassed",
+    "LineSkipped",
     "ListPage",
     "Observation",
     "PageReceived",
     "Phase",
     "Raise",
+    "RelistDue",
     "ReplaceAll",
     "Sleep",
     "SleepDone",
@@ -82,6 +96,7 @@ __all__ = [
     "StreamEnded",
     "WatchEvent",
     "WatchEvents",
+    "delivered",
     "initial_state",
     "step",
 ]
@@ -150,6 +165,11 @@ class State:
     #: Pseudo-random generator state (splitmix64).
     seed: int
     last_error: CrwatchError | None = field(default=None, eq=False)
+    #: When a relist is due because a watch line was skipped (``None``: none scheduled).
+    relist_at: float | None = None
+    #: Relists scheduled for skipped lines since the last watch that ended cleanly (drives
+    #: their backoff, so a proxy that keeps corrupting lines cannot cause a relist loop).
+    resyncs: int = 0
 
 
 def initial_state(config: Config, seed: int) -> State:
@@ -226,6 +246,22 @@ class SleepDone:
     """The last ``Sleep`` is over."""
 
 
+@frozen
+class LineSkipped:
+    """A watch line was skipped (malformed or over ``max_event_bytes``): a change may be lost.
+
+    Not for the incomplete last line of a stream that ended: the re-watch from the last
+    resourceVersion delivers that event again.
+    """
+
+    error: CrwatchError
+
+
+@frozen
+class RelistDue:
+    """The time ``State.relist_at`` has passed (the driver wakes up for it while watching)."""
+
+
 Observation: TypeAlias = (
     Start
     | PageReceived
@@ -235,6 +271,8 @@ Observation: TypeAlias = (
     | InitialDeadlinePassed
     | Failed
     | SleepDone
+    | LineSkipped
+    | RelistDue
 )
 
 # --- actions ------------------------------------------------------------------------------
@@ -363,10 +401,29 @@ def step(state: State, observation: Observation, now: float) -> tuple[State, tup
         if isinstance(observation, StreamEnded):
             if not state.watch_progress and now - state.watch_started < VERY_SHORT_WATCH:
                 return _back_off(state, None, now, resume=Phase.WATCHING)
+            if _relist_due(state, now):
+                return _start_list(state, now)
+            if state.relist_at is None:
+                # A whole watch without a skipped line: the skip backoff starts over.
+                state = evolve(state, resyncs=0)
             return _start_watch(state, now)
+        if isinstance(observation, LineSkipped):
+            return _schedule_relist(state, now)
+        if isinstance(observation, RelistDue):
+            if state.relist_at is not None and now >= state.relist_at:
+                return _start_list(state, now)
+            return state, ()
         if isinstance(observation, InitialDeadlinePassed):
             return state, ()  # a late timer: the list already completed
     elif phase is Phase.STREAMING_LIST:
+        if isinstance(observation, LineSkipped):
+            # An initial object may be missing: this snapshot cannot replace the cache.
+            # Start the list over, after a backoff (a persistent fault cannot loop fast).
+            return _back_off(
+                state, observation.error, now, resume=Phase.LISTING, discard=(DiscardCollected(),)
+            )
+        if isinstance(observation, RelistDue):
+            return state, ()  # the list being read is the relist
         if isinstance(observation, (StreamEnded, InitialDeadlinePassed)):
             # The server ignored sendInitialEvents, or is too slow to send the end bookmark:
             # fall back to a paginated list for the life of this watch (PROTOCOL.md §8).
@@ -376,12 +433,31 @@ def step(state: State, observation: Observation, now: float) -> tuple[State, tup
             return _on_page(state, observation, now)
     elif phase is Phase.BACKING_OFF:
         if isinstance(observation, SleepDone):
-            if state.resume is Phase.WATCHING:
+            if state.resume is Phase.WATCHING and not _relist_due(state, now):
                 return _start_watch(state, now)
             return _start_list(state, now)
+        if isinstance(observation, (LineSkipped, RelistDue)):
+            return state, ()  # a late report: the stream is already closed
     elif phase is Phase.INITIAL and isinstance(observation, Start):
         return _start_list(state, now)
     return _unexpected(state, observation)
+
+
+def _relist_due(state: State, now: float) -> bool:
+    return state.relist_at is not None and now >= state.relist_at
+
+
+def _schedule_relist(state: State, now: float) -> tuple[State, tuple[Action, ...]]:
+    # The skipped line may have carried a change we will never see again on this watch
+    # (the stream has moved past its resourceVersion): only a list converges. The stream is
+    # already resynchronised at the next line, so it goes on until the relist is due; the
+    # delay backs off with each relist a skip caused since the last clean watch.
+    if state.relist_at is not None:
+        return state, ()  # one relist covers every line skipped before it
+    u, seed = _random(state.seed)
+    delay = state.config.backoff.delay(state.resyncs, u)
+    new = evolve(state, relist_at=now + delay, resyncs=state.resyncs + 1, seed=seed)
+    return new, ()
 
 
 def _unexpected(state: State, observation: Observation) -> tuple[State, tuple[Action, ...]]:
@@ -407,9 +483,10 @@ def _start_list(state: State, now: float) -> tuple[State, tuple[Action, ...]]:
             watch_started=now,
             watch_progress=False,
             seed=seed,
+            relist_at=None,
         )
         return new, (StartStreamingList("", timeout, deadline),)
-    new = evolve(state, phase=Phase.LISTING, continue_token=None)
+    new = evolve(state, phase=Phase.LISTING, continue_token=None, relist_at=None)
     return new, (ListPage("", None, state.config.page_size),)
 
 
@@ -494,7 +571,22 @@ def _delivered(state: State, run: list[RawEvent]) -> State:
         if event.resource_version:
             rv = event.resource_version
             break
-    return evolve(state, resource_version=rv, watch_progress=True, attempt=0, last_error=None)
+    return delivered(state, rv)
+
+
+def delivered(state: State, resource_version: str) -> State:
+    """Return the state after changes were delivered while WATCHING, the last at this RV.
+
+    The driver's fast path (see the module docstring) calls it once for a run of changes it
+    delivered itself; ``""`` keeps the current resourceVersion.
+    """
+    return evolve(
+        state,
+        resource_version=resource_version or state.resource_version,
+        watch_progress=True,
+        attempt=0,
+        last_error=None,
+    )
 
 
 def _on_watch_event(state: State, event: RawEvent, now: float) -> tuple[State, tuple[Action, ...]]:

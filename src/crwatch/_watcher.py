@@ -72,11 +72,13 @@ from ._machine import (
     DiscardCollected,
     Failed,
     InitialDeadlinePassed,
+    LineSkipped,
     ListPage,
     Observation,
     PageReceived,
     Phase,
     Raise,
+    RelistDue,
     ReplaceAll,
     Sleep,
     SleepDone,
@@ -85,14 +87,15 @@ from ._machine import (
     StartWatch,
     State,
     StreamEnded,
-    WatchEvents,
+    WatchEvent,
+    delivered,
     initial_state,
     step,
 )
 from ._resource import Resource
 from ._store import Cache, IndexFunc
 from ._transport import Transport, WatchStream
-from ._wire import SNIPPET_BYTES, LineSplitter, RawEvent, parse_event, status_to_error
+from ._wire import SNIPPET_BYTES, LineSplitter, parse_event, status_to_error
 
 __all__ = [
     "EventStream",
@@ -108,6 +111,14 @@ log = logging.getLogger("crwatch")
 _MiB: Final = 1024 * 1024
 _ADDED = EventType.ADDED
 _DELETED = EventType.DELETED
+_CHANGES: Final = frozenset({"ADDED", "MODIFIED", "DELETED"})
+
+#: Events the core hands to the lanes before it lets the subscribers run. Each buffered
+#: event keeps its object and ``event.old`` alive; letting ~128 of them (one network read)
+#: pile up made every young garbage collection find ~100 surviving containers per event and
+#: promote them, until full collections dominated (bench/profile_watch.py). A burst of 16
+#: keeps the young generation small for the price of one loop iteration per 16 events.
+_BURST: Final = 16
 
 #: What a full subscriber buffer does: see the module docstring.
 Overflow: TypeAlias = Literal["wait", "coalesce", "fail"]
@@ -503,6 +514,12 @@ class _Core:
         self.lanes: tuple[Lane, ...] = ()
         self._blocking: Lane | None = None
         self._on_fatal = on_fatal
+        # The fast path (see _machine): changes delivered since the last step, and the last
+        # resourceVersion among them, folded into ``state`` by ``_fold`` before each step.
+        self._fast = False
+        self._fast_rv = ""
+        self._burst = 0
+        self._burst_limit = _BURST
         self._initial_done = False
         self._finished = False
         # Waiters for "synced" and "resourceVersion >= N": (target or -1, event).
@@ -514,6 +531,8 @@ class _Core:
         """Add a lane; once synced it first gets the current cache as ADDED (no gap)."""
         if lane.blocking:
             self._blocking = lane
+            # Never more than the consumer's buffer_size before it gets to run.
+            self._burst_limit = min(_BURST, lane.size)
         elif self._initial_done and len(self.cache):
             lane.push_snapshot(Event(_ADDED, obj, key) for key, obj in self.cache.items())
         if self._finished:
@@ -525,8 +544,16 @@ class _Core:
         self.lanes = tuple(other for other in self.lanes if other is not lane)
         if self._blocking is lane:
             self._blocking = None
+            self._burst_limit = _BURST
 
     # --- progress waiters ---
+
+    @property
+    def resource_version(self) -> str:
+        """The last resourceVersion seen, including changes delivered by the fast path."""
+        if self._fast and self._fast_rv:
+            return self._fast_rv
+        return self.state.resource_version
 
     @property
     def finished(self) -> bool:
@@ -539,7 +566,7 @@ class _Core:
             return False
         if target < 0:
             return True
-        current = _rv_int(self.state.resource_version)
+        current = _rv_int(self.resource_version)
         return current is not None and current >= target
 
     async def wait_progress(self, target: int = -1) -> None:
@@ -596,6 +623,34 @@ class _Core:
                 await blocking.wait_room()
                 lanes = self.lanes
 
+    def _fold(self) -> None:
+        """Record the fast path's deliveries in the machine's state (before any step)."""
+        if self._fast:
+            self.state = delivered(self.state, self._fast_rv)
+            self._fast = False
+            self._fast_rv = ""
+
+    def _change(self, kind: str, obj: dict[str, Any]) -> None:
+        """Apply one change to the cache, then hand it to every lane (the per-event path)."""
+        transform = self.transform
+        event = self.cache.apply(kind, obj if transform is None else transform(obj))
+        if event is None:
+            return
+        self.counters.events += 1
+        for lane in self.lanes:
+            lane.push(event)
+        self._burst += 1
+
+    async def _let_lanes_drain(self) -> None:
+        """Let the subscribers take what the last burst pushed (see ``_BURST``)."""
+        self._burst = 0
+        blocking = self._blocking
+        if blocking is not None and blocking.full():
+            # watch() only: its one consumer owns this core, so waiting is backpressure.
+            await blocking.wait_room()
+        elif self.lanes:
+            await anyio.lowlevel.checkpoint()
+
     async def _loop(self) -> None:
         resource = self._resource
         cache = self.cache
@@ -607,29 +662,15 @@ class _Core:
                 assert observation is not None
                 if isinstance(observation, Failed):
                     self._note_failure(observation.error)
+                self._fold()
                 self.state, actions = step(self.state, observation, anyio.current_time())
                 observation = None
                 for action in actions:
                     if isinstance(action, Deliver):
-                        # The per-event path: cache first, then every lane, one event at
-                        # a time (no batch of Events kept alive: more young objects make
-                        # each GC pass slower).
-                        transform = self.transform
-                        apply = cache.apply
-                        counters = self.counters
                         for raw in action.events:
-                            obj = raw.object if transform is None else transform(raw.object)
-                            event = apply(raw.type, obj)
-                            if event is None:
-                                continue
-                            counters.events += 1
-                            for lane in self.lanes:
-                                lane.push(event)
-                            blocking = self._blocking
-                            if blocking is not None and len(blocking._queue) >= blocking.size:
-                                # watch() only: its one consumer owns this core, so
-                                # waiting is plain backpressure.
-                                await blocking.wait_room()
+                            self._change(raw.type, raw.object)
+                            if self._burst >= self._burst_limit:
+                                await self._let_lanes_drain()
                     elif isinstance(action, Collect):
                         if self.transform is None:
                             collected.extend(action.objects)
@@ -680,7 +721,7 @@ class _Core:
                 if observation is None:
                     if stream is None:  # pragma: no cover - a machine bug
                         raise RuntimeError(f"nothing to wait for in phase {self.state.phase}")
-                    observation = await self._read(stream)
+                    observation = await self._read(stream, collected)
         finally:
             if stream is not None:
                 stream.stream.close()
@@ -746,46 +787,85 @@ class _Core:
             f"watch {self._resource}: {what} for {self._stall_timeout:g} s; reconnecting"
         )
 
-    async def _read(self, open_stream: _OpenStream) -> Observation:
-        """Read until the next observation: events, the end, a failure, or the deadline."""
+    def _skipped(self, problem: MalformedLineError | EventTooLargeError) -> None:
+        counters = self.counters
+        if isinstance(problem, EventTooLargeError):
+            counters.oversized_events += 1
+            log.warning("watch %s: %s", self._resource, problem)
+        else:
+            counters.malformed_lines += 1
+            log.warning(
+                "watch %s: skipped a malformed line (%s): %r",
+                self._resource,
+                problem,
+                problem.line[:SNIPPET_BYTES],
+            )
+        counters.last_error = problem
+
+    async def _read(self, open_stream: _OpenStream, collected: list[dict[str, Any]]) -> Observation:
+        """Read until the next observation for the machine, delivering changes on the way.
+
+        The fast path (see ``_machine``): while WATCHING, each change is parsed, applied and
+        handed to the lanes before the next line is parsed, and its resourceVersion kept in
+        ``_fast_rv``; during a streaming list each ADDED object is collected. Only other
+        events (bookmarks, errors, the end, a failure, a skipped line, a deadline) go
+        through ``step``.
+        """
         pending = open_stream.pending
         counters = self.counters
-        events: list[RawEvent] = []
+        transform = self.transform
+        watching = Phase.WATCHING
+        streaming = Phase.STREAMING_LIST
         while True:
+            phase = self.state.phase
             while pending:
                 line = pending.popleft()
                 if isinstance(line, EventTooLargeError):
-                    counters.oversized_events += 1
-                    counters.last_error = line
-                    log.warning("watch %s: %s", self._resource, line)
-                    continue
+                    self._skipped(line)
+                    return LineSkipped(line)
                 try:
                     raw = parse_event(line)
                 except MalformedLineError as exc:
-                    counters.malformed_lines += 1
-                    counters.last_error = exc
-                    log.warning(
-                        "watch %s: skipped a malformed line (%s): %r",
-                        self._resource,
-                        exc,
-                        exc.line[:SNIPPET_BYTES],
-                    )
+                    self._skipped(exc)
+                    if open_stream.eof and not pending:
+                        # The incomplete last line of a stream that ended: the re-watch
+                        # from the last resourceVersion delivers that event again.
+                        continue
+                    return LineSkipped(exc)
+                kind = raw.type
+                if phase is watching and kind in _CHANGES:
+                    self._change(kind, raw.object)
+                    rv = raw.resource_version
+                    if rv:
+                        self._fast_rv = rv
+                    self._fast = True
+                    if self._waiters:
+                        self._notify()
+                    if self._burst >= self._burst_limit:
+                        await self._let_lanes_drain()
                     continue
-                if raw.type == "ERROR":
-                    if events:  # deliver what came before it first
-                        pending.appendleft(line)
-                        return WatchEvents(events)
+                if phase is streaming and kind == "ADDED":
+                    obj = raw.object
+                    collected.append(obj if transform is None else transform(obj))
+                    continue
+                if kind == "ERROR":
                     error = status_to_error(raw.object, verb="watch", resource=str(self._resource))
                     return Failed(error)
-                events.append(raw)
-            if events:
-                return WatchEvents(events)
+                return WatchEvent(raw)
+            if self._burst:
+                await self._let_lanes_drain()
             if open_stream.eof:
                 return StreamEnded()
             timeout = self._stall_timeout
+            now = anyio.current_time()
+            relist_at = self.state.relist_at
+            if relist_at is not None and phase is watching:
+                if now >= relist_at:
+                    return RelistDue()
+                timeout = min(timeout, relist_at - now)
             deadline = open_stream.deadline
-            if deadline is not None and self.state.phase is Phase.STREAMING_LIST:
-                remaining = deadline - anyio.current_time()
+            if deadline is not None and phase is streaming:
+                remaining = deadline - now
                 if remaining <= 0:
                     return InitialDeadlinePassed()
                 timeout = min(timeout, remaining)
@@ -798,8 +878,11 @@ class _Core:
                 except TransportError as exc:
                     return Failed(exc)
             if scope.cancelled_caught:
-                if deadline is not None and anyio.current_time() >= deadline:
+                now = anyio.current_time()
+                if deadline is not None and now >= deadline:
                     return InitialDeadlinePassed()
+                if relist_at is not None and phase is watching and now >= relist_at:
+                    return RelistDue()
                 return Failed(self._stalled("no byte received"))
             if chunk:
                 counters.last_byte_at = time.monotonic()
@@ -808,8 +891,7 @@ class _Core:
             open_stream.eof = True
             tail = open_stream.splitter.close()
             if tail:
-                # A partial last line: the connection ended mid-event. Report it; the
-                # re-watch from the last resourceVersion delivers that event again.
+                # A partial last line: the connection ended mid-event (reported above).
                 pending.append(tail)
 
 
@@ -879,7 +961,7 @@ class Watch:
             oversized_events=c.oversized_events,
             stalls=c.stalls,
             errors=c.errors,
-            resource_version=core.state.resource_version,
+            resource_version=core.resource_version,
             synced=core.state.synced,
             last_error=c.last_error,
         )
