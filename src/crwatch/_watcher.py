@@ -37,6 +37,7 @@ inside it.
 from __future__ import annotations
 
 import collections
+import gc
 import logging
 import math
 import random
@@ -113,12 +114,25 @@ _ADDED = EventType.ADDED
 _DELETED = EventType.DELETED
 _CHANGES: Final = frozenset({"ADDED", "MODIFIED", "DELETED"})
 
-#: Events the core hands to the lanes before it lets the subscribers run. Each buffered
-#: event keeps its object and ``event.old`` alive; letting ~128 of them (one network read)
-#: pile up made every young garbage collection find ~100 surviving containers per event and
-#: promote them, until full collections dominated (bench/profile_watch.py). A burst of 16
-#: keeps the young generation small for the price of one loop iteration per 16 events.
-_BURST: Final = 16
+#: The most events the core hands to the lanes before it lets the subscribers run.
+_BURST: Final = 64
+_gc_count = gc.get_count
+
+
+def _gc_budget() -> int:
+    """Young-generation allocations the core may add before it lets the subscribers run.
+
+    Each buffered event keeps its object and ``event.old`` alive. Letting one network read
+    of them (~128) pile up made young garbage collections find them alive and promote them,
+    until full collections took half the time (bench/profile_watch.py: 25 -> 14 CPU us per
+    event once bursts stayed under half the gen0 threshold; a fixed burst of 32 ~2 KB
+    objects already fell off that cliff). Yielding costs ~10 us (one loop iteration), so
+    the core yields as rarely as this budget allows. It reads the GC's settings, never
+    changes them.
+    """
+    threshold = gc.get_threshold()[0]
+    return threshold // 2 if threshold > 0 else 1 << 30
+
 
 #: What a full subscriber buffer does: see the module docstring.
 Overflow: TypeAlias = Literal["wait", "coalesce", "fail"]
@@ -520,6 +534,8 @@ class _Core:
         self._fast_rv = ""
         self._burst = 0
         self._burst_limit = _BURST
+        self._gc_mark = 0
+        self._gc_budget = _gc_budget()
         self._initial_done = False
         self._finished = False
         # Waiters for "synced" and "resourceVersion >= N": (target or -1, event).
@@ -642,7 +658,7 @@ class _Core:
         self._burst += 1
 
     async def _let_lanes_drain(self) -> None:
-        """Let the subscribers take what the last burst pushed (see ``_BURST``)."""
+        """Let the subscribers take what the last burst pushed (see ``_gc_budget``)."""
         self._burst = 0
         blocking = self._blocking
         if blocking is not None and blocking.full():
@@ -650,6 +666,7 @@ class _Core:
             await blocking.wait_room()
         elif self.lanes:
             await anyio.lowlevel.checkpoint()
+        self._gc_mark = _gc_count()[0]
 
     async def _loop(self) -> None:
         resource = self._resource
@@ -841,7 +858,10 @@ class _Core:
                     self._fast = True
                     if self._waiters:
                         self._notify()
-                    if self._burst >= self._burst_limit:
+                    if (
+                        self._burst >= self._burst_limit
+                        or _gc_count()[0] - self._gc_mark > self._gc_budget
+                    ):
                         await self._let_lanes_drain()
                     continue
                 if phase is streaming and kind == "ADDED":
