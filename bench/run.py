@@ -70,6 +70,8 @@ class Row:
     figure_ms: str = ""
     # Appended to the note, formatted with the row's medians (str.format).
     detail: str = ""
+    # Another row of the group (by name) this one is also compared with, in the note.
+    vs: str = ""
 
 
 GROUPS = [
@@ -117,7 +119,7 @@ ROWS = [
     Row("sync-paged", "crwatch-paged", "crwatch.watch: all initial ADDED",
         "crwatch_client:watch_sync", "crwatch", "server answers sendInitialEvents with 422"),
     Row("sync-paged", "crwatch-informer-paged", "crwatch.Informer: wait_synced()",
-        "informer_client:sync", "crwatch"),
+        "informer_client:sync", "crwatch", vs="floor-paged-kept"),
     Row("sync-paged", "k8s-asyncio-paged", "kubernetes-asyncio list, limit/continue",
         "k8s_asyncio:paged_list", "k8s-asyncio"),
     Row("sync-paged", "lightkube-paged", "lightkube list, chunk_size=500",
@@ -132,7 +134,7 @@ ROWS = [
     Row("sync-stream", "crwatch-stream", "crwatch.watch: all initial ADDED",
         "crwatch_client:watch_sync", "crwatch"),
     Row("sync-stream", "crwatch-informer-stream", "crwatch.Informer: wait_synced()",
-        "informer_client:sync", "crwatch"),
+        "informer_client:sync", "crwatch", vs="floor-stream-kept"),
     # 3. memory
     Row("memory", "memory-dicts", "parsed dicts alone (orjson)", "floor:memory_full", "floor"),
     Row("memory", "memory-no-managed-fields", "parsed dicts, managedFields dropped",
@@ -145,6 +147,7 @@ ROWS = [
     Row("memory", "memory-informer-drop-mf",
         "crwatch.Informer cache, transform=drop_managed_fields",
         "informer_client:memory_drop_managed_fields", "crwatch", "target < 1x",
+        vs="memory-no-managed-fields",
         detail="full gc.collect() {gc_collect_ms:.0f} ms, "
         "{gc_collect_frozen_ms:.1f} ms after gc.freeze()"),
     # 4. fan-out: every subscriber a sync no-op callback; the rate is the informer's, until
@@ -155,9 +158,11 @@ ROWS = [
         "crwatch", "target >= 0.75x", detail="min delivered {delivered_min:,.0f}"),
     Row("fanout", "fanout-100", "Informer, 100 subscribers", "informer_client:fanout_100",
         "crwatch", detail="min delivered {delivered_min:,.0f}"),
+    Row("fanout", "fanout-9", "Informer, 9 subscribers", "informer_client:fanout_9", "crwatch",
+        "the next row without its slow subscriber"),
     Row("fanout", "fanout-slow", "Informer, 9 subscribers + 1 sleeping 1 ms/event",
         "informer_client:fanout_9_and_slow", "crwatch",
-        "rate of the 9; overflow=\"wait\"; compare with 10 subscribers",
+        "rate of the 9; overflow=\"wait\"", vs="fanout-9",
         detail="min delivered {delivered_min:,.0f}; slow one handed {slow_delivered:,.0f}, "
         "coalesced {slow_coalesced:,.0f}"),
     # 5. recovery (the stream server's fault endpoint; default Backoff)
@@ -301,6 +306,17 @@ def add_ratios(outcomes: list[Outcome]) -> None:
             for role, ref in refs.items():
                 if ref is not o and primary(ref):
                     o.ratios[role] = primary(o) / primary(ref)
+            other = next((r for r in members if r.row.name == o.row.vs), None)
+            if other is not None and other.status == "ok" and primary(other):
+                o.ratios[f"vs {other.row.name}"] = primary(o) / primary(other)
+
+
+def vs_note(o: Outcome, members: list[Outcome]) -> str:
+    ratio = o.ratios.get(f"vs {o.row.vs}")
+    if ratio is None:
+        return ""
+    label = next(m.row.label for m in members if m.row.name == o.row.vs)
+    return f"{ratio:.2f}x {label!r}"
 
 
 def fmt_rate(x: float) -> str:
@@ -346,7 +362,9 @@ def table(outcomes: list[Outcome], machine: dict[str, Any], config: dict[str, An
                     f"{m['peak_rss_mb']:.0f} MB",
                     f"{m['rate_spread_pct']:.0f}" if "rate_spread_pct" in m else "",
                     *(f"{o.ratios[k]:.2f}" if k in o.ratios else "" for k in ("floor", *PEERS)),
-                    "; ".join(filter(None, [o.row.note, o.row.detail.format(**m)])),
+                    "; ".join(
+                        filter(None, [o.row.note, vs_note(o, members), o.row.detail.format(**m)])
+                    ),
                 ]
             )
     widths = [max(len(c), *(len(r[i]) for r in lines)) if lines else len(c) for i, c in

@@ -93,6 +93,11 @@ async def throughput(ctx: Ctx) -> tuple[int, dict[str, Any]]:
     return await _fan_out(ctx, 1)
 
 
+async def fanout_9(ctx: Ctx) -> tuple[int, dict[str, Any]]:
+    """Run the slow-subscriber row without its slow subscriber."""
+    return await _fan_out(ctx, 9)
+
+
 async def fanout_10(ctx: Ctx) -> tuple[int, dict[str, Any]]:
     return await _fan_out(ctx, 10)
 
