@@ -281,7 +281,9 @@ def summarize(out: Outcome, group: Group) -> None:
             per_run[key] = [r[key] for r in ok]
     out.median = {k: statistics.median(v) for k, v in per_run.items()}
     if len(ok) > 1:
-        values = per_run[out.row.figure_ms or "rate_per_s"]
+        # The spread of what the figure column shows: ms, bytes per object, or the rate.
+        shown = out.row.figure_ms or ("bytes_per_object" if "bytes_per_object" in per_run else "")
+        values = per_run[shown or "rate_per_s"]
         mid = statistics.median(values)
         out.median["rate_spread_pct"] = (max(values) - min(values)) / mid * 100 if mid else 0.0
 
