@@ -508,6 +508,36 @@ async def test_transform_and_indexes_stay_consistent_through_a_relist(env: Env) 
     assert all("blob" not in e.object["spec"] for e in seen)
 
 
+@anyio_mark
+async def test_change_lost_to_a_skipped_line_converges_by_a_relist(env: Env) -> None:
+    """Regression: a skipped over-size watch event left the cache's object stale.
+
+    The skip schedules a relist: the cache, and what a subscriber saw, end equal to the
+    server's state, and the events around the skipped one arrive meanwhile.
+    """
+    env.create("a")
+    env.create("b")
+    view: dict[str, str] = {}
+
+    def see(event: Event) -> None:
+        if event.type is EventType.DELETED:
+            view.pop(event.key)
+        else:
+            view[event.key] = event.object["metadata"]["resourceVersion"]
+
+    informer = env.informer(streaming_list=False, max_event_bytes=64 * 1024)
+    informer.subscribe(see)
+    async with informer:
+        await informer.wait_synced(timeout=5)
+        env.patch("a", blob="z" * 100_000)  # lost on the watch: over max_event_bytes
+        env.patch("b", size=1)
+        await until(lambda: informer.statistics().relists == 1)
+        await until(lambda: view == env.state())
+        store = informer.store
+        assert {k: store.get(k)["metadata"]["resourceVersion"] for k in store} == env.state()  # type: ignore[index]
+        assert store.get("default/a")["spec"]["blob"] == "z" * 100_000  # type: ignore[index]
+
+
 def test_drop_managed_fields() -> None:
     """drop_managed_fields removes metadata.managedFields and returns the same object."""
     obj = {"metadata": {"name": "a", "managedFields": [{"manager": "x"}]}, "spec": {}}

@@ -5,16 +5,18 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from hypothesis import settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 from crwatch import (
     Backoff,
     CrwatchError,
+    EventTooLargeError,
     ExpiredError,
     ForbiddenError,
     InvalidError,
+    MalformedLineError,
     NotFoundError,
     ResourceVersionTooLargeError,
     ServerError,
@@ -32,11 +34,13 @@ from crwatch._machine import (
     DiscardCollected,
     Failed,
     InitialDeadlinePassed,
+    LineSkipped,
     ListPage,
     Observation,
     PageReceived,
     Phase,
     Raise,
+    RelistDue,
     ReplaceAll,
     Sleep,
     SleepDone,
@@ -46,6 +50,7 @@ from crwatch._machine import (
     State,
     StreamEnded,
     WatchEvents,
+    delivered,
     initial_state,
     step,
 )
@@ -230,6 +235,125 @@ def test_seeded_randomness_is_deterministic() -> None:
     assert a == b
 
 
+# --- the fast path and skipped lines ------------------------------------------------------
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["ADDED", "MODIFIED", "DELETED"]),
+            st.integers(min_value=1, max_value=10**6).map(str) | st.just(""),
+        ),
+        min_size=1,
+        max_size=6,
+    )
+)
+def test_fast_path_of_changes_matches_step(changes: list[tuple[str, str]]) -> None:
+    """While watching, a batch of changes steps to one Deliver and ``delivered(state, RV)``.
+
+    That is the driver's fast path: stepping them one by one gives the same state.
+    """
+    state = _watching()
+    raws = tuple(_raw(kind, rv) for kind, rv in changes)
+    stepped, actions = step(state, WatchEvents(raws), 3.0)
+    assert actions == (Deliver(raws),)
+    last = next((rv for _, rv in reversed(changes) if rv), "")
+    assert stepped == delivered(state, last)
+    one_by_one = state
+    for raw in raws:
+        one_by_one, _ = step(one_by_one, WatchEvents((raw,)), 3.0)
+    assert one_by_one == stepped
+
+
+def test_fast_path_of_initial_events_matches_step() -> None:
+    """During a streaming list an ADDED is one Collect of its object, the state unchanged."""
+    state, _ = _run(initial_state(Config(backoff=BACKOFF), seed=1), Start())
+    raw = _raw("ADDED", "3")
+    new, actions = step(state, WatchEvents((raw,)), 1.0)
+    assert new == state
+    assert actions == (Collect((raw.object,)),)
+
+
+def _skipped() -> LineSkipped:
+    return LineSkipped(MalformedLineError("watch line is not JSON", line=b"{"))
+
+
+def test_skipped_line_schedules_one_relist_after_a_backoff() -> None:
+    """A skipped line while watching schedules one relist within the backoff.
+
+    The stream goes on; more skips before it is due do not move it; once due, a fresh list
+    starts and the schedule is cleared.
+    """
+    state = _watching()
+    state, acts = _run(state, _skipped(), now=100.0)
+    assert acts == []
+    assert state.phase is Phase.WATCHING
+    assert state.relist_at is not None
+    assert 100.0 <= state.relist_at <= 100.0 + BACKOFF.cap(0)
+    due = state.relist_at
+    state, acts = _run(state, LineSkipped(EventTooLargeError("big", size=9, limit=1)), now=100.1)
+    assert acts == []
+    assert state.relist_at == due
+    # Changes keep flowing until the relist is due.
+    state, acts = _run(state, _ev("MODIFIED", "12"), now=100.2)
+    assert acts == [Deliver((_raw("MODIFIED", "12"),))]
+    if due > 100.2:
+        state, acts = _run(state, RelistDue(), now=100.2)
+        assert acts == []
+    state, acts = _run(state, RelistDue(), now=due)
+    assert acts == [ListPage("", None, 500)]
+    assert state.relist_at is None
+
+
+def test_relists_for_skipped_lines_back_off_until_a_clean_watch() -> None:
+    """Each relist a skip causes raises the next one's backoff cap.
+
+    So a proxy that corrupts every watch cannot drive a relist loop; a watch that ends
+    cleanly without a skip starts the count over.
+    """
+    state = _watching()
+    now = 0.0
+    for n in range(4):
+        state, _ = _run(state, _skipped(), now=now)
+        assert state.resyncs == n + 1
+        assert state.relist_at is not None
+        assert state.relist_at - now <= BACKOFF.cap(n) + 1e-9
+        now = state.relist_at
+        state, _ = _run(state, RelistDue(), PageReceived([], str(20 + n), None), now=now)
+        assert state.phase is Phase.WATCHING
+    state, acts = _run(state, _ev("BOOKMARK", "30"), StreamEnded(), now=now + 300)
+    assert isinstance(acts[-1], StartWatch)
+    assert state.resyncs == 0
+
+
+def test_due_relist_wins_over_a_rewatch() -> None:
+    """A relist due when the watch ends, or when a backoff ends, replaces the re-watch."""
+    state, _ = _run(_watching(), _ev("MODIFIED", "11"), _skipped(), now=10.0)
+    assert state.relist_at is not None
+    late = state.relist_at + 1
+    _, acts = _run(state, StreamEnded(), now=late)
+    assert acts == [ListPage("", None, 500)]
+    backing, acts = _run(state, Failed(TransportError("reset")), now=late)
+    assert backing.phase is Phase.BACKING_OFF
+    _, acts = _run(backing, SleepDone(), now=late + 100)
+    assert acts == [ListPage("", None, 500)]
+
+
+def test_skipped_line_in_a_streaming_list_restarts_the_list_after_a_backoff() -> None:
+    """A skip in a streaming list discards it; a paginated list starts after a backoff.
+
+    The snapshot may miss an object; a list response has no per-line limit.
+    """
+    state, _ = _run(initial_state(Config(backoff=BACKOFF), seed=1), Start())
+    state, acts = _run(state, _ev("ADDED", "3"), _skipped(), now=1.0)
+    assert isinstance(acts[0], Collect)
+    assert isinstance(acts[1], DiscardCollected)
+    assert isinstance(acts[2], Sleep)
+    assert state.phase is Phase.BACKING_OFF
+    _, acts = _run(state, SleepDone(), now=100.0)
+    assert acts == [ListPage("", None, 500)]
+
+
 # --- stateful invariants -------------------------------------------------------------------
 
 _errors = st.sampled_from(
@@ -359,6 +483,24 @@ class MachineInvariants(RuleBasedStateMachine):
 
     @precondition(lambda self: self.state.phase in (Phase.STREAMING_LIST, Phase.WATCHING))
     @rule()
+    def line_skipped(self) -> None:
+        before = self.state
+        self.feed(_skipped())
+        if before.phase is Phase.WATCHING and before.relist_at is None:
+            assert self.state.relist_at is not None
+            assert self.state.relist_at - self.now <= BACKOFF.cap(before.resyncs) + 1e-9
+
+    @precondition(lambda self: self.state.phase is Phase.WATCHING)
+    @rule()
+    def relist_due(self) -> None:
+        due = self.state.relist_at is not None and self.now >= self.state.relist_at
+        self.expect_list = self.expect_list or due
+        self.feed(RelistDue())
+        if due:
+            assert self.state.phase in (Phase.LISTING, Phase.STREAMING_LIST)
+
+    @precondition(lambda self: self.state.phase in (Phase.STREAMING_LIST, Phase.WATCHING))
+    @rule()
     def stream_ended(self) -> None:
         self.feed(StreamEnded())
 
@@ -389,6 +531,11 @@ class MachineInvariants(RuleBasedStateMachine):
         status = {"kind": "Status", "apiVersion": "v1", "code": 410, "reason": "Expired"}
         self.expect_list = True
         self.feed(WatchEvents((RawEvent("ERROR", status, ""),)))
+
+    @invariant()
+    def a_list_clears_the_scheduled_relist(self) -> None:
+        if self.state.phase in (Phase.LISTING, Phase.STREAMING_LIST):
+            assert self.state.relist_at is None
 
     @invariant()
     def synced_state_has_an_rv(self) -> None:

@@ -528,6 +528,74 @@ async def test_malformed_line_is_skipped_and_reported(
         assert "this is not json" in caplog.text
 
 
+@pytest.mark.parametrize("streaming", [True, False])
+async def test_change_lost_to_a_skipped_line_is_recovered_by_a_relist(
+    env: Env, streaming: bool
+) -> None:
+    """Regression: a skipped over-size event left its object stale until it changed again.
+
+    The skip now schedules a relist (after a backoff) whose quiet difference brings the
+    consumer's view back to the server's state; the events around it arrive.
+    """
+    env.create("a")
+    env.create("b")
+    env.create("c")
+    view: dict[str, dict[str, Any]] = {}
+
+    def see(events: list[Event]) -> None:
+        for event in events:
+            if event.type is EventType.DELETED:
+                view.pop(event.key)
+            else:
+                view[event.key] = event.object
+
+    options: dict[str, Any] = {"streaming_list": streaming, "max_event_bytes": 64 * 1024}
+    async with env.watch(**options) as events:
+        see(await take(events, 3))
+        env.patch("a", blob="z" * 100_000)  # lost: over max_event_bytes on the watch
+        env.patch("b", size=1)
+        env.delete("c")
+        # b's change and c's deletion as they happen, then the relist's MODIFIED a.
+        got = await take(events, 3)
+        see(got)
+        assert summary(got) == [
+            ("MODIFIED", "default/b"),
+            ("DELETED", "default/c"),
+            ("MODIFIED", "default/a"),
+        ]
+        assert not any(e.synthetic for e in got)
+        await nothing_more(events, 0.2)
+        assert view == {
+            f"default/{o['metadata']['name']}": o
+            for o in env.server.list(env.rtype, namespace="default")
+        }
+        stats = events.statistics()
+        # With streaming lists, the relist's snapshot carries the over-size object too: it
+        # is skipped again, and the watch falls back to a paginated list (no line limit).
+        assert stats.oversized_events == (2 if streaming else 1)
+        assert stats.lists == 2
+
+
+async def test_skipped_lines_relist_with_backoff(env: Env) -> None:
+    """A proxy that corrupts a line in every watch cannot cause a relist loop.
+
+    Each relist a skip causes doubles the next one's backoff cap.
+    """
+    env.create("a")
+    for _ in range(20):
+        env.server.faults.add(Fault.malformed_line(after_events=0), verb="watch")
+    backoff = Backoff(initial=0.05, maximum=0.4)
+    async with env.watch(streaming_list=False, backoff=backoff) as events:
+        await take(events, 1)
+        with anyio.move_on_after(0.6):
+            await events.__anext__()
+        stats = events.statistics()
+        # Unbounded, relisting at once would list on every watch; with the backoff the
+        # cumulative caps (0.05, 0.1, 0.2, 0.4...) leave room for at most a handful.
+        assert 2 <= stats.lists <= 7
+        assert stats.malformed_lines >= stats.lists - 1
+
+
 async def test_truncated_line_is_redelivered_by_the_rewatch(env: Env) -> None:
     """A stream cut mid-event reports the partial line and the re-watch delivers it."""
     env.create("a")
@@ -539,7 +607,9 @@ async def test_truncated_line_is_redelivered_by_the_rewatch(env: Env) -> None:
         got = await take(events, 2)
         assert [e.object["spec"]["size"] for e in got] == [1, 2]
         await nothing_more(events, 0.2)
-        assert events.statistics().malformed_lines == 1
+        stats = events.statistics()
+        assert stats.malformed_lines == 1
+        assert stats.lists == 1  # the re-watch recovers the event: no relist needed
 
 
 # --- lifecycle -----------------------------------------------------------------------------------

@@ -17,7 +17,8 @@ Transitions (the driver closes any open stream before it starts a new request)::
                                                                                     stream)
                     400/422, deadline, early end,     DiscardCollected, ListPage    LISTING
                     or a non-ADDED event
-                    LineSkipped                       DiscardCollected, Sleep       BACKING_OFF
+                    LineSkipped                       DiscardCollected, Sleep;      BACKING_OFF
+                                                      paginated lists from then on
     LISTING         page with continue                Collect, ListPage(continue)   LISTING
                     last page                         Collect, ReplaceAll,
                                                       StartWatch(list RV)           WATCHING
@@ -417,10 +418,15 @@ def step(state: State, observation: Observation, now: float) -> tuple[State, tup
             return state, ()  # a late timer: the list already completed
     elif phase is Phase.STREAMING_LIST:
         if isinstance(observation, LineSkipped):
-            # An initial object may be missing: this snapshot cannot replace the cache.
-            # Start the list over, after a backoff (a persistent fault cannot loop fast).
+            # An initial object may be missing: this snapshot cannot replace the cache. List
+            # again after a backoff, paginated from now on: a list response has no per-line
+            # limit, so an object over max_event_bytes cannot make every snapshot fail.
             return _back_off(
-                state, observation.error, now, resume=Phase.LISTING, discard=(DiscardCollected(),)
+                evolve(state, streaming=False),
+                observation.error,
+                now,
+                resume=Phase.LISTING,
+                discard=(DiscardCollected(),),
             )
         if isinstance(observation, RelistDue):
             return state, ()  # the list being read is the relist
