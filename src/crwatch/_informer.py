@@ -543,10 +543,25 @@ class Informer:
                 lane.on_fail = scope.cancel
                 if lane.error is not None and lane.closed:
                     scope.cancel()
-                async for item in chain:
+                direct = not subscription._middlewares
+                while True:
+                    if direct:
+                        # The per-event path of a plain callback: no coroutine per event.
+                        try:
+                            item: Any = lane.get_nowait()
+                        except anyio.WouldBlock:
+                            await lane.wait_readable()
+                            continue
+                        except StopAsyncIteration:
+                            break
+                    else:
+                        try:
+                            item = await chain.__anext__()
+                        except StopAsyncIteration:
+                            break
                     try:
                         result = fn(item)
-                        if inspect.isawaitable(result):
+                        if result is not None and inspect.isawaitable(result):
                             await result
                     except anyio.get_cancelled_exc_class():
                         raise
