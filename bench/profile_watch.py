@@ -8,7 +8,8 @@
    pieces (LineSplitter, parse_event, step, Cache.apply) pulled inline by the consumer, with
    no background task and no memory stream (what a pull-based ``EventStream`` could reach),
    one event at a time or one network read at a time; then ``crwatch.watch`` itself, also
-   with the cyclic GC frozen or off, which shows what keeping parsed objects alive costs.
+   with the cyclic GC frozen or off, which shows what keeping parsed objects alive costs,
+   and an ``Informer`` with one and ten no-op callbacks.
 3. A pyinstrument call tree of ``crwatch.watch`` reading N events from the stream server
    (``pip install pyinstrument``; skipped without it). Sampling profilers add overhead to
    every call, so read the tree for proportions, and part 1 for absolute costs.
@@ -238,6 +239,11 @@ def end_to_end(events: int) -> list[tuple[str, float, float]]:
     from clients import Ctx
     from clients.crwatch_client import watch_throughput
 
+    try:
+        from clients import informer_client
+    except Exception:  # an older bench tree, or crwatch without Informer
+        informer_client = None
+
     def timed(make: Callable[[], Any]) -> tuple[float, float]:
         ru0 = resource.getrusage(resource.RUSAGE_SELF)
         t = time.perf_counter()
@@ -259,12 +265,17 @@ def end_to_end(events: int) -> list[tuple[str, float, float]]:
              lambda: _inline(url, events, machine=True, per_read=False)),
             ("inline, per read: parse all lines, step once, Cache.apply each",
              lambda: _inline(url, events, machine=True, per_read=True)),
-            ("crwatch.watch (task + memory stream)", lambda: watch_throughput(ctx)),
+            ("crwatch.watch (core task + lane)", lambda: watch_throughput(ctx)),
             ("crwatch.watch, gc.freeze() after imports",
              lambda: _with_gc(lambda: watch_throughput(ctx), "freeze")),
             ("crwatch.watch, cyclic GC disabled",
              lambda: _with_gc(lambda: watch_throughput(ctx), "disable")),
         ]  # fmt: skip
+        if informer_client is not None:
+            cases += [
+                ("crwatch.Informer, 1 callback", lambda: informer_client.throughput(ctx)),
+                ("crwatch.Informer, 10 callbacks", lambda: informer_client.fanout_10(ctx)),
+            ]
         results: dict[str, list[tuple[float, float]]] = {label: [] for label, _ in cases}
         for _ in range(3):
             for label, make in cases:
