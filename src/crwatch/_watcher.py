@@ -127,9 +127,9 @@ def _gc_budget() -> int:
     of them (~128) pile up made young garbage collections find them alive and promote them,
     until full collections took half the time (bench/profile_watch.py: 25 -> 14 CPU us per
     event once bursts stayed under half the gen0 threshold; a fixed burst of 32 ~2 KB
-    objects already fell off that cliff). Yielding costs ~10 us (one loop iteration), so
-    the core yields as rarely as this budget allows. It reads the GC's settings, never
-    changes them.
+    objects already fell off that cliff). Yielding costs ~5 us (a loop iteration and a
+    task switch per subscriber), so the core yields as rarely as this budget allows. It
+    reads the GC's settings, never changes them.
     """
     threshold = gc.get_threshold()[0]
     return threshold // 2 if threshold > 0 else 1 << 30
@@ -671,6 +671,10 @@ class _Core:
             lane.push(event)
         self._burst += 1
 
+    def _drain_due(self) -> bool:
+        """Whether the subscribers must run now (see ``_BURST`` and ``_gc_budget``)."""
+        return self._burst >= self._burst_limit or _gc_count()[0] - self._gc_mark > self._gc_budget
+
     async def _let_lanes_drain(self) -> None:
         """Let the subscribers take what the last burst pushed (see ``_gc_budget``)."""
         self._burst = 0
@@ -700,7 +704,7 @@ class _Core:
                     if isinstance(action, Deliver):
                         for raw in action.events:
                             self._change(raw.type, raw.object)
-                            if self._burst >= self._burst_limit:
+                            if self._drain_due():
                                 await self._let_lanes_drain()
                     elif isinstance(action, Collect):
                         if self.transform is None:
@@ -872,10 +876,7 @@ class _Core:
                     self._fast = True
                     if self._waiters:
                         self._notify()
-                    if (
-                        self._burst >= self._burst_limit
-                        or _gc_count()[0] - self._gc_mark > self._gc_budget
-                    ):
+                    if self._drain_due():
                         await self._let_lanes_drain()
                     continue
                 if phase is streaming and kind == "ADDED":
