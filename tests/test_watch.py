@@ -597,6 +597,32 @@ async def test_skipped_lines_relist_with_backoff(env: Env) -> None:
         assert stats.malformed_lines >= stats.lists - 1
 
 
+async def test_slow_consumer_holds_back_the_reading_within_buffer_size(env: Env) -> None:
+    """Backpressure: at most buffer_size events wait for a slow consumer, none lost.
+
+    Regression: the core's bursts once counted events since its last yield, not what was
+    still buffered, and a slow consumer's buffer grew past buffer_size.
+    """
+    for i in range(30):
+        env.create(f"o{i}")
+    async with env.watch(streaming_list=False, buffer_size=3) as events:
+        depths = []
+        got = []
+        for _ in range(30):
+            got += await take(events, 1)
+            depths.append(events._lane.depth)
+            await anyio.sleep(0.001)
+        for i in range(30):
+            env.patch(f"o{i}", size=1)
+        for _ in range(30):
+            got += await take(events, 1)
+            depths.append(events._lane.depth)
+            await anyio.sleep(0.001)
+    assert max(depths) <= 3
+    assert [e.key for e in got[30:]] == [f"default/o{i}" for i in range(30)]
+    assert all(e.type is EventType.MODIFIED for e in got[30:])
+
+
 async def test_truncated_line_is_redelivered_by_the_rewatch(env: Env) -> None:
     """A stream cut mid-event reports the partial line and the re-watch delivers it."""
     env.create("a")

@@ -547,7 +547,6 @@ class _Core:
         self._fast = False
         self._fast_rv = ""
         self._burst = 0
-        self._burst_limit = _BURST
         self._gc_mark = 0
         self._gc_budget = _gc_budget()
         self._initial_done = False
@@ -561,8 +560,6 @@ class _Core:
         """Add a lane; once synced it first gets the current cache as ADDED (no gap)."""
         if lane.blocking:
             self._blocking = lane
-            # Never more than the consumer's buffer_size before it gets to run.
-            self._burst_limit = min(_BURST, lane.size)
         elif self._initial_done and len(self.cache):
             lane.push_snapshot(Event(_ADDED, obj, key) for key, obj in self.cache.items())
         if self._finished:
@@ -574,7 +571,6 @@ class _Core:
         self.lanes = tuple(other for other in self.lanes if other is not lane)
         if self._blocking is lane:
             self._blocking = None
-            self._burst_limit = _BURST
 
     # --- progress waiters ---
 
@@ -673,7 +669,14 @@ class _Core:
 
     def _drain_due(self) -> bool:
         """Whether the subscribers must run now (see ``_BURST`` and ``_gc_budget``)."""
-        return self._burst >= self._burst_limit or _gc_count()[0] - self._gc_mark > self._gc_budget
+        blocking = self._blocking
+        return (
+            self._burst >= _BURST
+            # watch(): its buffer_size bounds what waits, whatever the consumer took since
+            # the last drain (a burst count alone let the buffer grow past buffer_size).
+            or (blocking is not None and len(blocking._queue) >= blocking.size)
+            or _gc_count()[0] - self._gc_mark > self._gc_budget
+        )
 
     async def _let_lanes_drain(self) -> None:
         """Let the subscribers take what the last burst pushed (see ``_gc_budget``)."""
