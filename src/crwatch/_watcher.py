@@ -9,6 +9,11 @@ declared overflow policy (below). The one exception is ``watch()``, whose single
 *blocking*: nobody else shares that core, so a full buffer simply pauses the reading (plain
 backpressure, no event ever coalesced), as before the core was shared.
 
+The per-event path: each watch line is parsed, applied to the cache and pushed to the lanes
+before the next line is parsed (the machine's fast path, see ``_machine``), and after a short
+burst (``_gc_budget``) the core yields once so the subscribers take what it pushed: parsed
+objects then die young instead of being promoted by the garbage collector.
+
 Overflow policies of a lane (``buffer_size`` events held in order, then):
 
 ``"wait"``
