@@ -544,16 +544,23 @@ class Informer:
                 if lane.error is not None and lane.closed:
                     scope.cancel()
                 direct = not subscription._middlewares
+                queue = lane._queue
                 while True:
                     if direct:
-                        # The per-event path of a plain callback: no coroutine per event.
-                        try:
-                            item: Any = lane.get_nowait()
-                        except anyio.WouldBlock:
-                            await lane.wait_readable()
-                            continue
-                        except StopAsyncIteration:
-                            break
+                        # The per-event path of a plain callback: no coroutine per event,
+                        # and buffered events taken inline (the carry of a pending entry
+                        # comes first; a failed or discarded lane has an empty queue).
+                        if queue and lane._carry is None:
+                            item: Any = queue.popleft()
+                            lane.delivered += 1
+                        else:
+                            try:
+                                item = lane.get_nowait()
+                            except anyio.WouldBlock:
+                                await lane.wait_readable()
+                                continue
+                            except StopAsyncIteration:
+                                break
                     else:
                         try:
                             item = await chain.__anext__()

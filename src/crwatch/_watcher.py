@@ -47,6 +47,7 @@ import gc
 import logging
 import math
 import random
+import sys
 import time
 from collections.abc import Callable, Iterable, Mapping
 from types import TracebackType
@@ -119,6 +120,9 @@ _MiB: Final = 1024 * 1024
 _ADDED = EventType.ADDED
 _DELETED = EventType.DELETED
 _CHANGES: Final = frozenset({"ADDED", "MODIFIED", "DELETED"})
+
+#: A pending entry's live event once changes folded into it (see ``Lane._pending``).
+_FOLDED: Final[Any] = object()
 
 #: The most events the core hands to the lanes before it lets the subscribers run.
 _BURST: Final = 64
@@ -195,6 +199,7 @@ class Lane:
         "_error",
         "_extra",
         "_failed",
+        "_limit",
         "_pending",
         "_queue",
         "_room",
@@ -218,8 +223,15 @@ class Lane:
         #: ``watch()`` only: the core waits for room instead of applying the policy.
         self.blocking = blocking
         self._queue: collections.deque[Event] = collections.deque()
-        # key -> [pending deletion, pending live state]; drained after the queue, oldest first.
-        self._pending: collections.OrderedDict[str, list[Event | None]] = collections.OrderedDict()
+        # key -> [pending deletion, live event, type, old, object]; drained after the queue,
+        # oldest first. Once a change folds into the live event, ``live`` becomes _FOLDED
+        # and the entry keeps the first live event's type and ``old`` and the newest object
+        # (nothing else, so no superseded state stays alive): the event is built when
+        # taken, so folding a change into a full lane allocates nothing (see ``_live``).
+        self._pending: collections.OrderedDict[str, list[Any]] = collections.OrderedDict()
+        # What ``push`` may append without the slow path: ``size`` while open with nothing
+        # pending (unbounded for a blocking lane), else 0. Kept by ``_relimit``.
+        self._limit = self.size
         # The live state of a popped pending entry whose deletion was delivered first.
         self._carry: Event | None = None
         # Wake-ups are bare asyncio futures (crwatch runs on asyncio only: aiohttp): one
@@ -232,6 +244,7 @@ class Lane:
         self._failed = False
         self._error: BaseException | None = None
         self._extra = 0  # live events folded into a snapshot not read yet ("fail" lanes)
+        self._relimit()
         #: Called (synchronously, by the core) when the lane fails, to stop its reader.
         self.on_fail: Callable[[], None] | None = None
         self.delivered = 0
@@ -258,11 +271,30 @@ class Lane:
 
     # --- the core's side (synchronous) ---
 
+    def _relimit(self) -> None:
+        if self._closed or self._pending:
+            self._limit = 0
+        else:
+            self._limit = sys.maxsize if self.blocking else self.size
+
     def push(self, event: Event) -> None:
         """Append one event (the core's per-event path: no await, no allocation if room)."""
+        queue = self._queue
+        if len(queue) < self._limit:
+            queue.append(event)
+            waiter = self._waiter
+            if waiter is not None:
+                self._waiter = None
+                if not waiter.done():
+                    waiter.set_result(None)
+            return
+        self._push_slow(event)
+
+    def _push_slow(self, event: Event) -> None:
         if self._closed:
             return
-        if self._pending:
+        pending = self._pending
+        if pending:
             if self.overflow == "fail":
                 # Pending state here is a snapshot being read: live events folded into it
                 # still count against the buffer, so a stuck reader fails as promised.
@@ -270,6 +302,20 @@ class Lane:
                 if self._extra > self.size:
                     self._overflowed()
                     return
+            elif event.type is not _DELETED:
+                # A full lane's common case: a newer state of a key already pending. O(1),
+                # no allocation, and no wake-up (pending state is readable already).
+                entry = pending.get(event.key)
+                if entry is not None:
+                    live = entry[1]
+                    if live is _FOLDED:
+                        entry[4] = event.object
+                        self.coalesced += 1
+                        return
+                    if live is not None:
+                        entry[1:] = _FOLDED, live.type, live.old, event.object
+                        self.coalesced += 1
+                        return
             self._merge(event)
         elif len(self._queue) < self.size or self.blocking:
             self._queue.append(event)
@@ -282,6 +328,7 @@ class Lane:
                 while queue:
                     self._merge(queue.popleft())
             self._merge(event)
+        self._relimit()
         waiter = self._waiter
         if waiter is not None:
             self._waiter = None
@@ -307,6 +354,7 @@ class Lane:
             return
         for event in events:
             self._merge(event)
+        self._relimit()
         waiter = self._waiter
         if waiter is not None and self._pending:
             self._waiter = None
@@ -318,28 +366,47 @@ class Lane:
         key = event.key
         entry = pending.get(key)
         if entry is None:
-            pending[key] = [event, None] if event.type is _DELETED else [None, event]
+            pending[key] = (
+                [event, None, None, None, None]
+                if event.type is _DELETED
+                else [None, event, None, None, None]
+            )
             return
         live = entry[1]
         if event.type is _DELETED:
             if live is None:  # pragma: no cover - the cache never deletes twice
                 entry[0] = event
-            elif live.type is _ADDED:
+                return
+            if live is _FOLDED:
+                first_type, first_old = entry[2], entry[3]
+            else:
+                first_type, first_old = live.type, live.old
+            entry[1:] = None, None, None, None
+            if first_type is _ADDED:
                 # Created and deleted before the subscriber saw it: neither is delivered.
-                entry[1] = None
                 self.coalesced += 2
                 if entry[0] is None:
                     del pending[key]
             else:
                 # Never lose a deletion; ``old`` stays what the subscriber last saw.
-                entry[0] = Event(_DELETED, event.object, key, live.old, event.synthetic)
-                entry[1] = None
+                entry[0] = Event(_DELETED, event.object, key, first_old, event.synthetic)
                 self.coalesced += 1
         elif live is None:
             entry[1] = event
-        else:
-            entry[1] = Event(live.type, event.object, key, live.old)
+        elif live is _FOLDED:
+            entry[4] = event.object
             self.coalesced += 1
+        else:
+            entry[1:] = _FOLDED, live.type, live.old, event.object
+            self.coalesced += 1
+
+    @staticmethod
+    def _live(key: str, entry: list[Any]) -> Event | None:
+        """Return the live event a pending entry delivers (see ``_pending``)."""
+        live: Event | None = entry[1]
+        if live is _FOLDED:
+            return Event(entry[2], entry[4], key, entry[3])
+        return live
 
     def close(self, error: BaseException | None = None) -> None:
         """No more events: the subscriber drains what is buffered, then gets ``error``."""
@@ -347,6 +414,7 @@ class Lane:
             return
         self._closed = True
         self._error = error
+        self._relimit()
         self._wake()
 
     def fail(self, error: BaseException) -> None:
@@ -359,6 +427,7 @@ class Lane:
         self._carry = None
         self._closed = self._failed = True
         self._error = error
+        self._relimit()
         self._wake()
         if self.on_fail is not None:
             self.on_fail()
@@ -369,6 +438,7 @@ class Lane:
         self._pending.clear()
         self._carry = None
         self._closed = True
+        self._relimit()
         self._wake()
 
     def _wake(self) -> None:
@@ -414,7 +484,9 @@ class Lane:
         elif self._queue:
             event = self._queue.popleft()
         elif self._pending:
-            _, (deleted, live) = self._pending.popitem(last=False)
+            key, entry = self._pending.popitem(last=False)
+            deleted = entry[0]
+            live = self._live(key, entry)
             if deleted is not None:
                 event = deleted
                 self._carry = live
@@ -423,6 +495,7 @@ class Lane:
                 event = live
             if not self._pending:
                 self._extra = 0
+                self._relimit()
         elif self._closed:
             if self._error is not None:
                 raise self._error
