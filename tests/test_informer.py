@@ -874,3 +874,38 @@ def test_lane_fail_policy_and_close() -> None:
     assert closing.get_nowait() is event
     with pytest.raises(crwatch.StallTimeout):
         closing.get_nowait()
+
+
+def test_lane_full_folds_in_place() -> None:
+    """A full "wait" lane folds changes per key: first type and ``old``, newest object."""
+    cache = Cache()
+    lane = Lane("w", 1)
+    events = []
+    for rv, (kind, name) in enumerate(
+        [("ADDED", "a"), ("ADDED", "b"), ("MODIFIED", "b"), ("MODIFIED", "b"), ("ADDED", "c")],
+        start=1,
+    ):
+        event = cache.apply(kind, _obj(name, rv, "u"))
+        assert event is not None
+        events.append(event)
+        lane.push(event)
+    assert lane.depth == 3
+    assert lane.coalesced == 2
+    assert lane.get_nowait() is events[0]
+    folded = lane.get_nowait()
+    assert (folded.type, folded.key) == (EventType.ADDED, "d/b")
+    assert folded.object is events[3].object
+    assert folded.old is None
+    assert lane.get_nowait() is events[4]
+    # A deletion after folded changes keeps the old the subscriber last saw.
+    for rv, kind in enumerate(["MODIFIED", "MODIFIED", "MODIFIED", "DELETED"], start=6):
+        event = cache.apply(kind, _obj("a", rv, "u"))
+        assert event is not None
+        events.append(event)
+        lane.push(event)
+    assert lane.get_nowait() is events[5]
+    deleted = lane.get_nowait()
+    assert deleted.type is EventType.DELETED
+    assert deleted.old is events[5].object
+    with pytest.raises(anyio.WouldBlock):
+        lane.get_nowait()
