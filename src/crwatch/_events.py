@@ -64,3 +64,25 @@ class Event:
     def resource_version(self) -> str:
         """The object's ``metadata.resourceVersion`` (``""`` when absent)."""
         return str((self.object.get("metadata") or {}).get("resourceVersion", ""))
+
+
+_new = Event.__new__
+_set_type, _set_object, _set_key, _set_old, _set_synthetic = (
+    Event.__dict__[name].__set__ for name in ("type", "object", "key", "old", "synthetic")
+)
+
+
+def new_event(kind: EventType, obj: dict[str, Any], key: str, old: dict[str, Any] | None) -> Event:
+    """Build a non-synthetic :class:`Event` from checked values: the per-event path.
+
+    Equal to ``Event(kind, obj, key, old)``, in about half the time: the slots are written
+    through their descriptors (one C call each) instead of the frozen class's generated
+    ``__init__``, which goes through ``object.__setattr__`` per field (bench/profile_watch.py).
+    """
+    event: Event = _new(Event)
+    _set_type(event, kind)
+    _set_object(event, obj)
+    _set_key(event, key)
+    _set_old(event, old)
+    _set_synthetic(event, False)
+    return event

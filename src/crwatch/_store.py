@@ -19,7 +19,7 @@ import logging
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, TypeAlias
 
-from ._events import Event, EventType, object_key
+from ._events import Event, EventType, new_event, object_key
 
 __all__ = ["Cache", "IndexFunc", "Store"]
 
@@ -129,18 +129,24 @@ class Cache:
         the object, so there is nothing to delete (client-go's DeltaFIFO does the same;
         PROTOCOL.md §5.5).
         """
-        key = object_key(obj)
-        kind = _TYPES.get(type) or EventType(type)
-        indexes = self._indexes
+        return self.apply_keyed(_TYPES.get(type) or EventType(type), obj, object_key(obj))
+
+    def apply_keyed(self, kind: EventType, obj: dict[str, Any], key: str) -> Event | None:
+        """:meth:`apply` for a caller that has the key and the :class:`EventType` already.
+
+        The core's per-event path: it reads the key from the metadata it checks anyway.
+        """
         if kind is _DELETED:
             old = self._items.pop(key, None)
             if old is None:
                 return None
-            for index in indexes:
+            for index in self._indexes:
                 index.remove(key, old)
-            return Event(kind, obj, key, old)
-        old = self._items.get(key)
-        self._items[key] = obj
+            return new_event(kind, obj, key, old)
+        items = self._items
+        old = items.get(key)
+        items[key] = obj
+        indexes = self._indexes
         if indexes:
             for index in indexes:
                 if old is not None:
@@ -150,7 +156,7 @@ class Cache:
             # Already known (for example re-entering a selector we missed leaving): to the
             # consumer it is a change of a known object.
             kind = _MODIFIED
-        return Event(kind, obj, key, old)
+        return new_event(kind, obj, key, old)
 
     def replace(self, objects: Iterable[dict[str, Any]]) -> list[Event]:
         """Swap in a complete state; return only the differences, as events.

@@ -49,12 +49,13 @@ import math
 import random
 import sys
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import AsyncGenerator, Callable, Iterable, Mapping
 from types import TracebackType
 from typing import Any, Final, Literal, NoReturn, TypeAlias
 
 import anyio
 import anyio.lowlevel
+import orjson
 from anyio.abc import TaskGroup
 from attrs import field, frozen
 
@@ -103,7 +104,7 @@ from ._machine import (
 from ._resource import Resource
 from ._store import Cache, IndexFunc
 from ._transport import Transport, WatchStream
-from ._wire import SNIPPET_BYTES, LineSplitter, parse_event, status_to_error
+from ._wire import SNIPPET_BYTES, LineSplitter, RawEvent, parse_event, status_to_error
 
 __all__ = [
     "EventStream",
@@ -123,6 +124,26 @@ _CHANGES: Final = frozenset({"ADDED", "MODIFIED", "DELETED"})
 
 #: A pending entry's live event once changes folded into it (see ``Lane._pending``).
 _FOLDED: Final[Any] = object()
+
+#: Watch event types that are changes, by name (a dict lookup on the per-event path).
+_CHANGE_TYPES: Final[dict[str, EventType]] = {
+    "ADDED": EventType.ADDED,
+    "MODIFIED": EventType.MODIFIED,
+    "DELETED": EventType.DELETED,
+}
+_loads = orjson.loads
+
+#: How kube-apiserver (and FakeApiServer) begin a bookmark line: ``watch()``'s loop handles
+#: those itself, so bookmarks advance the resourceVersion while the consumer is busy. Only
+#: a shortcut: a bookmark encoded otherwise takes the consumer's path and works the same.
+_BOOKMARK_PREFIX: Final = b'{"type":"BOOKMARK"'
+
+
+class _Drain:
+    """The type of ``_DRAIN``: ``_read``'s answer when the loop must yield first."""
+
+
+_DRAIN: Final = _Drain()
 
 #: The most events the core hands to the lanes before it lets the subscribers run.
 _BURST: Final = 64
@@ -202,7 +223,6 @@ class Lane:
         "_limit",
         "_pending",
         "_queue",
-        "_room",
         "_waiter",
         "blocking",
         "coalesced",
@@ -239,7 +259,6 @@ class Lane:
         # 3.2 us, measured), paid once per subscriber per burst. Cancelling the waiting
         # task cancels the future; a cancelled or done future is simply not set.
         self._waiter: asyncio.Future[None] | None = None
-        self._room: asyncio.Future[None] | None = None
         self._closed = False
         self._failed = False
         self._error: BaseException | None = None
@@ -442,26 +461,19 @@ class Lane:
         self._wake()
 
     def _wake(self) -> None:
-        for signal in (self._waiter, self._room):
-            if signal is not None and not signal.done():
-                signal.set_result(None)
-        self._waiter = self._room = None
+        waiter = self._waiter
+        if waiter is not None:
+            self._waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
 
     def full(self) -> bool:
-        """Whether a blocking lane's buffer is full (the core then awaits ``wait_room``)."""
+        """Whether a blocking lane's buffer is full (its pulling core then pauses)."""
         return len(self._queue) >= self.size
 
-    async def wait_room(self) -> None:
-        """Wait until the buffer has room again, or the lane is closed (blocking lanes)."""
-        # Yield first, as anyio's MemoryObjectSendStream.send() does: the reader (woken by
-        # the first push) usually drains the whole buffer in that turn, so the core rarely
-        # waits on an event. Waiting on the event alone costs an extra loop iteration per
-        # buffer, the reads grow ever larger (2000+ events) and throughput drops ~20%
-        # (measured with bench/run.py --only crwatch-watch).
-        await anyio.lowlevel.checkpoint()
-        while len(self._queue) >= self.size and not self._closed:
-            room = self._room = asyncio.get_running_loop().create_future()
-            await room
+    def readable(self) -> bool:
+        """Whether ``get_nowait`` has something to return (an event, the end, an error)."""
+        return bool(self._queue or self._pending or self._carry is not None or self._closed)
 
     # --- the subscriber's side ---
 
@@ -503,11 +515,6 @@ class Lane:
         else:
             raise anyio.WouldBlock
         self.delivered += 1
-        room = self._room
-        if room is not None:
-            self._room = None
-            if not room.done():
-                room.set_result(None)
         return event
 
     def __aiter__(self) -> Lane:
@@ -527,7 +534,7 @@ class Lane:
 
     async def wait_readable(self) -> None:
         """Wait until ``get_nowait`` has something to return (an event, the end, an error)."""
-        if self._queue or self._pending or self._carry is not None or self._closed:
+        if self.readable():
             return
         waiter = self._waiter = asyncio.get_running_loop().create_future()
         await waiter
@@ -567,7 +574,10 @@ class _OpenStream:
     def __init__(self, stream: WatchStream, max_event_bytes: int, deadline: float | None) -> None:
         self.stream = stream
         self.splitter = LineSplitter(max_event_bytes)
-        self.pending: collections.deque[bytes | EventTooLargeError] = collections.deque()
+        # Lines not used yet; the head may already be parsed (see ``_Core.take_fast``).
+        self.pending: collections.deque[
+            bytes | RawEvent | MalformedLineError | EventTooLargeError
+        ] = collections.deque()
         self.deadline = deadline
         self.eof = False
 
@@ -629,6 +639,10 @@ class _Core:
         self._gc_budget = _gc_budget()
         self._initial_done = False
         self._finished = False
+        # watch(): what the parked loop waits on, and the stream it is parked on while the
+        # next line is ready for ``take_fast`` (never with events in the lane).
+        self._resume: asyncio.Future[None] | None = None
+        self._parked: _OpenStream | None = None
         # Waiters for "synced" and "resourceVersion >= N": (target or -1, event).
         self._waiters: list[tuple[int, anyio.Event]] = []
 
@@ -691,51 +705,128 @@ class _Core:
     # --- the task ---
 
     async def run(self) -> None:
-        """Run the loop until cancelled or failed for good; never raises anything else."""
+        """Run the loop until cancelled or failed for good; never raises anything else.
+
+        Between bursts it lets the subscribers run (see ``_gc_budget``). For ``watch()``
+        (a blocking lane) it parks instead: it hands what it has to the consumer, which
+        takes events from the lane and applies ready lines itself (:meth:`take_fast`), and
+        waits until the consumer has used them all (:meth:`resume`). A consumer that stops
+        iterating so leaves the bytes unread (backpressure).
+        """
+        steps = self._steps()
         try:
-            await self._loop()
+            async for _ in steps:
+                self._burst = 0
+                blocking = self._blocking
+                if blocking is not None:
+                    resume = self._resume = asyncio.get_running_loop().create_future()
+                    blocking._wake()
+                    try:
+                        await resume
+                    finally:
+                        self._parked = self._resume = None
+                elif self.lanes:
+                    await anyio.lowlevel.checkpoint()
+                self._gc_mark = _gc_count()[0]
         except anyio.get_cancelled_exc_class():
             raise
         except Exception as exc:
-            if not isinstance(exc, CrwatchError):
-                log.exception("watch %s: unexpected error", self._resource)
-            self.error = exc
+            self._failed(exc)
         finally:
-            self._finished = True
-            for lane in self.lanes:
-                lane.close(self.error)
-            self._notify()
-            if self.error is not None and self._on_fatal is not None:
-                self._on_fatal(self.error)
+            await steps.aclose()
+            self._finish()
 
-    async def _emit(self, events: Iterable[Event], *, snapshot: bool = False) -> None:
-        counters = self.counters
-        lanes = self.lanes
-        blocking = self._blocking
-        if snapshot and blocking is None:
-            events = list(events)
-            counters.events += len(events)
-            for lane in lanes:
-                lane.push_snapshot(events)
+    def resume(self) -> None:
+        """Let a parked loop go on (``watch()``'s consumer used everything it was handed)."""
+        self._parked = None
+        resume = self._resume
+        if resume is not None and not resume.done():
+            resume.set_result(None)
+
+    def _failed(self, exc: Exception) -> None:
+        if not isinstance(exc, CrwatchError):
+            log.exception("watch %s: unexpected error", self._resource, exc_info=exc)
+        self.error = exc
+
+    def _finish(self) -> None:
+        if self._finished:
             return
-        for event in events:
-            counters.events += 1
-            for lane in lanes:
-                lane.push(event)
-            if blocking is not None and blocking.full():
-                # watch() only: its one consumer owns this core, so waiting is backpressure.
-                await blocking.wait_room()
-                lanes = self.lanes
+        self._finished = True
+        self._parked = None
+        for lane in self.lanes:
+            lane.close(self.error)
+        self._notify()
+        if self.error is not None and self._on_fatal is not None:
+            self._on_fatal(self.error)
 
-    def _fold(self) -> None:
-        """Record the fast path's deliveries in the machine's state (before any step)."""
-        if self._fast:
-            self.state = delivered(self.state, self._fast_rv)
-            self._fast = False
-            self._fast_rv = ""
+    def take_fast(self) -> Event | None:
+        """Parse and apply the next ready watch line, if the loop is parked on one.
+
+        ``watch()``'s per-event path, run by the consumer's ``__anext__`` itself: one line,
+        one cache change, one event, without a task switch or a buffer in between. Returns
+        ``None`` when the line needs the loop (a bookmark, an error, a malformed line) or
+        none is ready; the consumer then calls :meth:`resume`.
+        """
+        open_stream = self._parked
+        if open_stream is None:
+            return None
+        pending = open_stream.pending
+        while pending:
+            line = pending[0]
+            if type(line) is not bytes:
+                break
+            result = self._fast_line(line)
+            if isinstance(result, Event):
+                pending.popleft()
+                if self._waiters:
+                    self._notify()
+                return result
+            if result is None:  # a deletion of an unknown key: nothing to hand out
+                pending.popleft()
+                continue
+            pending[0] = result  # parsed once: the loop takes it from here
+            break
+        self._parked = None
+        return None
+
+    def _fast_line(self, line: bytes) -> Event | RawEvent | MalformedLineError | None:
+        """Parse one watch line; apply it at once if it is a plain change (the fast path).
+
+        A change (ADDED, MODIFIED, DELETED of an object with a string name and
+        resourceVersion) is applied to the cache and counted, and its event returned
+        (``None`` for the deletion of an unknown key); anything else comes back parsed, as
+        a :class:`RawEvent` or the :class:`MalformedLineError` to report, for the loop.
+        """
+        try:
+            data = _loads(line)
+        except ValueError:
+            data = None
+        if type(data) is dict and self.transform is None:
+            kind = data.get("type")
+            obj = data.get("object")
+            if type(kind) is str and type(obj) is dict:
+                change = _CHANGE_TYPES.get(kind)
+                meta = obj.get("metadata")
+                if change is not None and type(meta) is dict:
+                    name = meta.get("name")
+                    rv = meta.get("resourceVersion")
+                    if type(name) is str and type(rv) is str:
+                        namespace = meta.get("namespace")
+                        key = f"{namespace}/{name}" if namespace else name
+                        if rv:
+                            self._fast_rv = rv
+                        self._fast = True
+                        event = self.cache.apply_keyed(change, obj, key)
+                        if event is not None:
+                            self.counters.events += 1
+                        return event
+        try:
+            return parse_event(line)
+        except MalformedLineError as exc:
+            return exc
 
     def _change(self, kind: str, obj: dict[str, Any]) -> None:
-        """Apply one change to the cache, then hand it to every lane (the per-event path)."""
+        """Apply one change to the cache, then hand it to every lane."""
         transform = self.transform
         event = self.cache.apply(kind, obj if transform is None else transform(obj))
         if event is None:
@@ -748,26 +839,25 @@ class _Core:
     def _drain_due(self) -> bool:
         """Whether the subscribers must run now (see ``_BURST`` and ``_gc_budget``)."""
         blocking = self._blocking
-        return (
-            self._burst >= _BURST
-            # watch(): its buffer_size bounds what waits, whatever the consumer took since
-            # the last drain (a burst count alone let the buffer grow past buffer_size).
-            or (blocking is not None and len(blocking._queue) >= blocking.size)
-            or _gc_count()[0] - self._gc_mark > self._gc_budget
-        )
+        if blocking is not None:
+            # watch(): its buffer_size bounds what waits for the consumer.
+            return len(blocking._queue) >= blocking.size
+        return self._burst >= _BURST or _gc_count()[0] - self._gc_mark > self._gc_budget
 
-    async def _let_lanes_drain(self) -> None:
-        """Let the subscribers take what the last burst pushed (see ``_gc_budget``)."""
-        self._burst = 0
-        blocking = self._blocking
-        if blocking is not None and blocking.full():
-            # watch() only: its one consumer owns this core, so waiting is backpressure.
-            await blocking.wait_room()
-        elif self.lanes:
-            await anyio.lowlevel.checkpoint()
-        self._gc_mark = _gc_count()[0]
+    def _fold(self) -> None:
+        """Record the fast path's deliveries in the machine's state (before any step)."""
+        if self._fast:
+            self.state = delivered(self.state, self._fast_rv)
+            self._fast = False
+            self._fast_rv = ""
 
-    async def _loop(self) -> None:
+    async def _steps(self) -> AsyncGenerator[None, None]:
+        """Run the list/watch loop: perform the actions, yield to let the lanes drain.
+
+        It yields only where the subscribers should run: after a burst of changes (task
+        mode, :meth:`run`) or when ``watch()``'s blocking lane is full or the next watch
+        line is ready for :meth:`take_fast` (``watch()``, see :meth:`run`).
+        """
         resource = self._resource
         cache = self.cache
         collected: list[dict[str, Any]] = []
@@ -786,7 +876,7 @@ class _Core:
                         for raw in action.events:
                             self._change(raw.type, raw.object)
                             if self._drain_due():
-                                await self._let_lanes_drain()
+                                yield
                     elif isinstance(action, Collect):
                         if self.transform is None:
                             collected.extend(action.objects)
@@ -805,7 +895,20 @@ class _Core:
                         )
                         first = not self._initial_done
                         self._initial_done = True
-                        await self._emit(events, snapshot=first)
+                        self.counters.events += len(events)
+                        blocking = self._blocking
+                        if blocking is None:
+                            for lane in self.lanes:
+                                if first:
+                                    lane.push_snapshot(events)
+                                else:
+                                    for event in events:
+                                        lane.push(event)
+                        else:
+                            for event in events:
+                                blocking.push(event)
+                                if len(blocking._queue) >= blocking.size:
+                                    yield
                         if self._waiters:  # before the watch request that follows
                             self._notify()
                     elif isinstance(action, DiscardCollected):
@@ -834,10 +937,14 @@ class _Core:
                         raise action.error
                 if self._waiters:
                     self._notify()
-                if observation is None:
+                while observation is None:
                     if stream is None:  # pragma: no cover - a machine bug
                         raise RuntimeError(f"nothing to wait for in phase {self.state.phase}")
-                    observation = await self._read(stream, collected)
+                    read = await self._read(stream, collected)
+                    if isinstance(read, _Drain):
+                        yield
+                    else:
+                        observation = read
         finally:
             if stream is not None:
                 stream.stream.close()
@@ -918,38 +1025,70 @@ class _Core:
             )
         counters.last_error = problem
 
-    async def _read(self, open_stream: _OpenStream, collected: list[dict[str, Any]]) -> Observation:
+    async def _read(
+        self, open_stream: _OpenStream, collected: list[dict[str, Any]]
+    ) -> Observation | _Drain:
         """Read until the next observation for the machine, delivering changes on the way.
 
         The fast path (see ``_machine``): while WATCHING, each change is parsed, applied and
         handed to the lanes before the next line is parsed, and its resourceVersion kept in
         ``_fast_rv``; during a streaming list each ADDED object is collected. Only other
         events (bookmarks, errors, the end, a failure, a skipped line, a deadline) go
-        through ``step``.
+        through ``step``. Returns ``_DRAIN`` when the loop should yield first: in task mode
+        after a burst, in pull mode (``watch()``) when its lane has events or the next line
+        is one for :meth:`take_fast` (the loop is then parked on ``open_stream``).
         """
         pending = open_stream.pending
         counters = self.counters
         transform = self.transform
         watching = Phase.WATCHING
         streaming = Phase.STREAMING_LIST
+        blocking = self._blocking
         while True:
             phase = self.state.phase
             while pending:
-                line = pending.popleft()
-                if isinstance(line, EventTooLargeError):
-                    self._skipped(line)
-                    return LineSkipped(line)
-                try:
-                    raw = parse_event(line)
-                except MalformedLineError as exc:
-                    self._skipped(exc)
-                    if open_stream.eof and not pending:
+                line = pending[0]
+                if isinstance(line, bytes):
+                    if phase is watching and not line.startswith(_BOOKMARK_PREFIX):
+                        if blocking is not None:
+                            if not blocking._queue:
+                                self._parked = open_stream
+                            return _DRAIN
+                        pending.popleft()
+                        result = self._fast_line(line)
+                        if isinstance(result, Event):
+                            for lane in self.lanes:
+                                lane.push(result)
+                            self._burst += 1
+                            if self._waiters:
+                                self._notify()
+                            if self._drain_due():
+                                return _DRAIN
+                            continue
+                        if result is None:
+                            continue
+                        item: RawEvent | MalformedLineError | EventTooLargeError = result
+                    else:
+                        pending.popleft()
+                        try:
+                            item = parse_event(line)
+                        except MalformedLineError as exc:
+                            item = exc
+                else:
+                    pending.popleft()
+                    item = line
+                if not isinstance(item, RawEvent):
+                    assert isinstance(item, (MalformedLineError, EventTooLargeError))
+                    self._skipped(item)
+                    if open_stream.eof and not pending and isinstance(item, MalformedLineError):
                         # The incomplete last line of a stream that ended: the re-watch
                         # from the last resourceVersion delivers that event again.
                         continue
-                    return LineSkipped(exc)
+                    return LineSkipped(item)
+                raw = item
                 kind = raw.type
                 if phase is watching and kind in _CHANGES:
+                    # A change the fast path left alone (a transform, or odd metadata).
                     self._change(kind, raw.object)
                     rv = raw.resource_version
                     if rv:
@@ -958,7 +1097,7 @@ class _Core:
                     if self._waiters:
                         self._notify()
                     if self._drain_due():
-                        await self._let_lanes_drain()
+                        return _DRAIN
                     continue
                 if phase is streaming and kind == "ADDED":
                     obj = raw.object
@@ -968,8 +1107,9 @@ class _Core:
                     error = status_to_error(raw.object, verb="watch", resource=str(self._resource))
                     return Failed(error)
                 return WatchEvent(raw)
-            if self._burst:
-                await self._let_lanes_drain()
+            if self._burst or (blocking is not None and blocking._queue):
+                # Let the subscribers take what was pushed before waiting on the network.
+                return _DRAIN
             if open_stream.eof:
                 return StreamEnded()
             timeout = self._stall_timeout
@@ -1020,22 +1160,38 @@ class EventStream:
     Iteration yields :class:`crwatch.Event` values: the initial state as ADDED, then the
     changes. It ends by raising the error that stopped the watch (for example
     :class:`crwatch.ForbiddenError`), and never ends on its own otherwise.
+
+    Iterating drives the watch: each step reads, parses and applies what the next event
+    needs in the consumer's own task (no background task, no hand-off), so a consumer that
+    stops iterating leaves the bytes unread (backpressure) and nothing runs meanwhile.
     """
 
-    __slots__ = ("_lane", "_watch")
+    __slots__ = ("_core", "_lane", "_watch")
 
     def __init__(self, lane: Lane, owner: Watch) -> None:
         self._lane = lane
         self._watch = owner
+        self._core = owner._core
 
     def __aiter__(self) -> EventStream:
         return self
 
     async def __anext__(self) -> Event:
-        try:
-            return self._lane.get_nowait()
-        except anyio.WouldBlock:
-            return await self._lane.__anext__()
+        core = self._core
+        if core._parked is not None:
+            # The per-event path: the next line, parsed and applied right here.
+            event = core.take_fast()
+            if event is not None:
+                return event
+        lane = self._lane
+        while not lane.readable():
+            if core._parked is not None:
+                event = core.take_fast()
+                if event is not None:
+                    return event
+            core.resume()
+            await lane.wait_readable()
+        return lane.get_nowait()
 
     def statistics(self) -> WatchStatistics:
         """Return the counters of the watch so far."""
