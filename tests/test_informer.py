@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -909,3 +910,102 @@ def test_lane_full_folds_in_place() -> None:
     assert deleted.old is events[5].object
     with pytest.raises(anyio.WouldBlock):
         lane.get_nowait()
+
+
+# --- sync callbacks called directly ------------------------------------------------------------
+
+
+@anyio_mark
+async def test_sync_callback_runs_in_step_with_the_cache_and_keeps_the_order(env: Env) -> None:
+    """A caught-up sync callback is called as each change is applied, in order.
+
+    The store shows that change and no later one; a backlog (the snapshot) comes first.
+    """
+    for name in ("a", "b"):
+        env.create(name)
+    informer = env.informer()
+    seen: list[tuple[str, str, str]] = []
+
+    def check(event: Event) -> None:
+        cached = informer.store.get(event.key)
+        cached_rv = "" if cached is None else cached["metadata"]["resourceVersion"]
+        seen.append((str(event.type), event.key, cached_rv))
+
+    view = View("default/end")
+    informer.subscribe(check)
+    informer.subscribe(view.apply)
+    async with informer:
+        await informer.wait_synced(timeout=5)
+        expected = [("ADDED", f"default/{n}", env.state()[f"default/{n}"]) for n in "ab"]
+        for i in range(20):
+            obj = env.patch("a", size=i)
+            expected.append(("MODIFIED", "default/a", obj["metadata"]["resourceVersion"]))
+        env.delete("b")
+        expected.append(("DELETED", "default/b", ""))
+        end = env.create("end")
+        expected.append(("ADDED", "default/end", end["metadata"]["resourceVersion"]))
+        with anyio.fail_after(5):
+            await view.done.wait()
+        await until(lambda: len(seen) == len(expected))
+    assert seen == expected
+
+
+@anyio_mark
+async def test_sync_callable_returning_an_awaitable_is_awaited_in_order(env: Env) -> None:
+    """A plain function returning a coroutine (a lambda around an async def) is awaited.
+
+    Every event once and in order, whether it was called directly or from its buffer.
+    """
+    env.create("a")
+    got: list[tuple[str, str]] = []
+    done = anyio.Event()
+
+    async def record(event: Event) -> None:
+        await anyio.lowlevel.checkpoint()
+        got.append((str(event.type), event.key))
+        if event.key == "default/end":
+            done.set()
+
+    informer = env.informer()
+    sub = informer.subscribe(lambda event: record(event), name="wrapped")
+    async with informer:
+        await informer.wait_synced(timeout=5)
+        env.patch("a", size=1)
+        env.create("b")
+        env.create("end")
+        with anyio.fail_after(5):
+            await done.wait()
+    assert got == [
+        ("ADDED", "default/a"),
+        ("MODIFIED", "default/a"),
+        ("ADDED", "default/b"),
+        ("ADDED", "default/end"),
+    ]
+    assert sub.statistics().errors == 0
+
+
+def test_async_callables_are_told_from_sync_ones() -> None:
+    """Only sync callbacks are called directly.
+
+    Async defs, partials of them and objects with an ``async def __call__`` get a task.
+    """
+    import functools
+
+    from crwatch._informer import _is_async_callable
+
+    async def coro(event: Event) -> None: ...
+
+    def plain(event: Event) -> None: ...
+
+    class AsyncCall:
+        async def __call__(self, event: Event) -> None: ...
+
+    class SyncCall:
+        def __call__(self, event: Event) -> None: ...
+
+    assert _is_async_callable(coro)
+    assert _is_async_callable(functools.partial(coro))
+    assert _is_async_callable(AsyncCall())
+    assert not _is_async_callable(plain)
+    assert not _is_async_callable(SyncCall())
+    assert not _is_async_callable(print)

@@ -736,3 +736,27 @@ async def test_resource_as_text_and_bad_client() -> None:
         crwatch.watch(object(), "widgets.v1.example.com")  # type: ignore[arg-type]
     with pytest.raises(crwatch.InvalidOptionError):
         crwatch.watch(crwatch.Client.from_incluster(), "widgets.v1.example.com")
+
+
+async def test_cancelled_waits_and_a_paused_consumer_lose_nothing(env: Env) -> None:
+    """The consumer drives the per-event work; timing out its waits changes nothing.
+
+    Many ``__anext__`` calls cancelled while nothing arrives, then a burst of changes made
+    while the consumer does not iterate: every change comes once, in order, and the watch
+    request is the same one throughout.
+    """
+    env.create("a")
+    async with env.watch(streaming_list=False) as events:
+        assert summary(await take(events, 1)) == [("ADDED", "default/a")]
+        for _ in range(20):
+            await nothing_more(events, 0.01)
+        for i in range(50):
+            env.patch("a", size=i)
+        env.create("b")
+        got = await take(events, 51)
+        assert summary(got) == [("MODIFIED", "default/a")] * 50 + [("ADDED", "default/b")]
+        assert [e.object["spec"]["size"] for e in got[:50]] == list(range(50))
+        assert [e.old["spec"]["size"] for e in got[1:50] if e.old] == list(range(49))
+        stats = events.statistics()
+        assert (stats.watches, stats.errors, stats.events) == (1, 0, 52)
+        assert stats.resource_version == got[-1].resource_version

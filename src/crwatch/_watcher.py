@@ -7,12 +7,16 @@ subscribers' :class:`Lane` objects. The core never awaits a subscriber: a lane i
 buffer the core appends to synchronously, and what happens when it is full is the lane's
 declared overflow policy (below). The one exception is ``watch()``, whose single lane is
 *blocking*: nobody else shares that core, so a full buffer simply pauses the reading (plain
-backpressure, no event ever coalesced), as before the core was shared.
+backpressure, no event ever coalesced).
 
-The per-event path: each watch line is parsed, applied to the cache and pushed to the lanes
-before the next line is parsed (the machine's fast path, see ``_machine``), and after a short
-burst (``_gc_budget``) the core yields once so the subscribers take what it pushed: parsed
-objects then die young instead of being promoted by the garbage collector.
+The per-event path. In ``watch()`` the consumer's ``__anext__`` does the work: the core task
+reads a chunk, splits it into lines and parks; the consumer then parses and applies one line
+per event (``_Core.take_fast``) and wakes the core once the lines run out, so an event costs
+no task switch and its parsed object dies young. For an informer the core task parses each
+line, applies it and pushes it to every lane before the next; a lane whose subscriber is a
+caught-up sync callback calls it right there (``Lane.direct``); after a short burst
+(``_gc_budget``) the core yields once so the other subscribers take what it pushed, before
+the garbage collector promotes the objects they hold.
 
 Overflow policies of a lane (``buffer_size`` events held in order, then):
 
@@ -35,8 +39,8 @@ buffer has room. A new subscriber first gets the cache's current state as ADDED 
 pending state (later changes to those keys fold in until it has read them), then live events:
 no gap and no duplicate, because attaching happens synchronously between two core steps.
 
-The background task belongs to the task group of the ``async with``; user code never runs
-inside it.
+The background task belongs to the task group of the ``async with``. The only user code run
+inside it is a sync callback called directly (it blocks the event loop wherever it runs).
 """
 
 from __future__ import annotations
@@ -227,6 +231,7 @@ class Lane:
         "blocking",
         "coalesced",
         "delivered",
+        "direct",
         "dropped",
         "name",
         "on_fail",
@@ -266,6 +271,10 @@ class Lane:
         self._relimit()
         #: Called (synchronously, by the core) when the lane fails, to stop its reader.
         self.on_fail: Callable[[], None] | None = None
+        #: A sync callback's caller, run by ``push`` itself while nothing is buffered (the
+        #: subscriber is caught up, so the order holds): no hand-off, and the event dies
+        #: young. Set by the informer for plain sync callbacks; it must not raise.
+        self.direct: Callable[[Event], None] | None = None
         self.delivered = 0
         self.coalesced = 0
         self.dropped = 0
@@ -300,6 +309,11 @@ class Lane:
         """Append one event (the core's per-event path: no await, no allocation if room)."""
         queue = self._queue
         if len(queue) < self._limit:
+            if not queue:
+                direct = self.direct
+                if direct is not None and self._carry is None:
+                    direct(event)
+                    return
             queue.append(event)
             waiter = self._waiter
             if waiter is not None:
@@ -1161,9 +1175,11 @@ class EventStream:
     changes. It ends by raising the error that stopped the watch (for example
     :class:`crwatch.ForbiddenError`), and never ends on its own otherwise.
 
-    Iterating drives the watch: each step reads, parses and applies what the next event
-    needs in the consumer's own task (no background task, no hand-off), so a consumer that
-    stops iterating leaves the bytes unread (backpressure) and nothing runs meanwhile.
+    Iterating drives the watch: the background task reads and frames the bytes, and each
+    ``__anext__`` parses and applies the next line in the consumer's own task (no hand-off
+    per event). A consumer that stops iterating leaves the rest unread (backpressure): the
+    server's bookmarks are still taken, but changes wait for the next ``__anext__``, and so
+    do :meth:`statistics`' counters.
     """
 
     __slots__ = ("_core", "_lane", "_watch")
@@ -1436,7 +1452,8 @@ def watch(
             backoff pace.
         backoff: delays between failed attempts. Default ``Backoff()``: 0.8 s doubling to
             30 s with full jitter.
-        buffer_size: events buffered for a slow consumer before the watch waits. Default 128.
+        buffer_size: events of a list (or relist) handed over at a time before the watch
+            waits for the consumer to take them. Default 128.
         watch_timeout: each watch asks the server to end it after a random number of
             seconds in ``[low, high)`` (it is then resumed at once). Default ``(300, 600)``.
         seed: seed of the jitter's random numbers, for reproducible tests. Default ``None``.
