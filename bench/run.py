@@ -120,6 +120,8 @@ ROWS = [
         "crwatch_client:watch_sync", "crwatch", "server answers sendInitialEvents with 422"),
     Row("sync-paged", "crwatch-informer-paged", "crwatch.Informer: wait_synced()",
         "informer_client:sync", "crwatch", vs="floor-paged-kept"),
+    Row("sync-paged", "crwatch-informer-paged-freeze", "crwatch.Informer(gc_freeze=True)",
+        "informer_client:sync_gc_freeze", "crwatch", "target <= 1.3x floor (time)"),
     Row("sync-paged", "k8s-asyncio-paged", "kubernetes-asyncio list, limit/continue",
         "k8s_asyncio:paged_list", "k8s-asyncio"),
     Row("sync-paged", "lightkube-paged", "lightkube list, chunk_size=500",
@@ -135,6 +137,8 @@ ROWS = [
         "crwatch_client:watch_sync", "crwatch"),
     Row("sync-stream", "crwatch-informer-stream", "crwatch.Informer: wait_synced()",
         "informer_client:sync", "crwatch", vs="floor-stream-kept"),
+    Row("sync-stream", "crwatch-informer-stream-freeze", "crwatch.Informer(gc_freeze=True)",
+        "informer_client:sync_gc_freeze", "crwatch", "target <= 1.3x floor (time)"),
     # 3. memory
     Row("memory", "memory-dicts", "parsed dicts alone (orjson)", "floor:memory_full", "floor"),
     Row("memory", "memory-no-managed-fields", "parsed dicts, managedFields dropped",

@@ -7,7 +7,7 @@ import contextlib
 import gc
 import logging
 import warnings
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -738,6 +738,7 @@ async def test_store_is_a_read_only_view(env: Env) -> None:
         {"subscriber_errors": "ignore"},
         {"stall_timeout": 0},
         {"namespace": ""},
+        {"gc_freeze": "yes"},
     ],
 )
 @anyio_mark
@@ -1009,3 +1010,54 @@ def test_async_callables_are_told_from_sync_ones() -> None:
     assert not _is_async_callable(plain)
     assert not _is_async_callable(SyncCall())
     assert not _is_async_callable(print)
+
+
+# --- gc_freeze -----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def unfrozen() -> Iterator[None]:
+    """Give the test a collector with nothing frozen, and thaw what it froze."""
+    gc.unfreeze()
+    yield
+    gc.unfreeze()
+
+
+@pytest.mark.parametrize("freeze", [True, False])
+@pytest.mark.parametrize("streaming", [True, False])
+@anyio_mark
+async def test_gc_freeze_hides_listed_objects_from_the_collector(
+    env: Env, streaming: bool, freeze: bool, unfrozen: None
+) -> None:
+    """With gc_freeze=True the listed objects are frozen (paged and streaming lists).
+
+    Without it they stay in the collector's generations. Frozen objects still behave as
+    cache entries: replaced, deleted, and indexed as before.
+    """
+    for i in range(1100):  # more than two pages, and two freezes of a streaming list
+        env.create(f"w{i:04}", owner="o1" if i % 2 else "o2")
+    informer = env.informer(
+        gc_freeze=freeze, streaming_list=streaming, page_size=500, indexes={"owner": owners}
+    )
+    store = informer.store
+    async with informer:
+        await informer.wait_synced(timeout=10)
+        assert len(store) == 1100
+        tracked = {id(o) for o in gc.get_objects()}
+        listed = store.list()
+        hidden = sum(id(o) not in tracked for o in listed)
+        assert hidden == (len(listed) if freeze else 0)
+        assert (gc.get_freeze_count() > len(listed)) is freeze
+        view = View("default/end")
+        informer.subscribe(view.apply)
+        env.patch("w0001", size=7)
+        env.delete("w0000")
+        env.create("end")
+        with anyio.fail_after(5):
+            await view.done.wait()
+        changed = store.get("default/w0001")
+        assert changed is not None
+        assert changed["spec"] == {"size": 7}
+        assert "default/w0000" not in store
+        assert len(store.by_index("owner", "uid-o1")) == 550
+        assert len(store.by_index("owner", "uid-o2")) == 549

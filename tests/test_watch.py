@@ -715,6 +715,7 @@ async def test_borrowed_api_client_is_left_open(env: Env) -> None:
         {"buffer_size": -1},
         {"watch_timeout": (10, 5)},
         {"seed": "x"},
+        {"gc_freeze": 1},
     ],
 )
 async def test_invalid_options_raise_at_call_time(env: Env, options: dict[str, Any]) -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import inspect
 import time
 from typing import Any
 
@@ -111,15 +112,22 @@ async def fanout_9_and_slow(ctx: Ctx) -> tuple[int, dict[str, Any]]:
     return await _fan_out(ctx, 9, slow=1)
 
 
-async def sync(ctx: Ctx) -> int:
+async def sync(ctx: Ctx, **options: Any) -> int:
     """Time until ``await informer.wait_synced()`` returns (no subscriber)."""
     async with _client(ctx) as client:
-        informer = crwatch.Informer(client, RESOURCE, namespace=NAMESPACE)
+        informer = crwatch.Informer(client, RESOURCE, namespace=NAMESPACE, **options)
         async with informer:
             await informer.wait_synced()
             n = len(informer.store)
     assert n == ctx.count, (n, ctx.count)
     return n
+
+
+async def sync_gc_freeze(ctx: Ctx) -> int:
+    """The same with ``gc_freeze=True`` (listed objects hidden from the cyclic GC)."""
+    if "gc_freeze" not in inspect.signature(crwatch.Informer).parameters:
+        raise Unavailable("this crwatch has no Informer(gc_freeze=...)")
+    return await sync(ctx, gc_freeze=True)
 
 
 async def _memory(ctx: Ctx, transform: Any) -> tuple[int, dict[str, Any]]:

@@ -394,6 +394,9 @@ class Informer:
         backoff: see :func:`crwatch.watch`. Default ``Backoff()``.
         watch_timeout: see :func:`crwatch.watch`. Default ``(300, 600)``.
         seed: see :func:`crwatch.watch`. Default ``None``.
+        gc_freeze: see :func:`crwatch.watch` and the informer guide: ``True`` hides listed
+            objects from the cyclic garbage collector (:func:`gc.freeze`), a process-wide
+            trade for ~3x faster lists of large caches. Default ``False``.
 
     Raises:
         InvalidOptionError: an option is invalid (raised here, not when entering).
@@ -420,6 +423,7 @@ class Informer:
         backoff: Backoff | None = None,
         watch_timeout: tuple[int, int] = (300, 600),
         seed: int | None = None,
+        gc_freeze: bool = False,
     ) -> None:
         settings = _settings(
             client,
@@ -436,6 +440,7 @@ class Informer:
             backoff=backoff,
             watch_timeout=watch_timeout,
             seed=seed,
+            gc_freeze=gc_freeze,
         )
         if transform is not None and not callable(transform):
             raise InvalidOptionError(f"transform must be a callable or None, got {transform!r}")

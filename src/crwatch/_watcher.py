@@ -149,6 +149,9 @@ class _Drain:
 
 _DRAIN: Final = _Drain()
 
+#: With ``gc_freeze``: objects of a streaming list between two ``gc.freeze()`` calls (a page).
+_FREEZE_EVERY: Final = 500
+
 #: The most events the core hands to the lanes before it lets the subscribers run.
 _BURST: Final = 64
 _gc_count = gc.get_count
@@ -609,6 +612,7 @@ class _Settings:
     max_event_bytes: int
     config: Config
     seed: int
+    gc_freeze: bool = False
 
 
 def _rv_int(rv: str) -> int | None:
@@ -636,6 +640,7 @@ class _Core:
         self._transport = settings.transport
         self._stall_timeout = settings.stall_timeout
         self._max_event_bytes = settings.max_event_bytes
+        self._gc_freeze = settings.gc_freeze
         self.state: State = initial_state(settings.config, settings.seed)
         self.cache = Cache(indexes)
         self.transform = transform
@@ -896,6 +901,8 @@ class _Core:
                             collected.extend(action.objects)
                         else:
                             collected.extend(map(self.transform, action.objects))
+                        if self._gc_freeze:
+                            gc.freeze()
                     elif isinstance(action, ReplaceAll):
                         events = cache.replace(collected)
                         collected = []
@@ -910,6 +917,8 @@ class _Core:
                         first = not self._initial_done
                         self._initial_done = True
                         self.counters.events += len(events)
+                        if self._gc_freeze:
+                            gc.freeze()
                         blocking = self._blocking
                         if blocking is None:
                             for lane in self.lanes:
@@ -1116,6 +1125,8 @@ class _Core:
                 if phase is streaming and kind == "ADDED":
                     obj = raw.object
                     collected.append(obj if transform is None else transform(obj))
+                    if self._gc_freeze and not len(collected) % _FREEZE_EVERY:
+                        gc.freeze()
                     continue
                 if kind == "ERROR":
                     error = status_to_error(raw.object, verb="watch", resource=str(self._resource))
@@ -1303,6 +1314,7 @@ def _settings(
     backoff: Backoff | None,
     watch_timeout: tuple[int, int],
     seed: int | None,
+    gc_freeze: bool = False,
 ) -> _Settings:
     """Validate the list/watch options shared by ``watch()`` and ``Informer``."""
     if not isinstance(client, Client):
@@ -1355,6 +1367,8 @@ def _settings(
             f"watch_timeout must be (low, high) whole seconds, 1 <= low <= high, "
             f"got {watch_timeout!r}"
         )
+    if not isinstance(gc_freeze, bool):
+        raise InvalidOptionError(f"gc_freeze must be True or False, got {gc_freeze!r}")
     if seed is None:
         seed = random.SystemRandom().getrandbits(64)
     elif isinstance(seed, bool) or not isinstance(seed, int):
@@ -1377,6 +1391,7 @@ def _settings(
         max_event_bytes=max_event_bytes,
         config=config,
         seed=seed,
+        gc_freeze=gc_freeze,
     )
 
 
@@ -1411,6 +1426,7 @@ def watch(
     buffer_size: int = 128,
     watch_timeout: tuple[int, int] = (300, 600),
     seed: int | None = None,
+    gc_freeze: bool = False,
 ) -> Watch:
     """Watch one resource type: its current objects as ADDED events, then every change.
 
@@ -1457,6 +1473,17 @@ def watch(
         watch_timeout: each watch asks the server to end it after a random number of
             seconds in ``[low, high)`` (it is then resumed at once). Default ``(300, 600)``.
         seed: seed of the jitter's random numbers, for reproducible tests. Default ``None``.
+        gc_freeze: ``True`` makes lists of many objects ~3x faster by hiding the listed
+            objects from Python's cyclic garbage collector: each list calls
+            :func:`gc.freeze` after every page (every 500 objects of a streaming list) and
+            once the cache is replaced. Without it the collector walks the growing cache
+            again and again during the list (two thirds of the time for 100,000 objects),
+            and every later full collection walks it once more. Frozen objects are still
+            freed when replaced or deleted. The cost: it acts on the whole process (it
+            freezes every object alive at that moment, yours too), and a reference cycle
+            frozen while alive is never collected once it dies (until :func:`gc.unfreeze`).
+            See "Large caches and the garbage collector" in the informer guide.
+            Default ``False``.
 
     Returns:
         An async context manager; entering it starts watching and gives an
@@ -1480,6 +1507,7 @@ def watch(
         backoff=backoff,
         watch_timeout=watch_timeout,
         seed=seed,
+        gc_freeze=gc_freeze,
     )
     if isinstance(buffer_size, bool) or not isinstance(buffer_size, int) or buffer_size < 0:
         raise InvalidOptionError(f"buffer_size must be an int >= 0, got {buffer_size!r}")
