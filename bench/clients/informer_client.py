@@ -124,7 +124,7 @@ async def sync(ctx: Ctx, **options: Any) -> int:
 
 
 async def sync_gc_freeze(ctx: Ctx) -> int:
-    """The same with ``gc_freeze=True`` (listed objects hidden from the cyclic GC)."""
+    """Time the same with ``gc_freeze=True`` (listed objects hidden from the cyclic GC)."""
     if "gc_freeze" not in inspect.signature(crwatch.Informer).parameters:
         raise Unavailable("this crwatch has no Informer(gc_freeze=...)")
     return await sync(ctx, gc_freeze=True)
