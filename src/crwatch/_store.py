@@ -19,7 +19,18 @@ import logging
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, TypeAlias
 
-from ._events import Event, EventType, new_event, object_key
+from ._events import (
+    Event,
+    EventType,
+    _new,
+    _set_key,
+    _set_object,
+    _set_old,
+    _set_synthetic,
+    _set_type,
+    new_event,
+    object_key,
+)
 
 __all__ = ["Cache", "IndexFunc", "Store"]
 
@@ -156,7 +167,14 @@ class Cache:
             # Already known (for example re-entering a selector we missed leaving): to the
             # consumer it is a change of a known object.
             kind = _MODIFIED
-        return new_event(kind, obj, key, old)
+        # new_event(kind, obj, key, old), inlined: this runs once per watch event.
+        event: Event = _new(Event)
+        _set_type(event, kind)
+        _set_object(event, obj)
+        _set_key(event, key)
+        _set_old(event, old)
+        _set_synthetic(event, False)
+        return event
 
     def replace(self, objects: Iterable[dict[str, Any]]) -> list[Event]:
         """Swap in a complete state; return only the differences, as events.

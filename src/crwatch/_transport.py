@@ -145,6 +145,20 @@ class WatchStream:
             raise TransportError(f"{self._describe}: stream broken: {_explain(exc)}") from exc
         return chunk
 
+    def read_nowait(self) -> bytes:
+        """Return the bytes already received, without waiting; ``b""`` if there are none.
+
+        ``b""`` does not mean the end of the stream: :meth:`read` tells that.
+
+        Raises:
+            TransportError: the connection broke mid-stream.
+        """
+        try:
+            chunk: bytes = self._response.content.read_nowait()
+        except _NETWORK_ERRORS as exc:
+            raise TransportError(f"{self._describe}: stream broken: {_explain(exc)}") from exc
+        return chunk
+
     def close(self) -> None:
         """Drop the connection (idempotent); an unfinished stream cannot be reused."""
         if not self._closed:

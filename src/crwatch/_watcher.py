@@ -790,23 +790,42 @@ class _Core:
         if open_stream is None:
             return None
         pending = open_stream.pending
-        while pending:
-            line = pending[0]
-            if type(line) is not bytes:
-                break
-            result = self._fast_line(line)
-            if isinstance(result, Event):
-                pending.popleft()
-                if self._waiters:
-                    self._notify()
-                return result
-            if result is None:  # a deletion of an unknown key: nothing to hand out
-                pending.popleft()
-                continue
-            pending[0] = result  # parsed once: the loop takes it from here
+        while pending or self._refill(open_stream):
+            line = pending.popleft()
+            if type(line) is bytes:
+                result = self._fast_line(line)
+                if isinstance(result, Event):
+                    if self._waiters:
+                        self._notify()
+                    return result
+                if result is None:  # a deletion of an unknown key: nothing to hand out
+                    continue
+                pending.appendleft(result)  # parsed once: the loop takes it from here
+            else:
+                pending.appendleft(line)
             break
         self._parked = None
         return None
+
+    def _refill(self, open_stream: _OpenStream) -> bool:
+        """Frame the bytes already received into ``pending`` (``take_fast`` ran out of lines).
+
+        So a consumer keeps up with a busy stream without waking the core for each network
+        read. Returns ``False`` when the core must act instead: nothing is buffered (it
+        waits with the stall timeout), a relist is scheduled (it checks the deadline), or
+        the stream failed (it reports the error).
+        """
+        if self.state.relist_at is not None:
+            return False
+        try:
+            chunk = open_stream.stream.read_nowait()
+        except TransportError:
+            return False  # the core's own read raises it again, and reports it
+        if not chunk:
+            return False
+        self.counters.last_byte_at = time.monotonic()
+        open_stream.pending.extend(open_stream.splitter.feed(chunk))
+        return bool(open_stream.pending)
 
     def _fast_line(self, line: bytes) -> Event | RawEvent | MalformedLineError | None:
         """Parse one watch line; apply it at once if it is a plain change (the fast path).
@@ -1067,30 +1086,34 @@ class _Core:
         watching = Phase.WATCHING
         streaming = Phase.STREAMING_LIST
         blocking = self._blocking
+        gc_budget = self._gc_budget
         while True:
             phase = self.state.phase
             while pending:
                 line = pending[0]
                 if isinstance(line, bytes):
-                    if phase is watching and not line.startswith(_BOOKMARK_PREFIX):
-                        if blocking is not None:
-                            if not blocking._queue:
-                                self._parked = open_stream
-                            return _DRAIN
+                    if phase is watching and blocking is None:
                         pending.popleft()
                         result = self._fast_line(line)
                         if isinstance(result, Event):
+                            # Read self.lanes each time: a direct callback may subscribe.
                             for lane in self.lanes:
                                 lane.push(result)
-                            self._burst += 1
+                            self._burst = burst = self._burst + 1
                             if self._waiters:
                                 self._notify()
-                            if self._drain_due():
+                            if burst >= _BURST or _gc_count()[0] - self._gc_mark > gc_budget:
                                 return _DRAIN
                             continue
                         if result is None:
                             continue
                         item: RawEvent | MalformedLineError | EventTooLargeError = result
+                    elif phase is watching and not line.startswith(_BOOKMARK_PREFIX):
+                        # watch(): the consumer takes it from here (take_fast).
+                        assert blocking is not None
+                        if not blocking._queue:
+                            self._parked = open_stream
+                        return _DRAIN
                     else:
                         pending.popleft()
                         try:
@@ -1152,7 +1175,16 @@ class _Core:
                 timeout = min(timeout, remaining)
             else:
                 deadline = None
-            chunk = b""
+            try:
+                # Bytes already received need no timer (a cancel scope per read costs more
+                # than framing them).
+                chunk = open_stream.stream.read_nowait()
+            except TransportError as exc:
+                return Failed(exc)
+            if chunk:
+                counters.last_byte_at = time.monotonic()
+                pending.extend(open_stream.splitter.feed(chunk))
+                continue
             with anyio.move_on_after(timeout) as scope:
                 try:
                     chunk = await open_stream.stream.read()
