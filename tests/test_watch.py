@@ -761,3 +761,26 @@ async def test_cancelled_waits_and_a_paused_consumer_lose_nothing(env: Env) -> N
         stats = events.statistics()
         assert (stats.watches, stats.errors, stats.events) == (1, 0, 52)
         assert stats.resource_version == got[-1].resource_version
+
+
+async def test_consumer_frames_bytes_that_arrived_while_it_was_busy(env: Env) -> None:
+    """Changes received while the consumer holds an event are framed by the consumer itself.
+
+    They come in order, once each, on the same watch request, with ``old`` chained.
+    """
+    env.create("a")
+    async with env.watch(streaming_list=False) as events:
+        assert summary(await take(events, 1)) == [("ADDED", "default/a")]
+        for i in range(10):
+            env.patch("a", size=i)
+        first = await take(events, 1)  # the loop parks with nine lines still to use
+        for i in range(10, 20):
+            env.patch("a", size=i)
+        await anyio.sleep(0.05)  # they reach the client's buffer; nothing reads them yet
+        rest = await take(events, 19)
+        got = first + rest
+        assert [e.object["spec"]["size"] for e in got] == list(range(20))
+        assert all(e.old is not None for e in got)
+        assert [e.old["spec"].get("size") for e in got[1:] if e.old] == list(range(19))
+        stats = events.statistics()
+        assert (stats.watches, stats.errors) == (1, 0)
