@@ -265,7 +265,7 @@ def end_to_end(events: int) -> list[tuple[str, float, float]]:
              lambda: _inline(url, events, machine=True, per_read=False)),
             ("inline, per read: parse all lines, step once, Cache.apply each",
              lambda: _inline(url, events, machine=True, per_read=True)),
-            ("crwatch.watch (core task + lane)", lambda: watch_throughput(ctx)),
+            ("crwatch.watch (consumer parses, core task reads)", lambda: watch_throughput(ctx)),
             ("crwatch.watch, gc.freeze() after imports",
              lambda: _with_gc(lambda: watch_throughput(ctx), "freeze")),
             ("crwatch.watch, cyclic GC disabled",

@@ -509,6 +509,42 @@ async def test_transform_and_indexes_stay_consistent_through_a_relist(env: Env) 
     assert all("blob" not in e.object["spec"] for e in seen)
 
 
+@pytest.mark.parametrize("streaming", [True, False])
+@anyio_mark
+async def test_transform_runs_once_per_object_on_lists_and_watch_events(
+    env: Env, streaming: bool
+) -> None:
+    """Every listed object and every watch event goes through the transform exactly once.
+
+    Deletions too (their object is the last state); the cached object and ``event.old`` are
+    transformed ones.
+    """
+    for name in ("a", "b"):
+        env.create(name, blob="x" * 100)
+    calls: list[str] = []
+
+    def strip(obj: dict[str, Any]) -> dict[str, Any]:
+        calls.append(obj["metadata"]["resourceVersion"])
+        obj["spec"].pop("blob", None)
+        return obj
+
+    view = View("default/end")
+    informer = env.informer(transform=strip, streaming_list=streaming)
+    informer.subscribe(view.apply)
+    async with informer:
+        await informer.wait_synced(timeout=5)
+        assert len(calls) == 2
+        env.patch("a", blob="y" * 100, size=1)
+        env.delete("b")
+        env.create("end", blob="z")
+        with anyio.fail_after(5):
+            await view.done.wait()
+    assert len(calls) == 5
+    assert len(calls) == len(set(calls))  # no object transformed twice
+    assert all("blob" not in e.object["spec"] for e in view.events)
+    assert all(e.old is None or "blob" not in e.old["spec"] for e in view.events)
+
+
 @anyio_mark
 async def test_change_lost_to_a_skipped_line_converges_by_a_relist(env: Env) -> None:
     """Regression: a skipped over-size watch event left the cache's object stale.

@@ -371,7 +371,9 @@ class Informer:
         field_selector: a field selector. Default ``None``.
         transform: called on every object before it is cached (and before any subscriber
             sees it); returns the object to keep, for example
-            :func:`crwatch.drop_managed_fields`. Default ``None``.
+            :func:`crwatch.drop_managed_fields`. It must keep ``metadata.name`` and
+            ``metadata.namespace`` (the cache key may be read before it runs). Default
+            ``None``.
         indexes: index functions by name: ``fn(obj)`` returns the object's values
             (strings) for :meth:`Store.by_index`. They must be pure and fast; one that
             raises is logged and leaves that object out of that index. Default none.

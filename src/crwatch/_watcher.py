@@ -108,7 +108,14 @@ from ._machine import (
 from ._resource import Resource
 from ._store import Cache, IndexFunc
 from ._transport import Transport, WatchStream
-from ._wire import SNIPPET_BYTES, LineSplitter, RawEvent, parse_event, status_to_error
+from ._wire import (
+    SNIPPET_BYTES,
+    LineSplitter,
+    RawEvent,
+    event_from_json,
+    parse_event,
+    status_to_error,
+)
 
 __all__ = [
     "EventStream",
@@ -831,15 +838,19 @@ class _Core:
         """Parse one watch line; apply it at once if it is a plain change (the fast path).
 
         A change (ADDED, MODIFIED, DELETED of an object with a string name and
-        resourceVersion) is applied to the cache and counted, and its event returned
-        (``None`` for the deletion of an unknown key); anything else comes back parsed, as
-        a :class:`RawEvent` or the :class:`MalformedLineError` to report, for the loop.
+        resourceVersion) goes through the transform, is applied to the cache and counted,
+        and its event returned (``None`` for the deletion of an unknown key); anything else
+        comes back as a :class:`RawEvent`, or the :class:`MalformedLineError` to report, for
+        the loop. Each line is parsed once, whatever it holds.
         """
         try:
             data = _loads(line)
         except ValueError:
-            data = None
-        if type(data) is dict and self.transform is None:
+            try:
+                return parse_event(line)  # raises, with the parser's message
+            except MalformedLineError as exc:
+                return exc
+        if type(data) is dict:
             kind = data.get("type")
             obj = data.get("object")
             if type(kind) is str and type(obj) is dict:
@@ -854,12 +865,15 @@ class _Core:
                         if rv:
                             self._fast_rv = rv
                         self._fast = True
+                        transform = self.transform
+                        if transform is not None:
+                            obj = transform(obj)
                         event = self.cache.apply_keyed(change, obj, key)
                         if event is not None:
                             self.counters.events += 1
                         return event
         try:
-            return parse_event(line)
+            return event_from_json(data, line)
         except MalformedLineError as exc:
             return exc
 

@@ -25,6 +25,7 @@ __all__ = [
     "LineSplitter",
     "RawEvent",
     "compare_resource_versions",
+    "event_from_json",
     "loads",
     "parse_event",
     "parse_retry_after",
@@ -163,6 +164,15 @@ def parse_event(line: bytes | bytearray | memoryview) -> RawEvent:
         data = _loads(line)
     except orjson.JSONDecodeError as exc:
         raise MalformedLineError(f"watch line is not JSON: {exc}", line=bytes(line)) from None
+    return event_from_json(data, line)
+
+
+def event_from_json(data: Any, line: bytes | bytearray | memoryview) -> RawEvent:
+    """Check a parsed watch line (``line`` is only quoted in errors): :func:`parse_event`.
+
+    Raises:
+        MalformedLineError: ``data`` is not a ``{"type", "object"}`` watch event.
+    """
     # ``type(x) is dict`` rather than isinstance: orjson builds exact dicts, and this runs
     # once per event.
     if type(data) is not dict:
