@@ -1097,3 +1097,54 @@ async def test_gc_freeze_hides_listed_objects_from_the_collector(
         assert "default/w0000" not in store
         assert len(store.by_index("owner", "uid-o1")) == 550
         assert len(store.by_index("owner", "uid-o2")) == 549
+
+
+@pytest.mark.parametrize("policy", ["continue", "unsubscribe", "stop"])
+@anyio_mark
+async def test_direct_sync_callback_errors_follow_the_policy(env: Env, policy: str) -> None:
+    """A caught-up sync callback that raises on a live change is handled by the policy.
+
+    continue: it gets the next change; unsubscribe: it gets nothing more, the others go on;
+    stop: the error comes out of ``async with informer``.
+    """
+    env.create("a")
+    calls: list[str] = []
+    reported: list[BaseException] = []
+    good = View("default/after")
+
+    def picky(event: Event) -> None:
+        calls.append(event.key)
+        if event.key == "default/boom":
+            raise RuntimeError("boom")
+
+    informer = env.informer(subscriber_errors=policy, on_error=lambda s, e: reported.append(e))
+    sub = informer.subscribe(picky, name="picky")
+    informer.subscribe(good.apply)
+
+    async def body() -> None:
+        async with informer:
+            await informer.wait_synced(timeout=5)
+            await until(lambda: calls == ["default/a"])  # caught up: called directly now
+            env.create("boom")
+            await until(lambda: len(reported) == 1)
+            env.create("after")
+            with anyio.fail_after(5):
+                await good.done.wait()
+            await until(lambda: policy != "continue" or len(calls) == 3)
+            closed_while_running.append(sub.statistics().closed)
+
+    closed_while_running: list[bool] = []
+    if policy == "stop":
+        with pytest.raises(RuntimeError, match="boom"), anyio.fail_after(5):
+            await body()
+        return
+    await body()
+    stats = sub.statistics()
+    assert stats.errors == 1
+    if policy == "continue":
+        assert calls == ["default/a", "default/boom", "default/after"]
+        assert closed_while_running == [False]
+    else:
+        assert calls == ["default/a", "default/boom"]
+        assert closed_while_running == [True]
+        assert isinstance(stats.last_error, RuntimeError)
