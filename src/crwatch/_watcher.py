@@ -1116,7 +1116,10 @@ class _Core:
                             self._burst = burst = self._burst + 1
                             if self._waiters:
                                 self._notify()
-                            if burst >= _BURST or _gc_count()[0] - self._gc_mark > gc_budget:
+                            if burst >= _BURST or (
+                                # gc.get_count() builds a tuple: every 8th event is enough.
+                                not burst & 7 and _gc_count()[0] - self._gc_mark > gc_budget
+                            ):
                                 return _DRAIN
                             continue
                         if result is None:
