@@ -1148,3 +1148,75 @@ async def test_direct_sync_callback_errors_follow_the_policy(env: Env, policy: s
         assert calls == ["default/a", "default/boom"]
         assert closed_while_running == [True]
         assert isinstance(stats.last_error, RuntimeError)
+
+
+@pytest.mark.parametrize("streaming", [True, False])
+@anyio_mark
+async def test_a_transform_that_reshapes_metadata_keys_lists_and_watch_alike(
+    env: Env, streaming: bool
+) -> None:
+    """Objects are keyed as the cache keeps them, whether they came by list or by watch."""
+
+    def slim(obj: dict[str, Any]) -> dict[str, Any]:  # drops the namespace, among others
+        meta = obj["metadata"]
+        return {
+            "metadata": {"name": meta["name"], "resourceVersion": meta["resourceVersion"]},
+            "spec": obj.get("spec"),
+        }
+
+    env.create("a")
+    view = View("end")
+    informer = env.informer(transform=slim, streaming_list=streaming)
+    informer.subscribe(view.apply)
+    async with informer:
+        await informer.wait_synced(timeout=5)
+        env.patch("a", size=1)
+        env.create("end")
+        with anyio.fail_after(5):
+            await view.done.wait()
+        assert sorted(informer.store.keys()) == ["a", "end"]
+    assert [(str(e.type), e.key) for e in view.events] == [
+        ("ADDED", "a"),
+        ("MODIFIED", "a"),
+        ("ADDED", "end"),
+    ]
+
+
+@pytest.mark.parametrize("late", [True, False])
+@anyio_mark
+async def test_sync_callable_returning_an_awaitable_never_runs_concurrently(
+    env: Env, late: bool
+) -> None:
+    """A plain function that hands back a running future is not called again before it ends.
+
+    Whether its first event came from its buffer (a snapshot, the first list) or not.
+    """
+    env.create("a")
+    active = 0
+    overlaps = 0
+    done: list[tuple[str, int]] = []
+
+    async def work(event: Event) -> None:
+        nonlocal active, overlaps
+        active += 1
+        overlaps += active > 1
+        await anyio.sleep(0.05)
+        active -= 1
+        done.append((str(event.type), event.object["spec"].get("size", -1)))
+
+    def offload(event: Event) -> Any:
+        return asyncio.ensure_future(work(event))
+
+    informer = env.informer()
+    if not late:
+        informer.subscribe(offload)
+    async with informer:
+        await informer.wait_synced(timeout=5)
+        if late:
+            informer.subscribe(offload)
+        await until(lambda: active == 1)  # the ADDED is being awaited by its task
+        env.patch("a", size=1)
+        env.patch("a", size=2)
+        await until(lambda: len(done) == 3)
+    assert overlaps == 0
+    assert done == [("ADDED", -1), ("MODIFIED", 1), ("MODIFIED", 2)]

@@ -371,9 +371,7 @@ class Informer:
         field_selector: a field selector. Default ``None``.
         transform: called on every object before it is cached (and before any subscriber
             sees it); returns the object to keep, for example
-            :func:`crwatch.drop_managed_fields`. It must keep ``metadata.name`` and
-            ``metadata.namespace`` (the cache key may be read before it runs). Default
-            ``None``.
+            :func:`crwatch.drop_managed_fields`. Default ``None``.
         indexes: index functions by name: ``fn(obj)`` returns the object's values
             (strings) for :meth:`Store.by_index`. They must be pure and fast; one that
             raises is logged and leaves that object out of that index. Default none.
@@ -610,6 +608,9 @@ class Informer:
                     try:
                         result = fn(item)
                         if result is not None and inspect.isawaitable(result):
+                            # It is an async callback after all: no more direct calls, or
+                            # the core would call it again while this one is awaited.
+                            lane.direct = None
                             await result
                     except anyio.get_cancelled_exc_class():
                         raise
@@ -628,6 +629,9 @@ class Informer:
         finally:
             lane.on_fail = None
             lane.direct = None
+            awaiting, subscription._awaiting = subscription._awaiting, None
+            if inspect.iscoroutine(awaiting):
+                awaiting.close()  # handed over as the subscriber ended: never run
             if subscription._failed:
                 subscription._end()  # its record stays in statistics(): closed, last_error
             else:

@@ -65,7 +65,7 @@ from attrs import field, frozen
 
 from ._backoff import Backoff
 from ._client import Client
-from ._events import Event, EventType
+from ._events import Event, EventType, object_key
 from ._exceptions import (
     ApiError,
     BadRequestError,
@@ -860,14 +860,17 @@ class _Core:
                     name = meta.get("name")
                     rv = meta.get("resourceVersion")
                     if type(name) is str and type(rv) is str:
-                        namespace = meta.get("namespace")
-                        key = f"{namespace}/{name}" if namespace else name
                         if rv:
                             self._fast_rv = rv
                         self._fast = True
                         transform = self.transform
-                        if transform is not None:
+                        if transform is None:
+                            namespace = meta.get("namespace")
+                            key = f"{namespace}/{name}" if namespace else name
+                        else:
+                            # Keyed as lists key it: by the object the cache keeps.
                             obj = transform(obj)
+                            key = object_key(obj)
                         event = self.cache.apply_keyed(change, obj, key)
                         if event is not None:
                             self.counters.events += 1
@@ -895,6 +898,11 @@ class _Core:
             # watch(): its buffer_size bounds what waits for the consumer.
             return len(blocking._queue) >= blocking.size
         return self._burst >= _BURST or _gc_count()[0] - self._gc_mark > self._gc_budget
+
+    def _freeze(self) -> None:
+        """``gc_freeze``: hide everything alive from the cyclic GC (see ``watch()``)."""
+        gc.freeze()
+        self._gc_mark = _gc_count()[0]  # freezing empties the young generation's count
 
     def _fold(self) -> None:
         """Record the fast path's deliveries in the machine's state (before any step)."""
@@ -935,7 +943,7 @@ class _Core:
                         else:
                             collected.extend(map(self.transform, action.objects))
                         if self._gc_freeze:
-                            gc.freeze()
+                            self._freeze()
                     elif isinstance(action, ReplaceAll):
                         events = cache.replace(collected)
                         collected = []
@@ -951,7 +959,7 @@ class _Core:
                         self._initial_done = True
                         self.counters.events += len(events)
                         if self._gc_freeze:
-                            gc.freeze()
+                            self._freeze()
                         blocking = self._blocking
                         if blocking is None:
                             for lane in self.lanes:
@@ -1166,7 +1174,7 @@ class _Core:
                     obj = raw.object
                     collected.append(obj if transform is None else transform(obj))
                     if self._gc_freeze and not len(collected) % _FREEZE_EVERY:
-                        gc.freeze()
+                        self._freeze()
                     continue
                 if kind == "ERROR":
                     error = status_to_error(raw.object, verb="watch", resource=str(self._resource))
@@ -1237,9 +1245,9 @@ class EventStream:
 
     Iterating drives the watch: the background task reads and frames the bytes, and each
     ``__anext__`` parses and applies the next line in the consumer's own task (no hand-off
-    per event). A consumer that stops iterating leaves the rest unread (backpressure): the
-    server's bookmarks are still taken, but changes wait for the next ``__anext__``, and so
-    do :meth:`statistics`' counters.
+    per event). A consumer that stops iterating leaves the rest unread (backpressure):
+    bookmarks that arrive after the last change are still taken, but changes (and what
+    follows them) wait for the next ``__anext__``, and so do :meth:`statistics`' counters.
     """
 
     __slots__ = ("_core", "_lane", "_watch")
