@@ -491,10 +491,6 @@ class Lane:
             if not waiter.done():
                 waiter.set_result(None)
 
-    def full(self) -> bool:
-        """Whether a blocking lane's buffer is full (its pulling core then pauses)."""
-        return len(self._queue) >= self.size
-
     def readable(self) -> bool:
         """Whether ``get_nowait`` has something to return (an event, the end, an error)."""
         return bool(self._queue or self._pending or self._carry is not None or self._closed)
