@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import gc
 import logging
+import random
 import time
 import warnings
 from collections.abc import AsyncIterator, Callable
@@ -50,6 +51,13 @@ class Env:
 
     def delete(self, name: str) -> dict[str, Any]:
         return self.server.delete(self.rtype, name, namespace="default")
+
+    def state(self) -> dict[str, str]:
+        """Return the server's objects in "default": key -> resourceVersion."""
+        return {
+            f"default/{o['metadata']['name']}": o["metadata"]["resourceVersion"]
+            for o in self.server.list(self.rtype, namespace="default")
+        }
 
     def watch(self, **options: Any) -> crwatch.Watch:
         options.setdefault("backoff", FAST)
@@ -784,3 +792,82 @@ async def test_consumer_frames_bytes_that_arrived_while_it_was_busy(env: Env) ->
         assert [e.old["spec"].get("size") for e in got[1:] if e.old] == list(range(19))
         stats = events.statistics()
         assert (stats.watches, stats.errors) == (1, 0)
+
+
+@pytest.mark.parametrize(("seed", "buffer_size"), [(0, 0), (1, 3), (2, 128), (3, 128)])
+async def test_random_changes_faults_and_a_fickle_consumer_converge(
+    tmp_path: Path, seed: int, buffer_size: int
+) -> None:
+    """Random changes and watch faults, and a consumer that times out or pauses, converge.
+
+    Frequent bookmarks; the consumer sometimes cancels its ``__anext__`` at once or sleeps.
+    The consumer's view stays consistent at every event (``old`` is what it last saw,
+    resourceVersions never go back, no ADDED for a known key) and ends equal to the server.
+    """
+    rnd = random.Random(seed)
+    faults = [
+        lambda: Fault.malformed_line(after_events=rnd.randrange(3)),
+        lambda: Fault.expired_event(after_events=rnd.randrange(3)),
+        lambda: Fault.truncated_line(after_events=rnd.randrange(3)),
+        lambda: Fault.end_after(rnd.randrange(4)),
+    ]
+    seen: dict[str, Event] = {}
+    added: list[Any] = []
+
+    def apply(event: Event) -> None:
+        last = seen.get(event.key)
+        if event.type is EventType.ADDED:
+            assert last is None or last.type is EventType.DELETED, event
+        else:
+            assert last is not None, event
+            assert last.type is not EventType.DELETED, event
+            assert event.old is not None
+            assert event.old["metadata"] == last.object["metadata"]
+            assert int(event.resource_version) >= int(last.resource_version)
+        seen[event.key] = event
+
+    def view() -> dict[str, str]:
+        return {k: e.resource_version for k, e in seen.items() if e.type is not EventType.DELETED}
+
+    async with _env(tmp_path, bookmark_interval=0.01) as env:
+        for i in range(5):
+            env.create(f"w{i}")
+        watch = env.watch(buffer_size=buffer_size, streaming_list=seed % 2 == 0, page_size=3)
+        async with watch as events:
+
+            async def consume() -> None:
+                while True:
+                    roll = rnd.random()
+                    if roll < 0.1:
+                        with anyio.move_on_after(0):
+                            apply(await events.__anext__())
+                        continue
+                    if roll < 0.15:
+                        await anyio.sleep(rnd.random() * 0.01)
+                    apply(await events.__anext__())
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(consume)
+                for step in range(200):
+                    name = f"w{rnd.randrange(10)}"
+                    if f"default/{name}" not in env.state():
+                        env.create(name)
+                    elif rnd.random() < 0.25:
+                        env.delete(name)
+                    else:
+                        env.patch(name, size=step)
+                    if rnd.random() < 0.06:
+                        added.append(env.server.faults.add(rnd.choice(faults)(), verb="watch"))
+                    if rnd.random() < 0.04:
+                        # Faults act on the next watch request: end the open one.
+                        env.server.close_watches()
+                    elif rnd.random() < 0.01:
+                        env.server.compact()  # a resume from an old RV meets 410
+                    if rnd.random() < 0.3:
+                        await anyio.sleep(rnd.random() * 0.005)
+                await until(lambda: view() == env.state(), 20)
+                tg.cancel_scope.cancel()
+        stats = events.statistics()
+        assert sum(fault.fired for fault in added) >= 3
+        assert stats.watches > 3
+        assert stats.errors + stats.malformed_lines > 0  # the faults were met, not dodged
