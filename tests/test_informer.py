@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import gc
 import logging
+import random
 import warnings
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -20,7 +21,7 @@ from hypothesis import strategies as st
 import crwatch
 from crwatch import Backoff, Event, EventType
 from crwatch._store import Cache
-from crwatch._watcher import Lane
+from crwatch._watcher import Lane, Overflow
 from crwatch.testing import FakeApiServer, Fault, ResourceType
 
 WIDGETS = crwatch.Resource("example.com", "v1", "widgets")
@@ -1220,3 +1221,63 @@ async def test_sync_callable_returning_an_awaitable_never_runs_concurrently(
         await until(lambda: len(done) == 3)
     assert overlaps == 0
     assert done == [("ADDED", -1), ("MODIFIED", 1), ("MODIFIED", 2)]
+
+
+@pytest.mark.parametrize(("seed", "overflow"), [(0, "wait"), (1, "coalesce"), (2, "wait")])
+@anyio_mark
+async def test_random_changes_faults_and_subscribers_converge(
+    tmp_path: Path, seed: int, overflow: Overflow
+) -> None:
+    """Random changes and watch faults, with subscribers coming and going, converge.
+
+    Small buffers, late subscribers, subscribers added from inside a direct callback: every
+    subscriber's view stays consistent at every event (View checks ``old`` and order) and
+    ends equal to the server, as does the cache.
+    """
+    rnd = random.Random(seed)
+    faults = [
+        lambda: Fault.malformed_line(after_events=rnd.randrange(3)),
+        lambda: Fault.expired_event(after_events=rnd.randrange(3)),
+        lambda: Fault.end_after(rnd.randrange(4)),
+    ]
+    async with _env(tmp_path, bookmark_interval=0.01) as env:
+        for i in range(5):
+            env.create(f"w{i}")
+        informer = env.informer(streaming_list=seed % 2 == 0, page_size=3)
+        views: list[View] = []
+
+        def add_view() -> None:
+            view = View()
+            views.append(view)
+            informer.subscribe(view.apply, buffer_size=rnd.choice([1, 2, 64]), overflow=overflow)
+
+        def spawner(event: Event) -> None:  # a direct callback that subscribes others
+            if len(views) < 8 and rnd.random() < 0.05:
+                add_view()
+
+        add_view()
+        informer.subscribe(spawner)
+        async with informer:
+            await informer.wait_synced(timeout=5)
+            for step in range(200):
+                name = f"w{rnd.randrange(10)}"
+                if f"default/{name}" not in env.state():
+                    env.create(name)
+                elif rnd.random() < 0.25:
+                    env.delete(name)
+                else:
+                    env.patch(name, size=step)
+                if rnd.random() < 0.06:
+                    env.server.faults.add(rnd.choice(faults)(), verb="watch")
+                if rnd.random() < 0.04:
+                    env.server.close_watches()  # faults act on the next watch request
+                if rnd.random() < 0.03:
+                    add_view()
+                if rnd.random() < 0.3:
+                    await anyio.sleep(rnd.random() * 0.005)
+            await until(lambda: all(view.state() == env.state() for view in views), 20)
+            assert cache_state(informer) == env.state()
+            assert len(views) >= 3
+            stats = informer.statistics()
+            assert stats.watches > 3
+            assert stats.relists > 0  # the faults were met, not dodged
