@@ -19,6 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import crwatch
+from _support import widget_cluster
 from crwatch import Backoff, Event, EventType
 from crwatch._store import Cache
 from crwatch._watcher import Lane, Overflow
@@ -75,14 +76,8 @@ class Env:
 
 @contextlib.asynccontextmanager
 async def _env(tmp_path: Path, **server_options: Any) -> AsyncIterator[Env]:
-    server_options.setdefault("bookmark_interval", 60.0)
-    async with FakeApiServer(**server_options) as server:
-        rtype = server.register_crd(
-            group="example.com", version="v1", plural="widgets", kind="Widget"
-        )
-        path = server.kubeconfig(tmp_path / "kubeconfig")
-        async with crwatch.Client.from_kubeconfig(path) as client:
-            yield Env(server, rtype, client)
+    async with widget_cluster(tmp_path, **server_options) as (server, rtype, client):
+        yield Env(server, rtype, client)
 
 
 @pytest.fixture

@@ -17,6 +17,7 @@ import anyio
 import pytest
 
 import crwatch
+from _support import widget_cluster
 from crwatch import Backoff, Event, EventType
 from crwatch.testing import FakeApiServer, Fault, ResourceType
 
@@ -67,14 +68,8 @@ class Env:
 
 @contextlib.asynccontextmanager
 async def _env(tmp_path: Path, **server_options: Any) -> AsyncIterator[Env]:
-    server_options.setdefault("bookmark_interval", 60.0)  # no bookmarks unless asked
-    async with FakeApiServer(**server_options) as server:
-        rtype = server.register_crd(
-            group="example.com", version="v1", plural="widgets", kind="Widget"
-        )
-        path = server.kubeconfig(tmp_path / "kubeconfig")
-        async with crwatch.Client.from_kubeconfig(path) as client:
-            yield Env(server, rtype, client)
+    async with widget_cluster(tmp_path, **server_options) as (server, rtype, client):
+        yield Env(server, rtype, client)
 
 
 @pytest.fixture
