@@ -27,3 +27,28 @@ async def widget_cluster(
         path = server.kubeconfig(tmp_path / "kubeconfig")
         async with crwatch.Client.from_kubeconfig(path) as client:
             yield server, rtype, client
+
+
+class WidgetEnv:
+    """A fake server with the widgets CRD and a crwatch client for it; changes in "default".
+
+    Each test module adds its own ``create`` (its widgets differ) and its way to watch.
+    """
+
+    def __init__(self, server: FakeApiServer, rtype: ResourceType, client: crwatch.Client):
+        self.server = server
+        self.rtype = rtype
+        self.client = client
+
+    def patch(self, name: str, **spec: Any) -> dict[str, Any]:
+        return self.server.patch(self.rtype, name, {"spec": spec}, namespace="default")
+
+    def delete(self, name: str) -> dict[str, Any]:
+        return self.server.delete(self.rtype, name, namespace="default")
+
+    def state(self) -> dict[str, str]:
+        """Return the server's objects in "default": key -> resourceVersion."""
+        return {
+            f"default/{o['metadata']['name']}": o["metadata"]["resourceVersion"]
+            for o in self.server.list(self.rtype, namespace="default")
+        }

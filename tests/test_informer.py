@@ -19,11 +19,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import crwatch
-from _support import widget_cluster
+from _support import WidgetEnv, widget_cluster
 from crwatch import Backoff, Event, EventType
 from crwatch._store import Cache
 from crwatch._watcher import Lane, Overflow
-from crwatch.testing import FakeApiServer, Fault, ResourceType
+from crwatch.testing import Fault
 
 WIDGETS = crwatch.Resource("example.com", "v1", "widgets")
 FAST = Backoff(initial=0.01, maximum=0.05, max_retry_after=60)
@@ -44,29 +44,11 @@ def owners(obj: dict[str, Any]) -> list[str]:
     return [ref["uid"] for ref in obj["metadata"].get("ownerReferences", [])]
 
 
-class Env:
+class Env(WidgetEnv):
     """A fake server with the widgets CRD, and a crwatch client for it."""
-
-    def __init__(self, server: FakeApiServer, rtype: ResourceType, client: crwatch.Client):
-        self.server = server
-        self.rtype = rtype
-        self.client = client
 
     def create(self, name: str, owner: str | None = None, **spec: Any) -> dict[str, Any]:
         return self.server.create(self.rtype, widget(name, owner, **spec), namespace="default")
-
-    def patch(self, name: str, **spec: Any) -> dict[str, Any]:
-        return self.server.patch(self.rtype, name, {"spec": spec}, namespace="default")
-
-    def delete(self, name: str) -> dict[str, Any]:
-        return self.server.delete(self.rtype, name, namespace="default")
-
-    def state(self) -> dict[str, str]:
-        """Return the server's objects: key -> resourceVersion."""
-        return {
-            f"default/{o['metadata']['name']}": o["metadata"]["resourceVersion"]
-            for o in self.server.list(self.rtype, namespace="default")
-        }
 
     def informer(self, **options: Any) -> crwatch.Informer:
         options.setdefault("backoff", FAST)

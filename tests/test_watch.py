@@ -17,9 +17,9 @@ import anyio
 import pytest
 
 import crwatch
-from _support import widget_cluster
+from _support import WidgetEnv, widget_cluster
 from crwatch import Backoff, Event, EventType
-from crwatch.testing import FakeApiServer, Fault, ResourceType
+from crwatch.testing import FakeApiServer, Fault
 
 pytestmark = pytest.mark.anyio
 
@@ -36,29 +36,11 @@ def widget(name: str, **spec: Any) -> dict[str, Any]:
     }
 
 
-class Env:
+class Env(WidgetEnv):
     """A fake server with the widgets CRD, and a crwatch client for it."""
-
-    def __init__(self, server: FakeApiServer, rtype: ResourceType, client: crwatch.Client):
-        self.server = server
-        self.rtype = rtype
-        self.client = client
 
     def create(self, name: str, namespace: str = "default", **spec: Any) -> dict[str, Any]:
         return self.server.create(self.rtype, widget(name, **spec), namespace=namespace)
-
-    def patch(self, name: str, **spec: Any) -> dict[str, Any]:
-        return self.server.patch(self.rtype, name, {"spec": spec}, namespace="default")
-
-    def delete(self, name: str) -> dict[str, Any]:
-        return self.server.delete(self.rtype, name, namespace="default")
-
-    def state(self) -> dict[str, str]:
-        """Return the server's objects in "default": key -> resourceVersion."""
-        return {
-            f"default/{o['metadata']['name']}": o["metadata"]["resourceVersion"]
-            for o in self.server.list(self.rtype, namespace="default")
-        }
 
     def watch(self, **options: Any) -> crwatch.Watch:
         options.setdefault("backoff", FAST)
