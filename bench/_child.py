@@ -3,9 +3,10 @@
 ``python bench/_child.py MODULE:FUNCTION --base URL --count N [--kubeconfig PATH]``
 
 ``FUNCTION`` (in ``bench/clients/MODULE.py``) takes a :class:`Ctx` and returns the number of
-events or objects it handled; it may be sync or async. It raises :class:`Unavailable` to be
-reported as skipped with a reason. Imports happen before the clock starts; the clock covers
-connecting, reading and parsing, and stops when the function returns.
+events or objects it handled (or that and a dict of extra figures); it may be sync or
+async. It raises :class:`Unavailable` to be reported as skipped with a reason. Imports
+happen before the clock starts; the clock covers connecting, reading and parsing, and stops
+when the function returns (less what it reports as ``untimed_wall_s``/``untimed_cpu_s``).
 """
 
 from __future__ import annotations
@@ -85,10 +86,11 @@ def main() -> None:
     extra: dict[str, Any] = {}
     if isinstance(result, tuple):
         result, extra = result
+    # A client may do work it must not be timed for (``untimed_wall_s``/``untimed_cpu_s``).
     out.update(
         count=int(result),
-        wall_s=w1 - w0,
-        cpu_s=c1 - c0,
+        wall_s=w1 - w0 - extra.pop("untimed_wall_s", 0.0),
+        cpu_s=c1 - c0 - extra.pop("untimed_cpu_s", 0.0),
         peak_rss_kb=maxrss,
         **extra,
     )

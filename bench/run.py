@@ -89,6 +89,9 @@ GROUPS = [
           ("--objects", "10000", "--events", "2000"), "10000", min_runs=9),
 ]  # fmt: skip
 
+#: The sync rows' untimed full collection after wait_synced() (see informer_client.sync).
+COLLECT_AFTER = "then a full gc.collect() {collect_after_ms:.0f} ms"
+
 ROWS = [
     # 1. throughput
     Row("throughput", "ceiling", "server ceiling: raw socket, discard bytes", "floor:raw_socket",
@@ -119,9 +122,12 @@ ROWS = [
     Row("sync-paged", "crwatch-paged", "crwatch.watch: all initial ADDED",
         "crwatch_client:watch_sync", "crwatch", "server answers sendInitialEvents with 422"),
     Row("sync-paged", "crwatch-informer-paged", "crwatch.Informer: wait_synced()",
-        "informer_client:sync", "crwatch", vs="floor-paged-kept"),
-    Row("sync-paged", "crwatch-informer-paged-freeze", "crwatch.Informer(gc_freeze=True)",
-        "informer_client:sync_gc_freeze", "crwatch", "target <= 1.3x floor (time)"),
+        "informer_client:sync", "crwatch", "target <= 1.3x floor (time)",
+        vs="floor-paged-kept-nogc", detail=COLLECT_AFTER),
+    Row("sync-paged", "crwatch-informer-paged-keep", "crwatch.Informer(gc_freeze=\"keep\")",
+        "informer_client:sync_gc_keep", "crwatch", detail=COLLECT_AFTER),
+    Row("sync-paged", "crwatch-informer-paged-off", "crwatch.Informer(gc_freeze=\"off\")",
+        "informer_client:sync_gc_off", "crwatch", vs="floor-paged-kept", detail=COLLECT_AFTER),
     Row("sync-paged", "k8s-asyncio-paged", "kubernetes-asyncio list, limit/continue",
         "k8s_asyncio:paged_list", "k8s-asyncio"),
     Row("sync-paged", "lightkube-paged", "lightkube list, chunk_size=500",
@@ -136,9 +142,12 @@ ROWS = [
     Row("sync-stream", "crwatch-stream", "crwatch.watch: all initial ADDED",
         "crwatch_client:watch_sync", "crwatch"),
     Row("sync-stream", "crwatch-informer-stream", "crwatch.Informer: wait_synced()",
-        "informer_client:sync", "crwatch", vs="floor-stream-kept"),
-    Row("sync-stream", "crwatch-informer-stream-freeze", "crwatch.Informer(gc_freeze=True)",
-        "informer_client:sync_gc_freeze", "crwatch", "target <= 1.3x floor (time)"),
+        "informer_client:sync", "crwatch", "target <= 1.3x floor (time)",
+        vs="floor-stream-kept-nogc", detail=COLLECT_AFTER),
+    Row("sync-stream", "crwatch-informer-stream-keep", "crwatch.Informer(gc_freeze=\"keep\")",
+        "informer_client:sync_gc_keep", "crwatch", detail=COLLECT_AFTER),
+    Row("sync-stream", "crwatch-informer-stream-off", "crwatch.Informer(gc_freeze=\"off\")",
+        "informer_client:sync_gc_off", "crwatch", vs="floor-stream-kept", detail=COLLECT_AFTER),
     # 3. memory
     Row("memory", "memory-dicts", "parsed dicts alone (orjson)", "floor:memory_full", "floor"),
     Row("memory", "memory-no-managed-fields", "parsed dicts, managedFields dropped",

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 import crwatch
 from _support import WidgetEnv, widget_cluster
-from crwatch import Backoff, Event, EventType
+from crwatch import Backoff, Event, EventType, _gc
 from crwatch._store import Cache
 from crwatch._watcher import Lane, Overflow
 from crwatch.testing import Fault
@@ -753,6 +753,7 @@ async def test_store_is_a_read_only_view(env: Env) -> None:
         {"stall_timeout": 0},
         {"namespace": ""},
         {"gc_freeze": "yes"},
+        {"gc_freeze": True},
     ],
 )
 @anyio_mark
@@ -1037,31 +1038,64 @@ def unfrozen() -> Iterator[None]:
     gc.unfreeze()
 
 
-@pytest.mark.parametrize("freeze", [True, False])
+class FreezeProbe:
+    """A transform that records how many objects were frozen as listed objects came in.
+
+    Every 50th object only: ``gc.get_freeze_count()`` walks the frozen objects.
+    """
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.seen: list[int] = []
+
+    def __call__(self, obj: dict[str, Any]) -> dict[str, Any]:
+        if not self.calls % 50:
+            self.seen.append(gc.get_freeze_count())
+        self.calls += 1
+        return obj
+
+
+@pytest.mark.parametrize("policy", ["list", "keep", "off"])
 @pytest.mark.parametrize("streaming", [True, False])
 @anyio_mark
 async def test_gc_freeze_hides_listed_objects_from_the_collector(
-    env: Env, streaming: bool, freeze: bool, unfrozen: None
+    env: Env, streaming: bool, policy: str, unfrozen: None
 ) -> None:
-    """With gc_freeze=True the listed objects are frozen (paged and streaming lists).
+    """Lists freeze the objects they collect (paged and streaming), as the policy says.
 
-    Without it they stay in the collector's generations. Frozen objects still behave as
-    cache entries: replaced, deleted, and indexed as before.
+    "list" (the default) and "keep" freeze after each page, so later pages are listed with
+    the earlier ones frozen; "list" unfreezes everything once the list is done, "keep"
+    leaves the cache frozen; "off" never freezes. Frozen objects still behave as cache
+    entries: replaced, deleted, and indexed as before.
     """
     for i in range(1100):  # more than two pages, and two freezes of a streaming list
         env.create(f"w{i:04}", owner="o1" if i % 2 else "o2")
+    probe = FreezeProbe()
+    options: dict[str, Any] = {} if policy == "list" else {"gc_freeze": policy}
     informer = env.informer(
-        gc_freeze=freeze, streaming_list=streaming, page_size=500, indexes={"owner": owners}
+        streaming_list=streaming,
+        page_size=500,
+        indexes={"owner": owners},
+        transform=probe,
+        **options,
     )
     store = informer.store
     async with informer:
         await informer.wait_synced(timeout=10)
         assert len(store) == 1100
+        # Objects of the first page came in with nothing frozen; those of the third page
+        # with at least the first two pages frozen, unless the policy is "off".
+        assert probe.calls == 1100
+        assert probe.seen[:10] == [0] * 10
+        assert all((n > 1000) is (policy != "off") for n in probe.seen[20:])
         tracked = {id(o) for o in gc.get_objects()}
         listed = store.list()
         hidden = sum(id(o) not in tracked for o in listed)
-        assert hidden == (len(listed) if freeze else 0)
-        assert (gc.get_freeze_count() > len(listed)) is freeze
+        keep = policy == "keep"
+        assert hidden == (len(listed) if keep else 0)
+        assert (gc.get_freeze_count() > len(listed)) is keep
+        if not keep:
+            assert gc.get_freeze_count() == 0
         view = View("default/end")
         informer.subscribe(view.apply)
         env.patch("w0001", size=7)
@@ -1075,6 +1109,61 @@ async def test_gc_freeze_hides_listed_objects_from_the_collector(
         assert "default/w0000" not in store
         assert len(store.by_index("owner", "uid-o1")) == 550
         assert len(store.by_index("owner", "uid-o2")) == 549
+
+
+@anyio_mark
+async def test_gc_freeze_list_unfreezes_when_the_list_is_cut_short(
+    env: Env, unfrozen: None
+) -> None:
+    """A list that never completes (the informer is left mid-list) unfreezes what it froze."""
+    for i in range(800):
+        env.create(f"w{i:04}")
+    env.server.faults.add(Fault.stall(30, after_events=600), verb="watch")
+    probe = FreezeProbe()
+    async with env.informer(streaming_list=True, transform=probe):
+        await until(lambda: probe.calls == 600)
+        assert gc.get_freeze_count() > 500  # the first 500 objects (and everything else)
+    assert gc.get_freeze_count() == 0
+
+
+@anyio_mark
+async def test_gc_freeze_list_leaves_a_process_freeze_alone(env: Env, unfrozen: None) -> None:
+    """When the process froze objects itself, "list" neither freezes more nor unfreezes."""
+    for i in range(1100):
+        env.create(f"w{i:04}")
+    gc.freeze()
+    frozen = gc.get_freeze_count()
+    probe = FreezeProbe()
+    informer = env.informer(streaming_list=False, page_size=500, transform=probe)
+    async with informer:
+        await informer.wait_synced(timeout=10)
+    # Frozen objects that die still leave the count; none is added, and none unfrozen.
+    assert frozen // 2 < min(probe.seen) <= max(probe.seen) <= frozen
+    assert frozen // 2 < gc.get_freeze_count() <= frozen
+
+
+def test_gc_freeze_list_is_shared_by_concurrent_lists(unfrozen: None) -> None:
+    """Lists running at once share one freeze: it ends with the last, unless one kept it."""
+    for kept in (False, True):
+        _gc.begin()
+        _gc.freeze()
+        _gc.begin()  # a second list joins
+        _gc.end()  # the first ends: the second still runs
+        assert gc.get_freeze_count() > 0
+        if kept:
+            _gc.keep()  # an informer with gc_freeze="keep" finished meanwhile
+        _gc.freeze()
+        _gc.end()
+        assert (gc.get_freeze_count() > 0) is kept
+        gc.unfreeze()
+    gc.disable()
+    try:
+        _gc.begin()  # nothing to gain with the collector off: left alone
+        _gc.freeze()
+        assert gc.get_freeze_count() == 0
+        _gc.end()
+    finally:
+        gc.enable()
 
 
 @pytest.mark.parametrize("policy", ["continue", "unsubscribe", "stop"])

@@ -41,6 +41,7 @@ from ._backoff import Backoff
 from ._client import Client
 from ._events import Event
 from ._exceptions import CrwatchError, InvalidOptionError, SyncTimeout
+from ._gc import GcFreeze
 from ._resource import Resource
 from ._store import IndexFunc, Store
 from ._watcher import OVERFLOWS, Lane, Overflow, Transform, _Core, _settings
@@ -394,9 +395,10 @@ class Informer:
         backoff: see :func:`crwatch.watch`. Default ``Backoff()``.
         watch_timeout: see :func:`crwatch.watch`. Default ``(300, 600)``.
         seed: see :func:`crwatch.watch`. Default ``None``.
-        gc_freeze: see :func:`crwatch.watch` and the informer guide: ``True`` hides listed
-            objects from the cyclic garbage collector (:func:`gc.freeze`), a process-wide
-            trade for ~3x faster lists of large caches. Default ``False``.
+        gc_freeze: see :func:`crwatch.watch` and the informer guide: how lists hide the
+            objects they cache from the cyclic garbage collector (:func:`gc.freeze`).
+            ``"list"`` (default): only while a list runs; ``"keep"``: for good;
+            ``"off"``: never.
 
     Raises:
         InvalidOptionError: an option is invalid (raised here, not when entering).
@@ -423,7 +425,7 @@ class Informer:
         backoff: Backoff | None = None,
         watch_timeout: tuple[int, int] = (300, 600),
         seed: int | None = None,
-        gc_freeze: bool = False,
+        gc_freeze: GcFreeze = "list",
     ) -> None:
         settings = _settings(
             client,

@@ -63,6 +63,7 @@ import orjson
 from anyio.abc import TaskGroup
 from attrs import field, frozen
 
+from . import _gc
 from ._backoff import Backoff
 from ._client import Client
 from ._events import Event, EventType, object_key
@@ -78,6 +79,7 @@ from ._exceptions import (
     SubscriberOverflowError,
     TransportError,
 )
+from ._gc import GC_FREEZE_POLICIES, GcFreeze
 from ._machine import (
     Collect,
     Config,
@@ -156,7 +158,7 @@ class _Drain:
 
 _DRAIN: Final = _Drain()
 
-#: With ``gc_freeze``: objects of a streaming list between two ``gc.freeze()`` calls (a page).
+#: Unless ``gc_freeze="off"``: objects of a streaming list between two ``gc.freeze()`` (a page).
 _FREEZE_EVERY: Final = 500
 
 #: The most events the core hands to the lanes before it lets the subscribers run.
@@ -615,7 +617,7 @@ class _Settings:
     max_event_bytes: int
     config: Config
     seed: int
-    gc_freeze: bool = False
+    gc_freeze: GcFreeze = "list"
 
 
 def _rv_int(rv: str) -> int | None:
@@ -643,7 +645,11 @@ class _Core:
         self._transport = settings.transport
         self._stall_timeout = settings.stall_timeout
         self._max_event_bytes = settings.max_event_bytes
-        self._gc_freeze = settings.gc_freeze
+        # gc_freeze (see _gc): whether lists freeze, and whether this core holds a
+        # temporary freeze (a list with "list" is running).
+        self._gc_freeze = settings.gc_freeze != "off"
+        self._gc_keep = settings.gc_freeze == "keep"
+        self._gc_held = False
         self.state: State = initial_state(settings.config, settings.seed)
         self.cache = Cache(indexes)
         self.transform = transform
@@ -896,9 +902,21 @@ class _Core:
         return self._burst >= _BURST or _gc_count()[0] - self._gc_mark > self._gc_budget
 
     def _freeze(self) -> None:
-        """``gc_freeze``: hide everything alive from the cyclic GC (see ``watch()``)."""
-        gc.freeze()
+        """``gc_freeze``: hide everything alive from the cyclic GC (see ``_gc``)."""
+        if self._gc_keep:
+            _gc.keep()
+        else:
+            if not self._gc_held:
+                self._gc_held = True
+                _gc.begin()
+            _gc.freeze()
         self._gc_mark = _gc_count()[0]  # freezing empties the young generation's count
+
+    def _thaw(self) -> None:
+        """End the temporary freeze of a list that ended (``gc_freeze="list"``), if held."""
+        if self._gc_held:
+            self._gc_held = False
+            _gc.end()
 
     def _fold(self) -> None:
         """Record the fast path's deliveries in the machine's state (before any step)."""
@@ -954,8 +972,10 @@ class _Core:
                         first = not self._initial_done
                         self._initial_done = True
                         self.counters.events += len(events)
-                        if self._gc_freeze:
+                        if self._gc_keep:
                             self._freeze()
+                        else:
+                            self._thaw()
                         blocking = self._blocking
                         if blocking is None:
                             for lane in self.lanes:
@@ -973,6 +993,7 @@ class _Core:
                             self._notify()
                     elif isinstance(action, DiscardCollected):
                         collected = []
+                        self._thaw()
                     elif isinstance(action, (StartWatch, StartStreamingList)):
                         if stream is not None:
                             stream.stream.close()
@@ -1006,6 +1027,7 @@ class _Core:
                     else:
                         observation = read
         finally:
+            self._thaw()
             if stream is not None:
                 stream.stream.close()
 
@@ -1367,7 +1389,7 @@ def _settings(
     backoff: Backoff | None,
     watch_timeout: tuple[int, int],
     seed: int | None,
-    gc_freeze: bool = False,
+    gc_freeze: GcFreeze = "list",
 ) -> _Settings:
     """Validate the list/watch options shared by ``watch()`` and ``Informer``."""
     if not isinstance(client, Client):
@@ -1420,8 +1442,8 @@ def _settings(
             f"watch_timeout must be (low, high) whole seconds, 1 <= low <= high, "
             f"got {watch_timeout!r}"
         )
-    if not isinstance(gc_freeze, bool):
-        raise InvalidOptionError(f"gc_freeze must be True or False, got {gc_freeze!r}")
+    if not isinstance(gc_freeze, str) or gc_freeze not in GC_FREEZE_POLICIES:
+        raise InvalidOptionError(f'gc_freeze must be "list", "keep" or "off", got {gc_freeze!r}')
     if seed is None:
         seed = random.SystemRandom().getrandbits(64)
     elif isinstance(seed, bool) or not isinstance(seed, int):
@@ -1479,7 +1501,7 @@ def watch(
     buffer_size: int = 128,
     watch_timeout: tuple[int, int] = (300, 600),
     seed: int | None = None,
-    gc_freeze: bool = False,
+    gc_freeze: GcFreeze = "list",
 ) -> Watch:
     """Watch one resource type: its current objects as ADDED events, then every change.
 
@@ -1526,17 +1548,17 @@ def watch(
         watch_timeout: each watch asks the server to end it after a random number of
             seconds in ``[low, high)`` (it is then resumed at once). Default ``(300, 600)``.
         seed: seed of the jitter's random numbers, for reproducible tests. Default ``None``.
-        gc_freeze: ``True`` makes lists of many objects ~3x faster by hiding the listed
-            objects from Python's cyclic garbage collector: each list calls
-            :func:`gc.freeze` after every page (every 500 objects of a streaming list) and
-            once the cache is replaced. Without it the collector walks the growing cache
-            again and again during the list (two thirds of the time for 100,000 objects),
-            and every later full collection walks it once more. Frozen objects are still
-            freed when replaced or deleted. The cost: it acts on the whole process (it
-            freezes every object alive at that moment, yours too), and a reference cycle
-            frozen while alive is never collected once it dies (until :func:`gc.unfreeze`).
-            See "Large caches and the garbage collector" in the informer guide.
-            Default ``False``.
+        gc_freeze: how lists hide the objects they cache from Python's cyclic garbage
+            collector (:func:`gc.freeze`, which acts on the whole process). Without it the
+            collector walks the growing cache again and again during a list: two thirds of
+            the time for 100,000 objects. ``"list"`` (default) freezes after every page
+            (every 500 objects of a streaming list) and unfreezes once no list runs any
+            more; the next full collection then walks the cache once. A process that has
+            frozen objects itself is left alone. ``"keep"`` freezes as well and leaves
+            everything frozen, so later full collections skip the cache too; but a
+            reference cycle frozen while alive is never collected once it dies (until
+            :func:`gc.unfreeze`). ``"off"`` never touches the collector. See "Large caches
+            and the garbage collector" in the informer guide.
 
     Returns:
         An async context manager; entering it starts watching and gives an
