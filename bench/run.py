@@ -172,11 +172,16 @@ ROWS = [
     Row("fanout", "fanout-100", "Informer, 100 subscribers", "informer_client:fanout_100",
         "crwatch", detail="min delivered {delivered_min:,.0f}"),
     Row("fanout", "fanout-9", "Informer, 9 subscribers", "informer_client:fanout_9", "crwatch",
-        "the next row without its slow subscriber"),
+        "the next rows without their slow subscriber"),
     Row("fanout", "fanout-slow", "Informer, 9 subscribers + 1 sleeping 1 ms/event",
         "informer_client:fanout_9_and_slow", "crwatch",
         "rate of the 9; overflow=\"wait\"", vs="fanout-9",
         detail="min delivered {delivered_min:,.0f}; slow one handed {slow_delivered:,.0f}, "
+        "coalesced {slow_coalesced:,.0f}"),
+    Row("fanout", "fanout-stuck", "Informer, 9 subscribers + 1 stuck in its first call",
+        "informer_client:fanout_9_and_stuck", "crwatch",
+        "rate of the 9; overflow=\"wait\"", vs="fanout-9",
+        detail="min delivered {delivered_min:,.0f}; stuck one handed {slow_delivered:,.0f}, "
         "coalesced {slow_coalesced:,.0f}"),
     # 5. recovery (the stream server's fault endpoint; default Backoff)
     Row("recovery", "recovery-drop", "resume after a clean EOF: EOF -> first new event",

@@ -39,10 +39,13 @@ def _rv(event: Any) -> str:
     return event.object["metadata"]["resourceVersion"]  # type: ignore[no-any-return]
 
 
-async def _fan_out(ctx: Ctx, fast: int, slow: int = 0) -> tuple[int, dict[str, Any]]:
+async def _fan_out(
+    ctx: Ctx, fast: int, slow: int = 0, *, stuck: bool = False
+) -> tuple[int, dict[str, Any]]:
     """Run one informer with ``fast`` no-op callbacks (and ``slow`` slow ones).
 
-    Until every fast one has seen the last event; the figure is the fast ones' rate.
+    A slow one sleeps 1 ms per event; with ``stuck`` it takes one event and then never
+    another. Until every fast one has seen the last event; the figure is the fast ones' rate.
     """
     last = str(FIRST_EVENT_RV + ctx.count - 1)
     done = asyncio.Event()
@@ -62,6 +65,8 @@ async def _fan_out(ctx: Ctx, fast: int, slow: int = 0) -> tuple[int, dict[str, A
         return on_event
 
     async def on_event_slow(event: Any) -> None:
+        if stuck:
+            await asyncio.Event().wait()  # never returns
         await asyncio.sleep(0.001)  # 1 ms per event: ~1,000 events/s at most
 
     async with _client(ctx) as client:
@@ -110,6 +115,11 @@ async def fanout_100(ctx: Ctx) -> tuple[int, dict[str, Any]]:
 async def fanout_9_and_slow(ctx: Ctx) -> tuple[int, dict[str, Any]]:
     """Nine no-op callbacks and one that sleeps 1 ms per event (overflow="wait")."""
     return await _fan_out(ctx, 9, slow=1)
+
+
+async def fanout_9_and_stuck(ctx: Ctx) -> tuple[int, dict[str, Any]]:
+    """Nine no-op callbacks and one that never returns from its first call."""
+    return await _fan_out(ctx, 9, slow=1, stuck=True)
 
 
 def _gc_freeze(policy: str) -> dict[str, Any]:
