@@ -152,6 +152,45 @@ async def test_falls_back_to_paginated_list_without_watch_list(tmp_path: Path) -
             assert isinstance(stats.last_error, crwatch.InvalidError)
 
 
+async def test_lists_freeze_their_pages_and_unfreeze_after(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """By default each list freezes the objects of every page, and unfreezes once complete.
+
+    The first list and a relist (after a 410) alike: later pages are requested with the
+    earlier ones frozen, and nothing is frozen once the consumer has the objects.
+    """
+    for i in range(6):
+        env.create(f"w{i}")
+    from crwatch._transport import Transport
+
+    original = Transport.list_page
+    frozen: list[int] = []  # how many objects were frozen as each page was requested
+
+    async def list_page(self: Transport, *args: Any, **kwargs: Any) -> Any:
+        frozen.append(gc.get_freeze_count())
+        return await original(self, *args, **kwargs)
+
+    monkeypatch.setattr(Transport, "list_page", list_page)
+    gc.unfreeze()
+    try:
+        async with env.watch(streaming_list=False, page_size=2) as events:
+            await take(events, 6)
+            assert len(frozen) == 3
+            assert frozen[0] == 0
+            assert all(n > 0 for n in frozen[1:])
+            assert gc.get_freeze_count() == 0
+            env.server.faults.add(Fault.expired(), verb="watch")
+            env.server.close_watches()
+            await until(lambda: events.statistics().lists == 2)
+            assert len(frozen) == 6
+            assert frozen[3] == 0
+            assert all(n > 0 for n in frozen[4:])
+            assert gc.get_freeze_count() == 0
+    finally:
+        gc.unfreeze()
+
+
 async def test_streaming_list_deadline_falls_back_to_paginated_list(env: Env) -> None:
     """A streaming list missing its end-bookmark deadline falls back to a paginated list.
 
