@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import gc
 import logging
+import os
 import random
 import warnings
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -1145,25 +1146,61 @@ async def test_gc_freeze_list_leaves_a_process_freeze_alone(env: Env, unfrozen: 
 def test_gc_freeze_list_is_shared_by_concurrent_lists(unfrozen: None) -> None:
     """Lists running at once share one freeze: it ends with the last, unless one kept it."""
     for kept in (False, True):
-        _gc.begin()
+        first = _gc.begin()
         _gc.freeze()
-        _gc.begin()  # a second list joins
-        _gc.end()  # the first ends: the second still runs
+        second = _gc.begin()  # a second list joins
+        _gc.end(first)  # the first ends: the second still runs
         assert gc.get_freeze_count() > 0
         if kept:
             _gc.keep()  # an informer with gc_freeze="keep" finished meanwhile
         _gc.freeze()
-        _gc.end()
+        _gc.end(second)
         assert (gc.get_freeze_count() > 0) is kept
         gc.unfreeze()
     gc.disable()
     try:
-        _gc.begin()  # nothing to gain with the collector off: left alone
+        token = _gc.begin()  # nothing to gain with the collector off: left alone
         _gc.freeze()
         assert gc.get_freeze_count() == 0
-        _gc.end()
+        _gc.end(token)
     finally:
         gc.enable()
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork (not on Windows)")
+def test_gc_freeze_list_is_undone_in_a_child_forked_mid_list(unfrozen: None) -> None:
+    """A child forked while a list holds the freeze unfreezes, and its own lists work.
+
+    The parent's list never ends in the child, so the child must not wait for it; the
+    parent's list, when it ends in the parent, unfreezes there as usual.
+    """
+    token = _gc.begin()
+    _gc.freeze()
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child reports through the pipe
+        try:
+            report = [gc.get_freeze_count()]
+            child = _gc.begin()
+            _gc.freeze()
+            report.append(gc.get_freeze_count())
+            _gc.end(child)
+            _gc.end(token)  # the parent's list, were it to end here: ignored
+            report.append(gc.get_freeze_count())
+            os.write(write, " ".join(map(str, report)).encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    with os.fdopen(read, "rb") as pipe:
+        report = pipe.read().decode()
+    os.waitpid(pid, 0)
+    at_fork, frozen_by_child, after_child_list = map(int, report.split())
+    assert at_fork == 0
+    assert frozen_by_child > 0
+    assert after_child_list == 0
+    assert gc.get_freeze_count() > 0  # the parent still lists
+    _gc.end(token)
+    assert gc.get_freeze_count() == 0
 
 
 @pytest.mark.parametrize("policy", ["continue", "unsubscribe", "stop"])

@@ -191,6 +191,43 @@ async def test_lists_freeze_their_pages_and_unfreeze_after(
         gc.unfreeze()
 
 
+async def test_a_list_that_fails_midway_unfreezes_before_it_starts_again(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A page that fails after the first ends that list's freeze: the retry starts unfrozen.
+
+    Otherwise the freeze would be held through the backoff, and every other list's
+    unfreeze with it.
+    """
+    for i in range(6):
+        env.create(f"w{i}")
+    from crwatch._transport import Transport
+
+    original = Transport.list_page
+    frozen: list[int] = []
+
+    async def list_page(self: Transport, *args: Any, **kwargs: Any) -> Any:
+        frozen.append(gc.get_freeze_count())
+        if len(frozen) == 2:
+            env.server.faults.add(Fault.status(500), verb="list")  # the second page fails
+        return await original(self, *args, **kwargs)
+
+    monkeypatch.setattr(Transport, "list_page", list_page)
+    gc.unfreeze()
+    try:
+        async with env.watch(streaming_list=False, page_size=2) as events:
+            got = await take(events, 6)
+            assert sorted(e.key for e in got) == [f"default/w{i}" for i in range(6)]
+            assert frozen[0] == 0
+            assert frozen[1] > 0  # the page that failed
+            assert frozen[2] == 0  # the list started again: the failed one's freeze undone
+            assert all(n > 0 for n in frozen[3:])
+            assert len(frozen) == 5
+            assert gc.get_freeze_count() == 0
+    finally:
+        gc.unfreeze()
+
+
 async def test_streaming_list_deadline_falls_back_to_paginated_list(env: Env) -> None:
     """A streaming list missing its end-bookmark deadline falls back to a paginated list.
 

@@ -14,7 +14,8 @@ full collections over an ever larger cache: two thirds of the time of the whole 
   the list. Nothing stays frozen, so nothing can leak. It is process-wide, hence shared:
   concurrent lists (of several informers) unfreeze when the last one ends, and a process
   that has frozen objects of its own (``gc.freeze()`` before forking, or ``"keep"``) is
-  left alone, since :func:`gc.unfreeze` would undo its freeze.
+  left alone, since :func:`gc.unfreeze` would undo its freeze. A child forked mid-list
+  unfreezes at once (the list goes on in the parent only).
 - ``"keep"``: freeze as well, and leave everything frozen; later full collections never
   walk the cache again. A reference cycle frozen while alive is never collected.
 - ``"off"``: never touch the GC.
@@ -23,6 +24,7 @@ full collections over an ever larger cache: two thirds of the time of the whole 
 from __future__ import annotations
 
 import gc
+import os
 import threading
 from typing import Literal
 
@@ -33,17 +35,22 @@ _lock = threading.Lock()
 _holders = 0  # lists running with a temporary freeze
 _active = False  # the freeze of the running lists is ours to undo
 _kept = False  # a "keep" freeze happened meanwhile: leave everything frozen
+# Bumped in a forked child: lists that began in the parent do not run there, so their
+# end() must not count (see _after_fork).
+_generation = 0
 
 
-def begin() -> None:
-    """Start a list with ``gc_freeze="list"``; pair it with :func:`end`."""
+def begin() -> int:
+    """Start a list with ``gc_freeze="list"``; pass what it returns to :func:`end`."""
     global _holders, _active, _kept
     with _lock:
         if not _holders:
             # Nothing frozen by anyone else, or unfreezing would undo their freeze.
+            # (get_freeze_count() walks the frozen objects: once per list, none usually.)
             _active = gc.isenabled() and gc.get_freeze_count() == 0
             _kept = False
         _holders += 1
+        return _generation
 
 
 def freeze() -> None:
@@ -52,10 +59,12 @@ def freeze() -> None:
         gc.freeze()
 
 
-def end() -> None:
+def end(token: int) -> None:
     """End a list that called :func:`begin` (complete, abandoned or cancelled)."""
     global _holders, _active
     with _lock:
+        if token != _generation:
+            return  # it began before a fork: the child's count never included it
         _holders -= 1
         if _holders or not _active:
             return
@@ -71,3 +80,18 @@ def keep() -> None:
         if _holders:
             _kept = True
         gc.freeze()
+
+
+def _after_fork() -> None:
+    """In a forked child: no list runs here, so undo the parent's temporary freeze."""
+    global _lock, _holders, _active, _kept, _generation
+    _lock = threading.Lock()  # the parent may have held it while forking
+    if _holders and _active and not _kept:
+        gc.unfreeze()
+    _holders = 0
+    _active = _kept = False
+    _generation += 1
+
+
+if hasattr(os, "register_at_fork"):  # pragma: no branch - absent on Windows only
+    os.register_at_fork(after_in_child=_after_fork)

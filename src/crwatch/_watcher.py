@@ -649,7 +649,7 @@ class _Core:
         # temporary freeze (a list with "list" is running).
         self._gc_freeze = settings.gc_freeze != "off"
         self._gc_keep = settings.gc_freeze == "keep"
-        self._gc_held = False
+        self._gc_held: int | None = None  # the _gc.begin() token of a running list
         self.state: State = initial_state(settings.config, settings.seed)
         self.cache = Cache(indexes)
         self.transform = transform
@@ -906,17 +906,17 @@ class _Core:
         if self._gc_keep:
             _gc.keep()
         else:
-            if not self._gc_held:
-                self._gc_held = True
-                _gc.begin()
+            if self._gc_held is None:
+                self._gc_held = _gc.begin()
             _gc.freeze()
         self._gc_mark = _gc_count()[0]  # freezing empties the young generation's count
 
     def _thaw(self) -> None:
         """End the temporary freeze of a list that ended (``gc_freeze="list"``), if held."""
-        if self._gc_held:
-            self._gc_held = False
-            _gc.end()
+        token = self._gc_held
+        if token is not None:
+            self._gc_held = None
+            _gc.end(token)
 
     def _fold(self) -> None:
         """Record the fast path's deliveries in the machine's state (before any step)."""
