@@ -92,6 +92,21 @@ GROUPS = [
 #: The sync rows' untimed full collection after wait_synced() (see informer_client.sync).
 COLLECT_AFTER = "then a full gc.collect() {collect_after_ms:.0f} ms"
 
+
+def _informer_sync_rows(kind: str) -> list[Row]:
+    """Return the Informer rows of group ``sync-{kind}``, one per ``gc_freeze`` policy."""
+    group = f"sync-{kind}"
+    name = f"crwatch-informer-{kind}"
+    return [
+        Row(group, name, "crwatch.Informer: wait_synced()", "informer_client:sync", "crwatch",
+            "target <= 1.3x floor (time)", vs=f"floor-{kind}-kept-nogc", detail=COLLECT_AFTER),
+        Row(group, f"{name}-keep", 'crwatch.Informer(gc_freeze="keep")',
+            "informer_client:sync_gc_keep", "crwatch", detail=COLLECT_AFTER),
+        Row(group, f"{name}-off", 'crwatch.Informer(gc_freeze="off")',
+            "informer_client:sync_gc_off", "crwatch", vs=f"floor-{kind}-kept",
+            detail=COLLECT_AFTER),
+    ]  # fmt: skip
+
 ROWS = [
     # 1. throughput
     Row("throughput", "ceiling", "server ceiling: raw socket, discard bytes", "floor:raw_socket",
@@ -121,13 +136,7 @@ ROWS = [
         "floor:paged_list_kept_nogc", "other", "what gc.freeze()/disable could save"),
     Row("sync-paged", "crwatch-paged", "crwatch.watch: all initial ADDED",
         "crwatch_client:watch_sync", "crwatch", "server answers sendInitialEvents with 422"),
-    Row("sync-paged", "crwatch-informer-paged", "crwatch.Informer: wait_synced()",
-        "informer_client:sync", "crwatch", "target <= 1.3x floor (time)",
-        vs="floor-paged-kept-nogc", detail=COLLECT_AFTER),
-    Row("sync-paged", "crwatch-informer-paged-keep", "crwatch.Informer(gc_freeze=\"keep\")",
-        "informer_client:sync_gc_keep", "crwatch", detail=COLLECT_AFTER),
-    Row("sync-paged", "crwatch-informer-paged-off", "crwatch.Informer(gc_freeze=\"off\")",
-        "informer_client:sync_gc_off", "crwatch", vs="floor-paged-kept", detail=COLLECT_AFTER),
+    *_informer_sync_rows("paged"),
     Row("sync-paged", "k8s-asyncio-paged", "kubernetes-asyncio list, limit/continue",
         "k8s_asyncio:paged_list", "k8s-asyncio"),
     Row("sync-paged", "lightkube-paged", "lightkube list, chunk_size=500",
@@ -141,13 +150,7 @@ ROWS = [
         "floor:stream_list_kept_nogc", "other", "what gc.freeze()/disable could save"),
     Row("sync-stream", "crwatch-stream", "crwatch.watch: all initial ADDED",
         "crwatch_client:watch_sync", "crwatch"),
-    Row("sync-stream", "crwatch-informer-stream", "crwatch.Informer: wait_synced()",
-        "informer_client:sync", "crwatch", "target <= 1.3x floor (time)",
-        vs="floor-stream-kept-nogc", detail=COLLECT_AFTER),
-    Row("sync-stream", "crwatch-informer-stream-keep", "crwatch.Informer(gc_freeze=\"keep\")",
-        "informer_client:sync_gc_keep", "crwatch", detail=COLLECT_AFTER),
-    Row("sync-stream", "crwatch-informer-stream-off", "crwatch.Informer(gc_freeze=\"off\")",
-        "informer_client:sync_gc_off", "crwatch", vs="floor-stream-kept", detail=COLLECT_AFTER),
+    *_informer_sync_rows("stream"),
     # 3. memory
     Row("memory", "memory-dicts", "parsed dicts alone (orjson)", "floor:memory_full", "floor"),
     Row("memory", "memory-no-managed-fields", "parsed dicts, managedFields dropped",
