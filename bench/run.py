@@ -107,6 +107,7 @@ def _informer_sync_rows(kind: str) -> list[Row]:
             detail=COLLECT_AFTER),
     ]  # fmt: skip
 
+
 ROWS = [
     # 1. throughput
     Row("throughput", "ceiling", "server ceiling: raw socket, discard bytes", "floor:raw_socket",
