@@ -48,7 +48,7 @@ def main() -> None:
     try:
         fn = getattr(importlib.import_module(f"clients.{mod_name}"), fn_name)
     except Unavailable as exc:
-        print(json.dumps({**out, "skipped": str(exc)}))
+        print(json.dumps({**out, "skipped": str(exc), "unavailable": True}))
         return
     except Exception as exc:
         print(json.dumps({**out, "skipped": f"import failed: {exc!r}"}))
@@ -75,7 +75,7 @@ def main() -> None:
     try:
         result, (w0, c0, _), (w1, c1, maxrss) = asyncio.run(timed())
     except Unavailable as exc:
-        print(json.dumps({**out, "skipped": str(exc)}))
+        print(json.dumps({**out, "skipped": str(exc), "unavailable": True}))
         return
     except Exception as exc:
         traceback.print_exc()

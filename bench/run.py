@@ -50,12 +50,12 @@ class Group:
     title: str
     unit: str  # "events" or "objects"
     server: tuple[str, ...]  # _stream_server.py flags, {N} = events, {M} = objects
-    size: str  # "N" (events), "M" (objects) or a fixed number: ``--count`` for the clients
+    size: str  # "N" (events), "M" (objects) or "R" (recovery objects): ``--count``
     ref: str = "floor"  # what the ×floor column compares against, in the table's header
     min_runs: int = 0  # at least this many runs (a jittered figure needs more than five)
 
-    def count(self, n: int, m: int) -> int:
-        return n if self.size == "N" else m if self.size == "M" else int(self.size)
+    def count(self, n: int, m: int, r: int) -> int:
+        return {"N": n, "M": m, "R": r}[self.size]
 
 
 @dataclass(frozen=True)
@@ -86,7 +86,7 @@ GROUPS = [
           ("--events", "{N}"), "N", ref="1 subscriber"),
     # Recovery: M objects cached, 2 x 1,000 events around the fault (clients/informer_client.py)
     Group("recovery", "5. Recovery: one informer, a fault after 1,000 watch events", "objects",
-          ("--objects", "10000", "--events", "2000"), "10000", min_runs=9),
+          ("--objects", "{R}", "--events", "2000"), "R", min_runs=9),
 ]  # fmt: skip
 
 #: The sync rows' untimed full collection after wait_synced() (see informer_client.sync).
@@ -368,7 +368,9 @@ def table(outcomes: list[Outcome], machine: dict[str, Any], config: dict[str, An
         members = [o for o in outcomes if o.row.group == group.name]
         if not members:
             continue
-        size = group.count(config["events"], config["objects"])
+        size = group.count(
+            config["events"], config["objects"], config.get("recovery_objects", 10_000)
+        )
         ref = f" (×floor: against {group.ref})" if group.ref != "floor" else ""
         sections.append((len(lines), f"{group.title} — {size:,} {group.unit}{ref}"))
         for o in members:
@@ -402,7 +404,11 @@ def table(outcomes: list[Outcome], machine: dict[str, Any], config: dict[str, An
         ]
         return "  ".join(parts).rstrip()
 
-    more = "".join(f" ({g.name}: {g.min_runs})" for g in GROUPS if g.min_runs > config["runs"])
+    more = "".join(
+        f" ({g.name}: {g.min_runs})"
+        for g in GROUPS
+        if g.min_runs > config["runs"] and not config.get("smoke")
+    )
     out = [
         "crwatch benchmarks",
         f"machine: {machine['cpu_model']}, {machine['cores']} cores, Python "
@@ -518,6 +524,12 @@ def main() -> None:
     ap.add_argument("--no-write", action="store_true", help="do not write bench/results/")
     ap.add_argument("--list", action="store_true", help="list the rows and exit")
     ap.add_argument(
+        "--smoke",
+        action="store_true",
+        help="every row once on tiny inputs (300 events, 200 objects, 1,000 for recovery),\n"
+        "the working tree, nothing written; exit 1 if a row failed (CI runs this)",
+    )
+    ap.add_argument(
         "--crwatch",
         default="HEAD",
         metavar="REF",
@@ -529,10 +541,22 @@ def main() -> None:
         for r in ROWS:
             print(f"{r.group:12} {r.name:28} {r.label}")
         return
+    if args.smoke:
+        args.events, args.objects, args.runs = args.events or 300, args.objects or 200, 1
+        args.no_write, args.crwatch = True, "worktree"
     n = args.events or (20_000 if args.quick else 200_000)
     m = args.objects or (10_000 if args.quick else 100_000)
+    recovery = 1_000 if args.smoke else 10_000  # recovery: objects cached before the fault
     runs = args.runs or (3 if args.quick else 5)
-    config = {"events": n, "objects": m, "runs": runs, "quick": args.quick, "only": args.only}
+    config = {
+        "events": n,
+        "objects": m,
+        "recovery_objects": recovery,
+        "runs": runs,
+        "quick": args.quick,
+        "only": args.only,
+        "smoke": args.smoke,
+    }
     machine = machine_info()
     snapshot_dir = tempfile.TemporaryDirectory(prefix="crwatch-src-")
     global CRWATCH_PATH
@@ -550,11 +574,11 @@ def main() -> None:
         members = [o for o in outcomes if o.row.group == group.name and o.row.target]
         if not members:
             continue
-        count = group.count(n, m)
-        flags = [f.format(N=n, M=m) for f in group.server]
+        count = group.count(n, m, recovery)
+        flags = [f.format(N=n, M=m, R=recovery) for f in group.server]
         print(f"[{group.name}] server {' '.join(flags)}", file=sys.stderr, flush=True)
         with stream_server(flags) as (base, kubeconfig):
-            group_runs = max(runs, group.min_runs)
+            group_runs = runs if args.smoke else max(runs, group.min_runs)
             for run in range(group_runs):
                 # Every other round in reverse order, so that no row always runs right
                 # after another (an A/A pair of identical rows came out 0.98x that way).
@@ -582,6 +606,16 @@ def main() -> None:
     text = table(outcomes, machine, config)
     print(text)
     print(f"\n(total {time.perf_counter() - started:.0f} s)", file=sys.stderr)
+    if args.smoke:
+        # A peer that is not installed may be skipped; a client that failed may not.
+        failed = [
+            o for o in outcomes
+            if o.status == "skipped"
+            and (o.row.role == "crwatch" or not o.runs[0].get("unavailable"))
+        ]  # fmt: skip
+        for o in failed:
+            print(f"FAILED {o.row.name}: {o.note}", file=sys.stderr)
+        sys.exit(1 if failed else 0)
     if args.no_write:
         return
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
