@@ -29,10 +29,18 @@ sys.path.insert(0, str(HERE))
 
 from clients import Ctx, Unavailable  # noqa: E402
 
+Usage = tuple[float, float, int, float, int]  # wall, cpu, peak RSS KiB, system cpu, minor faults
 
-def _usage() -> tuple[float, float, int]:
+
+def _usage() -> Usage:
     ru = resource.getrusage(resource.RUSAGE_SELF)
-    return time.perf_counter(), ru.ru_utime + ru.ru_stime, ru.ru_maxrss
+    return (
+        time.perf_counter(),
+        ru.ru_utime + ru.ru_stime,
+        ru.ru_maxrss,
+        ru.ru_stime,
+        ru.ru_minflt,
+    )
 
 
 def main() -> None:
@@ -60,7 +68,7 @@ def main() -> None:
 
         profiler = cProfile.Profile()
 
-    async def timed() -> tuple[Any, tuple[float, float, int], tuple[float, float, int]]:
+    async def timed() -> tuple[Any, Usage, Usage]:
         start = _usage()
         if profiler:
             profiler.enable()
@@ -73,7 +81,7 @@ def main() -> None:
 
     gc.collect()
     try:
-        result, (w0, c0, _), (w1, c1, maxrss) = asyncio.run(timed())
+        result, (w0, c0, _, s0, f0), (w1, c1, maxrss, s1, f1) = asyncio.run(timed())
     except Unavailable as exc:
         print(json.dumps({**out, "skipped": str(exc), "unavailable": True}))
         return
@@ -92,6 +100,9 @@ def main() -> None:
         wall_s=w1 - w0 - extra.pop("untimed_wall_s", 0.0),
         cpu_s=c1 - c0 - extra.pop("untimed_cpu_s", 0.0),
         peak_rss_kb=maxrss,
+        # Untimed work included: the kernel's share, and page faults (see bench/README.md).
+        sys_s=s1 - s0,
+        minor_faults=f1 - f0,
         **extra,
     )
     if "crwatch" in sys.modules:
