@@ -114,6 +114,8 @@ ROWS = [
         "ceiling", "shows the server is not the bottleneck"),
     Row("throughput", "floor", "floor: aiohttp readline + orjson", "floor:readline_orjson",
         "floor"),
+    Row("throughput", "floor-kept", "the floor, newest object per key kept in a dict",
+        "floor:readline_orjson_kept", "other", "what keeping a cache costs"),
     Row("throughput", "floor-iter-any", "aiohttp iter_any + split + orjson",
         "floor:iter_any_orjson", "other", "no line-length limit"),
     Row("throughput", "floor-stdlib-json", "aiohttp readline + stdlib json",

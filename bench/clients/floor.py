@@ -65,6 +65,28 @@ async def readline_orjson(ctx: Ctx) -> int:
     return n
 
 
+async def readline_orjson_kept(ctx: Ctx) -> int:
+    """Run the floor, keeping the newest object per namespace/name in a dict (as a cache does).
+
+    The stream cycles over 1,000 objects, so each event frees the previous state of its
+    object, parsed 1,000 events (~8 MB of objects) earlier: cold memory, unlike the floor's.
+    """
+    n = 0
+    loads = orjson.loads
+    cache: dict[tuple[str, str], Any] = {}
+    async with aiohttp.ClientSession() as s, s.get(ctx.url, params={"watch": "true"}) as resp:
+        readline = resp.content.readline
+        while n < ctx.count:
+            line = await readline()
+            if not line:
+                break
+            obj = loads(line)["object"]
+            meta = obj["metadata"]
+            cache[meta["namespace"], meta["name"]] = obj
+            n += 1
+    return n
+
+
 async def readline_json(ctx: Ctx) -> int:
     """``readline()`` + stdlib ``json.loads``: what choosing orjson is worth."""
     n = 0
