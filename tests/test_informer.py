@@ -894,6 +894,48 @@ def test_lane_fail_policy_and_close() -> None:
         closing.get_nowait()
 
 
+@anyio_mark
+async def test_bursts_end_without_yielding_only_while_every_lane_is_caught_up(
+    tmp_path: Path,
+) -> None:
+    """The core skips the yield after a burst while no lane holds events, but not for long.
+
+    A caught-up sync callback is called as each change is applied, so it needs no yield;
+    a lane holding events (a subscriber's own task must take them) always gets one, and
+    after ``_IDLE_BURSTS`` skipped yields in a row the core yields anyway (fairness).
+    """
+    from crwatch._watcher import _BURST, _IDLE_BURSTS
+
+    async with widget_cluster(tmp_path) as (_, _, client):
+        core = crwatch.Informer(client, WIDGETS)._core
+        called: list[Event] = []
+        caught_up = Lane("direct", 4)
+        caught_up.direct = called.append
+        core.lanes = (caught_up,)
+        cache = Cache()
+        event = cache.apply("ADDED", _obj("a", 1, "u"))
+        assert event is not None
+        caught_up.push(event)
+        assert called == [event]
+
+        def burst_ends_with_yield() -> bool:
+            core._burst = _BURST
+            return core._drain_due()
+
+        assert [burst_ends_with_yield() for _ in range(_IDLE_BURSTS + 1)] == [False] * (
+            _IDLE_BURSTS
+        ) + [True]
+        assert not burst_ends_with_yield()  # counted again from there
+        behind = Lane("behind", 4)
+        core.lanes = (caught_up, behind)
+        behind.push(event)
+        assert burst_ends_with_yield()
+        assert behind.get_nowait() is event
+        assert not burst_ends_with_yield()
+        core._burst = 1
+        assert not core._drain_due()  # no burst yet: nothing to decide
+
+
 def test_lane_full_folds_in_place() -> None:
     """A full "wait" lane folds changes per key: first type and ``old``, newest object."""
     cache = Cache()
