@@ -895,14 +895,15 @@ def test_lane_fail_policy_and_close() -> None:
 
 
 @anyio_mark
-async def test_bursts_end_without_yielding_only_while_every_lane_is_caught_up(
+async def test_bursts_end_with_a_yield_only_for_woken_readers(
     tmp_path: Path,
 ) -> None:
-    """The core skips the yield after a burst while no lane holds events, but not for long.
+    """The core yields after a burst only for readers it woke, and at least every so often.
 
-    A caught-up sync callback is called as each change is applied, so it needs no yield;
-    a lane holding events (a subscriber's own task must take them) always gets one, and
-    after ``_IDLE_BURSTS`` skipped yields in a row the core yields anyway (fairness).
+    A caught-up sync callback is called as each change is applied and a reader busy with
+    an earlier event takes nothing from a yield: no yield for them. A reader waiting on its
+    lane that the burst woke gets one; after ``_IDLE_BURSTS`` skipped yields in a row the
+    core yields anyway (fairness).
     """
     from crwatch._watcher import _BURST, _IDLE_BURSTS
 
@@ -926,11 +927,23 @@ async def test_bursts_end_without_yielding_only_while_every_lane_is_caught_up(
             _IDLE_BURSTS
         ) + [True]
         assert not burst_ends_with_yield()  # counted again from there
-        behind = Lane("behind", 4)
-        core.lanes = (caught_up, behind)
-        behind.push(event)
+        # A reader busy elsewhere (a slow callback) gains nothing from a yield.
+        busy = Lane("busy", 4)
+        core.lanes = (caught_up, busy)
+        busy.push(event)
+        assert not burst_ends_with_yield()
+        # A reader waiting on its lane, woken by the burst, gets one.
+        waiting = Lane("waiting", 4)
+        core.lanes = (caught_up, busy, waiting)
+        reader = asyncio.ensure_future(waiting.__anext__())
+        await asyncio.sleep(0)
+        assert not burst_ends_with_yield()
+        waiting.push(event)
         assert burst_ends_with_yield()
-        assert behind.get_nowait() is event
+        assert await reader is event
+        assert burst_ends_with_yield()  # until the core has yielded: it clears the marks
+        for lane in core.lanes:
+            lane.woken = False
         assert not burst_ends_with_yield()
         core._burst = 1
         assert not core._drain_due()  # no burst yet: nothing to decide

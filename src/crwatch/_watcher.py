@@ -252,6 +252,7 @@ class Lane:
         "on_fail",
         "overflow",
         "size",
+        "woken",
     )
 
     def __init__(
@@ -279,6 +280,8 @@ class Lane:
         # 3.2 us, measured), paid once per subscriber per burst. Cancelling the waiting
         # task cancels the future; a cancelled or done future is simply not set.
         self._waiter: asyncio.Future[None] | None = None
+        #: Whether the reader was woken since the core last yielded (see ``_Core._caught_up``).
+        self.woken = False
         self._closed = False
         self._failed = False
         self._error: BaseException | None = None
@@ -335,6 +338,7 @@ class Lane:
                 self._waiter = None
                 if not waiter.done():
                     waiter.set_result(None)
+                    self.woken = True
             return
         self._push_slow(event)
 
@@ -382,6 +386,7 @@ class Lane:
             self._waiter = None
             if not waiter.done():
                 waiter.set_result(None)
+                self.woken = True
 
     def _overflowed(self) -> None:
         self.fail(
@@ -408,6 +413,7 @@ class Lane:
             self._waiter = None
             if not waiter.done():
                 waiter.set_result(None)
+                self.woken = True
 
     def _merge(self, event: Event) -> None:
         pending = self._pending
@@ -495,6 +501,7 @@ class Lane:
             self._waiter = None
             if not waiter.done():
                 waiter.set_result(None)
+                self.woken = True
 
     def readable(self) -> bool:
         """Whether ``get_nowait`` has something to return (an event, the end, an error)."""
@@ -749,6 +756,8 @@ class _Core:
         try:
             async for _ in steps:
                 self._burst = self._idle_bursts = 0
+                for lane in self.lanes:
+                    lane.woken = False  # they get to run now
                 blocking = self._blocking
                 if blocking is not None:
                     resume = self._resume = asyncio.get_running_loop().create_future()
@@ -908,21 +917,23 @@ class _Core:
         return False
 
     def _caught_up(self) -> bool:
-        """Whether no lane holds anything: then a burst may end without yielding.
+        """Whether no subscriber task waits to run: then a burst may end without yielding.
 
-        Sync callbacks that kept up were called as each change was applied (``Lane.direct``),
-        so no subscriber has anything to take and no buffered event keeps an object alive.
-        Yielding anyway cost an informer with one such callback ~1 us per event (10.8 ->
-        9.8 us CPU, 10 alternating runs of 200,000 events): each pass of the event loop
-        also reads the socket, in smaller pieces. The loop still yields when its read
-        waits for the network, and after ``_IDLE_BURSTS`` bursts in a row, so other tasks
-        never wait long on a busy stream.
+        The yield after a burst is for readers the burst woke (a lane they waited on got
+        events), so that they take them while young. Sync callbacks that kept up were
+        called as each change was applied (``Lane.direct``), and a reader still busy with
+        an earlier event (a slow or stuck callback) takes nothing from a yield now: neither
+        needs one. Yielding anyway cost an informer with one sync callback ~1 us per event
+        (10.8 -> 9.8 us CPU, 10 alternating runs of 200,000 events), as each pass of the
+        event loop also reads the socket, in smaller pieces. The loop still yields when its
+        read waits for the network, and after ``_IDLE_BURSTS`` bursts in a row, so other
+        tasks never wait long on a busy stream.
         """
         if self._idle_bursts >= _IDLE_BURSTS:
             self._idle_bursts = 0
             return False
         for lane in self.lanes:
-            if lane._queue or lane._pending or lane._carry is not None:
+            if lane.woken:
                 return False
         self._idle_bursts += 1
         self._burst = 0
