@@ -16,8 +16,9 @@ no task switch and its parsed object dies young. For an informer the core task p
 line, applies it and pushes it to every lane before the next; a lane whose subscriber is a
 caught-up sync callback calls it right there (``Lane.direct``); after a short burst
 (``_gc_budget``) the core yields once so the other subscribers take what it pushed, before
-the garbage collector promotes the objects they hold; while every lane is caught up there is
-nothing to take, and it yields only every few bursts (``_caught_up``).
+the garbage collector promotes the objects they hold; if the burst woke no subscriber task
+(caught-up sync callbacks, or readers busy with earlier events), it yields only every few
+bursts (``_none_woken``).
 
 Overflow policies of a lane (``buffer_size`` events held in order, then):
 
@@ -165,7 +166,7 @@ _FREEZE_EVERY: Final = 500
 #: The most events the core hands to the lanes before it lets the subscribers run.
 _BURST: Final = 64
 _gc_count = gc.get_count
-#: While every lane is caught up, at most this many bursts in a row end without yielding.
+#: While bursts wake no subscriber task, at most this many in a row end without yielding.
 _IDLE_BURSTS: Final = 16
 
 
@@ -280,7 +281,7 @@ class Lane:
         # 3.2 us, measured), paid once per subscriber per burst. Cancelling the waiting
         # task cancels the future; a cancelled or done future is simply not set.
         self._waiter: asyncio.Future[None] | None = None
-        #: Whether the reader was woken since the core last yielded (see ``_Core._caught_up``).
+        #: Whether the reader was woken since the core last yielded (see ``_Core._none_woken``).
         self.woken = False
         self._closed = False
         self._failed = False
@@ -675,7 +676,7 @@ class _Core:
         self._burst = 0
         self._gc_mark = 0
         self._gc_budget = _gc_budget()
-        self._idle_bursts = 0  # bursts that ended without yielding, in a row (_caught_up)
+        self._idle_bursts = 0  # bursts that ended without yielding, in a row (_none_woken)
         self._initial_done = False
         self._finished = False
         # watch(): what the parked loop waits on, and the stream it is parked on while the
@@ -913,10 +914,10 @@ class _Core:
             # watch(): its buffer_size bounds what waits for the consumer.
             return len(blocking._queue) >= blocking.size
         if self._burst >= _BURST or _gc_count()[0] - self._gc_mark > self._gc_budget:
-            return not self._caught_up()
+            return not self._none_woken()
         return False
 
-    def _caught_up(self) -> bool:
+    def _none_woken(self) -> bool:
         """Whether no subscriber task waits to run: then a burst may end without yielding.
 
         The yield after a burst is for readers the burst woke (a lane they waited on got
@@ -1185,7 +1186,7 @@ class _Core:
                                 # gc.get_count() builds a tuple: every 8th event is enough.
                                 not burst & 7 and _gc_count()[0] - self._gc_mark > gc_budget
                             ):
-                                if self._caught_up():
+                                if self._none_woken():
                                     continue
                                 return _DRAIN
                             continue
@@ -1239,7 +1240,7 @@ class _Core:
                     error = status_to_error(raw.object, verb="watch", resource=str(self._resource))
                     return Failed(error)
                 return WatchEvent(raw)
-            if (self._burst and not self._caught_up()) or (
+            if (self._burst and not self._none_woken()) or (
                 blocking is not None and blocking._queue
             ):
                 # Let the subscribers take what was pushed before waiting on the network.
