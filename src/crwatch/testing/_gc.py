@@ -93,11 +93,15 @@ class GarbageCollector:
         self._attempt: dict[tuple[str, str, str | None, str], _Item] = {}
         self._foreground: dict[str, _Item] = {}  # owners deleting their dependents first
         self._orphaning: dict[str, _Item] = {}  # owners orphaning their dependents
+        # owner uid -> its dependents, kept in step with every stored change, so finding
+        # dependents never scans the cluster (the real collector keeps a graph for this).
+        self._by_owner: dict[str, dict[tuple[str, str, str | None, str], _Item]] = {}
 
     def observe(self, rtype: ResourceType, etype: str, obj: Obj, prev: Obj | None) -> None:
         """Queue what a stored change asks the collector to do."""
         meta = obj["metadata"]
         uid = meta.get("uid", "")
+        self._index(rtype, etype, obj, prev)
         if etype == "DELETED":
             self._gone.add(uid)
             self._foreground.pop(uid, None)
@@ -152,16 +156,28 @@ class GarbageCollector:
 
     # -- lookups --------------------------------------------------------------------------
 
+    def _index(self, rtype: ResourceType, etype: str, obj: Obj, prev: Obj | None) -> None:
+        before = _refs(prev)
+        after = [] if etype == "DELETED" else _refs(obj)
+        if not before and not after:
+            return
+        item = _Item(rtype, obj)
+        key = item.key()
+        for ref in before:
+            deps = self._by_owner.get(str(ref.get("uid")))
+            if deps is not None:
+                deps.pop(key, None)
+                if not deps:
+                    del self._by_owner[str(ref.get("uid"))]
+        for ref in after:
+            self._by_owner.setdefault(str(ref.get("uid")), {})[key] = item
+
     def _dependents(self, uids: set[str]) -> dict[str, list[_Item]]:
         found: dict[str, list[_Item]] = {}
-        for rtype, coll in self._state.collections():
-            for obj in coll.objects.values():
-                refs = obj["metadata"].get("ownerReferences")
-                if not refs:
-                    continue
-                for ref in _refs(obj):
-                    if ref.get("uid") in uids:
-                        found.setdefault(ref["uid"], []).append(_Item(rtype, obj))
+        for uid in uids:
+            deps = self._by_owner.get(uid)
+            if deps:
+                found[uid] = list(deps.values())
         return found
 
     def _latest(self, item: _Item) -> Obj | None:

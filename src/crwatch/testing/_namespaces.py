@@ -29,6 +29,7 @@ Obj = dict[str, Any]
 
 IMMORTAL: Final = frozenset({"default", "kube-system", "kube-public"})
 SPEC_FINALIZER: Final = "kubernetes"
+NAME_LABEL: Final = "kubernetes.io/metadata.name"
 
 # Conditions the namespace controller keeps on a terminating namespace, with the reason
 # used when all is well (pkg/controller/namespace/deletion/status_condition_utils.go).
@@ -55,6 +56,25 @@ _CONDITIONS: Final = (
         "All content-preserving finalizers finished",
     ),
 )
+
+
+def prepare_namespace(obj: Obj) -> None:
+    """Set what the namespace registry sets on create (``PrepareForCreate``).
+
+    The ``kubernetes`` spec finalizer, ``status.phase: Active`` and the
+    ``kubernetes.io/metadata.name`` label
+    (https://kubernetes.io/docs/reference/labels-annotations-taints/#kubernetes-io-metadata-name).
+    """
+    spec = obj.get("spec")
+    spec = dict(spec) if isinstance(spec, dict) else {}
+    finalizers = list(spec.get("finalizers") or ())
+    if SPEC_FINALIZER not in finalizers:
+        finalizers.append(SPEC_FINALIZER)
+    spec["finalizers"] = finalizers
+    obj["spec"] = spec
+    obj["status"] = {"phase": "Active"}
+    meta = obj["metadata"]
+    meta["labels"] = {**(meta.get("labels") or {}), NAME_LABEL: meta["name"]}
 
 
 def is_terminating(ns_obj: Obj) -> bool:

@@ -26,6 +26,8 @@ from aiohttp import web
 from attrs import define, field, frozen
 
 from ._faults import Fault, FaultPlan
+from ._protobuf import ProtobufError
+from ._protobuf import decode as decode_protobuf
 from ._selectors import SelectorError, parse_field_selector, parse_label_selector
 from ._state import (
     ALL_VERBS,
@@ -50,6 +52,7 @@ ResourceRef = ResourceType | tuple[str, str, str]
 
 _JSON: Final = "application/json"
 _PLAIN_404: Final = b"404 page not found\n"
+_BINARY_MEDIA_TYPES: Final = frozenset({"application/vnd.kubernetes.protobuf", "application/cbor"})
 _NAMESPACE_SUBRESOURCES: Final = frozenset({"status", "finalize"})
 _UNSUPPORTED_PATCH: Final = (
     "the body of the request was in an unknown format - accepted media types include: "
@@ -497,10 +500,13 @@ class FakeApiServer:
         (PROTOCOL.md §6); clients must re-watch from their last resourceVersion. Only the
         watches of ``resource`` are ended when it is given. Returns how many were ended.
         """
-        types = [self._rtype(resource)] if resource is not None else self._state.types()
+        if resource is not None:
+            collections = [self._state.collection(self._rtype(resource))]
+        else:
+            collections = [coll for _, coll in self._state.collections()]
         ended = 0
-        for rtype in types:
-            for watcher in list(self._state.collection(rtype).watchers):
+        for coll in collections:
+            for watcher in list(coll.watchers):
                 watcher.finish()
                 ended += 1
         return ended
@@ -729,6 +735,7 @@ class FakeApiServer:
         return None
 
     async def _read_body(self, request: web.Request) -> Any:
+        binary = request.content_type in _BINARY_MEDIA_TYPES
         try:
             raw = await request.read()
         except web.HTTPRequestEntityTooLarge:
@@ -741,6 +748,19 @@ class FakeApiServer:
             ) from None
         if not raw:
             return None
+        if binary:
+            # kubectl writes built-in kinds as protobuf and does not fall back to JSON.
+            try:
+                return decode_protobuf(raw)
+            except ProtobufError as exc:
+                raise ApiError(
+                    status_body(
+                        415,
+                        "UnsupportedMediaType",
+                        f"the body of the request was in an unknown format - accepted media "
+                        f"types include: application/json, application/yaml ({exc})",
+                    )
+                ) from None
         try:
             return orjson.loads(raw)
         except orjson.JSONDecodeError as exc:

@@ -25,6 +25,7 @@ from attrs import field, frozen
 from ._controllers import Controllers
 from ._eventsapi import CORE_EVENT_FIELDS, EVENTS_GROUP, EventsView, served_as
 from ._gc import POLICIES, deletion_finalizers
+from ._namespaces import prepare_namespace
 from ._patch import PatchError, apply_json_patch, apply_merge_patch
 from ._selectors import FieldSelector, LabelSelector, field_value
 
@@ -779,8 +780,8 @@ class ClusterState:
         """Every storage once, with one of the types that serve it."""
         seen: dict[int, tuple[ResourceType, Collection]] = {}
         for rtype in self._types.values():
-            coll = self.collection(rtype)
-            if id(coll) not in seen or (rtype.group, rtype.plural) not in _STORAGE_ALIASES:
+            if (rtype.group, rtype.plural) not in _STORAGE_ALIASES:
+                coll = self.collection(rtype)
                 seen.setdefault(id(coll), (rtype, coll))
         return list(seen.values())
 
@@ -967,8 +968,7 @@ class ClusterState:
         if not rtype.builtin or rtype == CRD_TYPE:
             meta["generation"] = 1
         elif rtype.plural == "namespaces":
-            obj.setdefault("spec", {"finalizers": ["kubernetes"]})
-            obj["status"] = {"phase": "Active"}
+            prepare_namespace(obj)
         rv = self.next_rv()
         meta["resourceVersion"] = str(rv)
         self._record(rtype, "ADDED", obj, None, rv)
