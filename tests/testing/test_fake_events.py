@@ -101,10 +101,17 @@ async def test_events_k8s_io_event_is_read_through_core(
     assert [(e.metadata.name, e.note) for e in listed.items] == [("e2", "took too long")]
     core_list = await core.list_namespaced_event("default")
     assert [e.message for e in core_list.items] == ["took too long"]
-    # The Python API takes either API's form, too.
+    # The Python API serves both forms of the one store, too.
     stored = fake_apiserver.get(fake_apiserver.resource("", "v1", "events"), "e2")
     assert stored["message"] == "took too long"
     assert "note" not in stored
+    v1_type = fake_apiserver.resource("events.k8s.io", "v1", "events")
+    fake_apiserver.create(v1_type, {"metadata": {"name": "e3"}, "note": "from python"})
+    assert fake_apiserver.get(v1_type, "e3")["note"] == "from python"
+    assert [e["message"] for e in fake_apiserver.list(("", "v1", "events"))] == [
+        "took too long",
+        "from python",
+    ]
 
 
 async def test_recorder_patch_of_count_is_seen_by_both_watches(

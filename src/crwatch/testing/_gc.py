@@ -100,10 +100,15 @@ class GarbageCollector:
     def observe(self, rtype: ResourceType, etype: str, obj: Obj, prev: Obj | None) -> None:
         """Queue what a stored change asks the collector to do."""
         meta = obj["metadata"]
+        # Most objects have no owners: keep their writes cheap.
+        before = _refs(prev) if prev is not None and prev["metadata"].get("ownerReferences") else []
+        after = _refs(obj) if etype != "DELETED" and meta.get("ownerReferences") else []
+        if before or after:
+            self._index(rtype, obj, before, after)
         uid = meta.get("uid", "")
-        self._index(rtype, etype, obj, prev)
         if etype == "DELETED":
-            self._gone.add(uid)
+            if uid in self._by_owner:
+                self._gone.add(uid)
             self._foreground.pop(uid, None)
             self._orphaning.pop(uid, None)
         else:
@@ -113,17 +118,18 @@ class GarbageCollector:
                     self._foreground[uid] = _Item(rtype, obj)
                 if ORPHAN in finalizers:
                     self._orphaning[uid] = _Item(rtype, obj)
-            if _refs(obj):
+            if after:
                 item = _Item(rtype, obj)
                 self._attempt[item.key()] = item
-        # A dependent that went away, or dropped its reference, may unblock an owner that
-        # waits for its dependents.
-        now = set() if etype == "DELETED" else {r.get("uid") for r in _refs(obj)}
-        for ref in _refs(prev):
-            if ref.get("uid") not in now:
-                owner = self._waiting_owner(ref, meta.get("namespace"))
-                if owner is not None:
-                    self._foreground[owner.uid] = owner
+        if before:
+            # A dependent that went away, or dropped its reference, may unblock an owner
+            # that waits for its dependents.
+            now = {r.get("uid") for r in after}
+            for ref in before:
+                if ref.get("uid") not in now:
+                    owner = self._waiting_owner(ref, meta.get("namespace"))
+                    if owner is not None:
+                        self._foreground[owner.uid] = owner
 
     def pending(self) -> bool:
         """Tell whether `flush` has work to do."""
@@ -156,11 +162,7 @@ class GarbageCollector:
 
     # -- lookups --------------------------------------------------------------------------
 
-    def _index(self, rtype: ResourceType, etype: str, obj: Obj, prev: Obj | None) -> None:
-        before = _refs(prev)
-        after = [] if etype == "DELETED" else _refs(obj)
-        if not before and not after:
-            return
+    def _index(self, rtype: ResourceType, obj: Obj, before: list[Obj], after: list[Obj]) -> None:
         item = _Item(rtype, obj)
         key = item.key()
         for ref in before:
