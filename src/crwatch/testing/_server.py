@@ -211,8 +211,10 @@ class FakeApiServer:
 
     Use it as ``async with FakeApiServer() as server:`` (or ``await server.start()`` and
     ``await server.stop()``). It listens on ``127.0.0.1`` and serves discovery, CRDs,
-    namespaces, configmaps, leases and any registered custom resource with list/watch
-    semantics of a real server, plus scripted faults (`faults`) and deny rules (`deny`).
+    namespaces, configmaps, events (core/v1 and events.k8s.io/v1), leases and any
+    registered custom resource with list/watch semantics of a real server, plus scripted
+    faults (`faults`) and deny rules (`deny`). The namespace controller and the garbage
+    collector run in-process, synchronously after the write that concerns them.
 
     The Python API (`create`, `get`, `list`, `update`, `patch`, `delete`) runs the same code
     as HTTP requests, so open watches see its changes. Call it from the event loop thread.
