@@ -302,3 +302,49 @@ async def test_deletecollection_cascades(
     await custom.delete_collection_namespaced_custom_object("example.com", "v1", NS, "widgets")
     assert fake_apiserver.list(widgets) == []
     assert await names(core) == []
+
+
+async def test_gc_finalizers_on_an_owner_kept_by_another_finalizer(
+    fake_apiserver: FakeApiServer, k8s_api_client: Any, widgets: ResourceType
+) -> None:
+    """An owner held by its own finalizer: each DELETE's policy still runs, then goes away.
+
+    Foreground deletes the dependents and drops ``foregroundDeletion``; a second DELETE
+    (already deleting) with Orphan orphans a new dependent and drops ``orphan``; the owner's
+    own finalizer stays throughout.
+    """
+    core = client.CoreV1Api(k8s_api_client)
+    custom = client.CustomObjectsApi(k8s_api_client)
+    body = widget("w1")
+    body["metadata"]["finalizers"] = ["example.com/hold"]
+    owner = await custom.create_namespaced_custom_object("example.com", "v1", NS, "widgets", body)
+    await core.create_namespaced_config_map(NS, configmap("first", owner_ref(owner)))
+    await custom.delete_namespaced_custom_object(
+        "example.com", "v1", NS, "widgets", "w1", propagation_policy="Foreground"
+    )
+    kept = fake_apiserver.get(widgets, "w1")
+    assert kept["metadata"]["finalizers"] == ["example.com/hold"]
+    assert await names(core) == []
+    await core.create_namespaced_config_map(NS, configmap("second", owner_ref(owner)))
+    assert await names(core) == ["second"]  # its owner exists: it is not dangling
+    await custom.delete_namespaced_custom_object(
+        "example.com", "v1", NS, "widgets", "w1", propagation_policy="Orphan"
+    )
+    assert fake_apiserver.get(widgets, "w1")["metadata"]["finalizers"] == ["example.com/hold"]
+    second = await core.read_namespaced_config_map("second", NS)
+    assert second.metadata.owner_references is None
+
+
+async def test_orphan_finalizer_set_before_delete_is_honoured(
+    fake_apiserver: FakeApiServer, k8s_api_client: Any, widgets: ResourceType
+) -> None:
+    """A DELETE without options keeps an ``orphan`` finalizer the owner already carries."""
+    core = client.CoreV1Api(k8s_api_client)
+    custom = client.CustomObjectsApi(k8s_api_client)
+    body = widget("w1")
+    body["metadata"]["finalizers"] = ["orphan"]
+    owner = await custom.create_namespaced_custom_object("example.com", "v1", NS, "widgets", body)
+    await core.create_namespaced_config_map(NS, configmap("c", owner_ref(owner)))
+    await custom.delete_namespaced_custom_object("example.com", "v1", NS, "widgets", "w1")
+    assert fake_apiserver.list(widgets) == []
+    assert await names(core) == ["c"]

@@ -196,3 +196,19 @@ async def test_system_namespaces_may_not_be_deleted(k8s_api_client: Any) -> None
         message = orjson.loads(err.value.body)["message"]
         assert message == f'namespaces "{name}" is forbidden: this namespace may not be deleted'
         assert (await core.read_namespace(name)).status.phase == "Active"
+
+
+async def test_updating_a_terminating_namespace_does_not_remove_it(
+    fake_apiserver: FakeApiServer, k8s_api_client: Any
+) -> None:
+    """A label patch on a Terminating namespace still held by content keeps it Terminating."""
+    widgets = register_widgets(fake_apiserver)
+    core = client.CoreV1Api(k8s_api_client)
+    held = widget("held")
+    held["metadata"]["finalizers"] = ["example.com/hold"]
+    fake_apiserver.create(widgets, held, namespace="team")
+    await core.delete_namespace("team", _preload_content=False)
+    patched = await core.patch_namespace("team", {"metadata": {"labels": {"x": "y"}}})
+    assert patched.status.phase == "Terminating"
+    assert patched.metadata.labels["x"] == "y"
+    assert (await core.read_namespace("team")).spec.finalizers == ["kubernetes"]

@@ -143,22 +143,25 @@ class GarbageCollector:
         orphaning, self._orphaning = self._orphaning, {}
         foreground, self._foreground = self._foreground, {}
         attempt, self._attempt = self._attempt, {}
-        wanted = gone | set(orphaning) | set(foreground)
-        dependents = self._dependents(wanted) if wanted else {}
+        dependents = self._dependents(gone | set(orphaning) | set(foreground))
         for uid, owner in orphaning.items():
             self._orphan(owner, dependents.get(uid, []))
         for uid in gone:
             for dep in dependents.get(uid, []):
                 attempt[dep.key()] = dep
-        for uid, owner in foreground.items():
-            deps = dependents.get(uid)
-            if deps is None:
-                deps = self._dependents({uid}).get(uid, [])
-            self._process_deleting_dependents(owner, deps, attempt)
+        for uid in foreground:
+            for dep in dependents.get(uid, []):
+                latest = self._latest(dep)
+                if latest is not None and not latest["metadata"].get("deletionTimestamp"):
+                    attempt.setdefault(dep.key(), dep)
+        # Dependents first, while their owner still waits for them (the real collector
+        # queues them before the owner), then the owners whose blockers may be gone.
         for item in attempt.values():
             # Changed or gone meanwhile: the change that did it queued a new look.
             with contextlib.suppress(ApiError):
                 self._attempt_to_delete(item)
+        for owner in foreground.values():
+            self._finish_foreground(owner)
 
     # -- lookups --------------------------------------------------------------------------
 
@@ -249,26 +252,19 @@ class GarbageCollector:
         with contextlib.suppress(ApiError):
             self._patch_meta(item, {"finalizers": rest or None})
 
-    def _process_deleting_dependents(
-        self, owner: _Item, dependents: list[_Item], attempt: dict[Any, _Item]
-    ) -> None:
+    def _finish_foreground(self, owner: _Item) -> None:
+        """Drop ``foregroundDeletion`` once no dependent blocks the owner's deletion."""
         obj = self._latest(owner)
         if obj is None or FOREGROUND not in (obj["metadata"].get("finalizers") or ()):
             return
-        blocking = []
-        for dep in dependents:
+        for dep in self._dependents({owner.uid}).get(owner.uid, []):
             latest = self._latest(dep)
-            if latest is None:
-                continue
-            if any(
+            if latest is not None and any(
                 r.get("uid") == owner.uid and r.get("blockOwnerDeletion") is True
                 for r in _refs(latest)
             ):
-                blocking.append(dep)
-            if not latest["metadata"].get("deletionTimestamp"):
-                attempt.setdefault(dep.key(), dep)
-        if not blocking:
-            self._drop_finalizer(owner, FOREGROUND)
+                return
+        self._drop_finalizer(owner, FOREGROUND)
 
     def _attempt_to_delete(self, item: _Item) -> None:
         obj = self._latest(item)
