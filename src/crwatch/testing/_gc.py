@@ -61,6 +61,37 @@ def deletion_finalizers(
     return out
 
 
+def check_delete_options(propagation: str | None, orphan_dependents: bool | None) -> None:
+    """Raise 422 Invalid for DeleteOptions kube-apiserver refuses.
+
+    (staging/src/k8s.io/apimachinery/pkg/apis/meta/v1/validation/validation.go,
+    ``ValidateDeleteOptions``.)
+    """
+    from ._state import invalid
+
+    causes: list[tuple[str, str, str]] = []
+    if propagation is not None and orphan_dependents is not None:
+        causes.append(
+            (
+                "propagationPolicy",
+                "FieldValueInvalid",
+                f'Invalid value: "{propagation}": orphanDependents and deletionPropagation '
+                "cannot be both set",
+            )
+        )
+    if propagation is not None and propagation not in POLICIES:
+        causes.append(
+            (
+                "propagationPolicy",
+                "FieldValueNotSupported",
+                f'Unsupported value: "{propagation}": supported values: "Foreground", '
+                '"Background", "Orphan"',
+            )
+        )
+    if causes:
+        raise invalid("DeleteOptions", "meta.k8s.io", "", causes)
+
+
 def _refs(obj: Obj | None) -> list[Obj]:
     if obj is None:
         return []

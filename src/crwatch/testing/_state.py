@@ -24,7 +24,7 @@ from attrs import field, frozen
 
 from ._controllers import Controllers
 from ._eventsapi import CORE_EVENT_FIELDS, EVENTS_GROUP, EventsView, served_as
-from ._gc import POLICIES, deletion_finalizers
+from ._gc import check_delete_options, deletion_finalizers
 from ._namespaces import prepare_namespace
 from ._patch import PatchError, apply_json_patch, apply_merge_patch
 from ._selectors import FieldSelector, LabelSelector, field_value
@@ -703,31 +703,6 @@ EVENTS_V1_TYPE: Final = BUILTIN_TYPES[3]
 _STORAGE_ALIASES: Final = {(EVENTS_GROUP, "events"): ("", "events")}
 
 
-def check_delete_options(propagation: str | None, orphan_dependents: bool | None) -> None:
-    """Raise 422 Invalid for DeleteOptions kube-apiserver refuses (validation.go)."""
-    causes: list[tuple[str, str, str]] = []
-    if propagation is not None and orphan_dependents is not None:
-        causes.append(
-            (
-                "propagationPolicy",
-                "FieldValueInvalid",
-                f'Invalid value: "{propagation}": orphanDependents and deletionPropagation '
-                "cannot be both set",
-            )
-        )
-    if propagation is not None and propagation not in POLICIES:
-        causes.append(
-            (
-                "propagationPolicy",
-                "FieldValueNotSupported",
-                f'Unsupported value: "{propagation}": supported values: "Foreground", '
-                '"Background", "Orphan"',
-            )
-        )
-    if causes:
-        raise invalid("DeleteOptions", "meta.k8s.io", "", causes)
-
-
 class ClusterState:
     """All objects of the fake cluster, behind one global resourceVersion counter."""
 
@@ -1062,7 +1037,8 @@ class ClusterState:
         if (
             old_meta.get("deletionTimestamp")
             and not meta.get("finalizers")
-            # A namespace goes only once its spec finalizers are gone too [namespace strategy].
+            # A namespace goes only once its spec finalizers are gone too
+            # (pkg/registry/core/namespace/storage/storage.go, ShouldDeleteDuringUpdate).
             and not (rtype == NAMESPACE_TYPE and (new.get("spec") or {}).get("finalizers"))
         ):
             # Removing the last finalizer of a deleting object deletes it; the DELETED event
@@ -1184,8 +1160,8 @@ class ClusterState:
             if meta.get("deletionTimestamp"):
                 if finalizers == list(meta.get("finalizers") or ()):
                     return old
-                # A second DELETE may switch the propagation policy [store.go
-                # updateForGracefulDeletionAndFinalizers].
+                # A second DELETE may switch the propagation policy (generic registry
+                # store.go, updateForGracefulDeletionAndFinalizers).
                 return self.store_modified(
                     rtype, {**old, "metadata": {**meta, "finalizers": finalizers}}, old
                 )
