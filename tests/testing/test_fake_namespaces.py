@@ -183,7 +183,8 @@ async def test_namespace_watch_sees_terminating_then_deleted(
         ("MODIFIED", "Terminating"),
         ("DELETED", "Terminating"),
     ]
-    assert events[1]["object"]["spec"]["finalizers"] == []
+    assert events[0]["object"]["spec"]["finalizers"] == ["kubernetes"]
+    assert "finalizers" not in events[1]["object"]["spec"]
 
 
 async def test_system_namespaces_may_not_be_deleted(k8s_api_client: Any) -> None:
@@ -212,3 +213,39 @@ async def test_updating_a_terminating_namespace_does_not_remove_it(
     assert patched.status.phase == "Terminating"
     assert patched.metadata.labels["x"] == "y"
     assert (await core.read_namespace("team")).spec.finalizers == ["kubernetes"]
+
+
+async def test_finalize_releases_a_namespace_held_by_a_spec_finalizer(
+    fake_apiserver: FakeApiServer, k8s_api_client: Any
+) -> None:
+    """A spec finalizer other than ``kubernetes`` holds an empty namespace; /finalize frees it.
+
+    The namespace controller removes only its own ``kubernetes`` finalizer; PUT on
+    ``/finalize`` with no finalizers then removes the terminating namespace. Other fields in
+    the body are ignored, and /finalize on an Active namespace only changes the list.
+    """
+    core = client.CoreV1Api(k8s_api_client)
+    await core.create_namespace(
+        {"metadata": {"name": "stuck"}, "spec": {"finalizers": ["example.com/extra"]}}
+    )
+    created = await core.read_namespace("stuck")
+    assert created.spec.finalizers == ["example.com/extra", "kubernetes"]
+    await core.delete_namespace("stuck", _preload_content=False)
+    held = await core.read_namespace("stuck")
+    assert (held.status.phase, held.spec.finalizers) == ("Terminating", ["example.com/extra"])
+    await core.replace_namespace_finalize(
+        "stuck", {"metadata": {"name": "stuck", "labels": {"ignored": "yes"}}, "spec": {}}
+    )
+    with pytest.raises(ApiException) as err:
+        await core.read_namespace("stuck")
+    assert err.value.status == 404
+
+    await core.create_namespace({"metadata": {"name": "active"}})
+    done = await core.replace_namespace_finalize(
+        "active", {"metadata": {"name": "active"}, "spec": {"finalizers": []}}
+    )
+    assert (done.status.phase, done.spec.finalizers, done.metadata.labels.get("ignored")) == (
+        "Active",
+        None,
+        None,
+    )

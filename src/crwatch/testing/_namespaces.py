@@ -77,6 +77,14 @@ def prepare_namespace(obj: Obj) -> None:
     meta["labels"] = {**(meta.get("labels") or {}), NAME_LABEL: meta["name"]}
 
 
+def _with_finalizers(spec: Obj, finalizers: list[str]) -> Obj:
+    # An empty list is left out, as Go's omitempty does on the wire.
+    out = {k: v for k, v in spec.items() if k != "finalizers"}
+    if finalizers:
+        out["finalizers"] = finalizers
+    return out
+
+
 def is_terminating(ns_obj: Obj) -> bool:
     """Tell whether a Namespace object is being terminated."""
     return (ns_obj.get("status") or {}).get("phase") == "Terminating"
@@ -158,6 +166,46 @@ class NamespaceLifecycle:
         if spec_finalizers or meta.get("finalizers"):
             return old  # the system is still removing content (or other finalizers hold it)
         return state.store_removed(self._type, old)
+
+    def finalize(self, name: str, body: Any) -> Obj:
+        """Serve ``PUT /api/v1/namespaces/NAME/finalize``: replace ``spec.finalizers`` only.
+
+        A terminating namespace left without finalizers goes at once (the registry's
+        ``ShouldDeleteNamespaceDuringUpdate``); this is how a namespace stuck on a spec
+        finalizer nobody removes is released
+        (https://kubernetes.io/docs/reference/kubernetes-api/cluster-resources/namespace-v1/#update-replace-finalize-of-the-specified-namespace).
+        """
+        from ._state import bad_request
+
+        old = self._state.get(self._type, name)
+        if not isinstance(body, dict):
+            raise bad_request("the object provided is not a JSON object")
+        body_meta = body.get("metadata")
+        given_rv = body_meta.get("resourceVersion") if isinstance(body_meta, dict) else None
+        if given_rv and given_rv != old["metadata"]["resourceVersion"]:
+            raise self._type.conflict(
+                name,
+                "the object has been modified; please apply your changes to the latest version "
+                "and try again",
+            )
+        spec = body.get("spec")
+        raw = (spec.get("finalizers") if isinstance(spec, dict) else None) or []
+        if not isinstance(raw, list) or not all(isinstance(f, str) for f in raw):
+            raise bad_request("spec.finalizers must be a list of strings")
+        finalizers = list(dict.fromkeys(raw))
+        old_spec = old.get("spec") or {}
+        if finalizers == list(old_spec.get("finalizers") or ()):
+            return old
+        new = self._state.store_modified(
+            self._type, {**old, "spec": _with_finalizers(old_spec, finalizers)}, old
+        )
+        current = self._namespace(name)
+        if current is None:
+            return new  # the namespace controller saw it empty and removed it already
+        meta = current["metadata"]
+        if not finalizers and meta.get("deletionTimestamp") and not meta.get("finalizers"):
+            return self._state.store_removed(self._type, current)
+        return current
 
     # -- controller -----------------------------------------------------------------------
 
@@ -267,7 +315,7 @@ class NamespaceLifecycle:
         if fins != list(spec.get("finalizers") or ()):
             # The /finalize step: the controller gives up its spec finalizer.
             ns_obj = self._state.store_modified(
-                self._type, {**ns_obj, "spec": {**spec, "finalizers": fins}}, ns_obj
+                self._type, {**ns_obj, "spec": _with_finalizers(spec, fins)}, ns_obj
             )
         if not fins and not ns_obj["metadata"].get("finalizers"):
             self._state.store_removed(self._type, ns_obj)

@@ -818,6 +818,11 @@ class FakeApiServer:
             return _not_found_plain()
         if rtype.namespaced and not info.namespace and info.verb not in ("list", "watch"):
             return _not_found_plain()
+        if info.subresource == "finalize" and rtype == state.lookup("", "v1", "namespaces"):
+            if request.method != "PUT":
+                return _method_not_allowed()
+            body = await self._read_body(request)
+            return _json(state.controllers.namespaces.finalize(info.name, body))
         if info.subresource and (info.subresource != "status" or not rtype.status_subresource):
             return _not_found_plain()
         if not _accepts_json(request.headers.get("Accept", "")):
