@@ -109,3 +109,35 @@ async def test_kubectl_get_events(fake_apiserver: FakeApiServer, kubectl: Kubect
     assert out.stdout.split() == [b"event/w1.1", b"event/w1.2"]
     out = await kubectl.run("get", "events", "-o", "jsonpath={.items[*].message}")
     assert out.stdout == b"scaled to 3 took too long"
+
+
+async def test_kubectl_describe_shows_the_objects_events(
+    fake_apiserver: FakeApiServer, kubectl: Kubectl
+) -> None:
+    """Kubectl describe finds an object's Events by their involvedObject field selectors."""
+    widgets = register_widgets(fake_apiserver)
+    obj = fake_apiserver.create(widgets, widget("w1", size=1))
+    fake_apiserver.create(widgets, widget("w2", size=1))
+    for name, target in (("w1.1", obj), ("w2.1", fake_apiserver.get(widgets, "w2"))):
+        fake_apiserver.create(
+            ("", "v1", "events"),
+            {
+                "metadata": {"name": name},
+                "involvedObject": {
+                    "apiVersion": "example.com/v1",
+                    "kind": "Widget",
+                    "name": target["metadata"]["name"],
+                    "namespace": "default",
+                    "uid": target["metadata"]["uid"],
+                },
+                "reason": "Scaled",
+                "message": f"{name} scaled",
+                "type": "Normal",
+                "source": {"component": "widget-controller"},
+                "count": 2,
+            },
+        )
+    out = await kubectl.run("describe", "widget", "w1")
+    assert b"w1.1 scaled" in out.stdout
+    assert b"widget-controller" in out.stdout
+    assert b"w2.1 scaled" not in out.stdout
