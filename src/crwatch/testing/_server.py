@@ -26,6 +26,8 @@ from aiohttp import web
 from attrs import define, field, frozen
 
 from ._faults import Fault, FaultPlan
+from ._protobuf import ProtobufError
+from ._protobuf import decode as decode_protobuf
 from ._selectors import SelectorError, parse_field_selector, parse_label_selector
 from ._state import (
     ALL_VERBS,
@@ -50,6 +52,7 @@ ResourceRef = ResourceType | tuple[str, str, str]
 
 _JSON: Final = "application/json"
 _PLAIN_404: Final = b"404 page not found\n"
+_BINARY_MEDIA_TYPES: Final = frozenset({"application/vnd.kubernetes.protobuf", "application/cbor"})
 _NAMESPACE_SUBRESOURCES: Final = frozenset({"status", "finalize"})
 _UNSUPPORTED_PATCH: Final = (
     "the body of the request was in an unknown format - accepted media types include: "
@@ -208,8 +211,10 @@ class FakeApiServer:
 
     Use it as ``async with FakeApiServer() as server:`` (or ``await server.start()`` and
     ``await server.stop()``). It listens on ``127.0.0.1`` and serves discovery, CRDs,
-    namespaces, configmaps, leases and any registered custom resource with list/watch
-    semantics of a real server, plus scripted faults (`faults`) and deny rules (`deny`).
+    namespaces, configmaps, events (core/v1 and events.k8s.io/v1), leases and any
+    registered custom resource with list/watch semantics of a real server, plus scripted
+    faults (`faults`) and deny rules (`deny`). The namespace controller and the garbage
+    collector run in-process, synchronously after the write that concerns them.
 
     The Python API (`create`, `get`, `list`, `update`, `patch`, `delete`) runs the same code
     as HTTP requests, so open watches see its changes. Call it from the event loop thread.
@@ -234,6 +239,11 @@ class FakeApiServer:
       TLS, so use it together with ``token`` for kubectl.
     - ``kubernetes_version``: what ``/version`` reports (``"1.32"``); the kubectl dispatcher
       picks its ``kubectl.1.<minor>`` binary from it.
+    - ``auto_create_namespaces``: a create over HTTP in a namespace that does not exist
+      creates the namespace first, instead of the real server's 404 (the Python API
+      always does this).
+    - ``garbage_collector``: run the garbage collector (dependents go with their owners);
+      ``False`` behaves like a control plane without kube-controller-manager (envtest).
 
     Not implemented: server-side defaulting of legacy watches into streaming lists
     (PROTOCOL.md §1.5; behaves like a server where that defaulting is off), Table output,
@@ -255,6 +265,8 @@ class FakeApiServer:
         user: str | None = None,
         kubernetes_version: str = "1.32",
         tls: bool = False,
+        auto_create_namespaces: bool = False,
+        garbage_collector: bool = True,
     ) -> None:
         major, _, minor = kubernetes_version.partition(".")
         if not (major.isdigit() and minor.isdigit()):
@@ -273,7 +285,10 @@ class FakeApiServer:
         self.too_large_rv_wait = too_large_rv_wait
         self.max_request_bytes = max_request_bytes
         self.user = user or ("system:anonymous" if token is None else "crwatch-test-user")
-        self._state = ClusterState(history_size=history_size, now=now)
+        self._state = ClusterState(
+            history_size=history_size, now=now, garbage_collector=garbage_collector
+        )
+        self.auto_create_namespaces = auto_create_namespaces
         self.faults: FaultPlan = FaultPlan()
         """The fault plan: ``server.faults.add(Fault.status(429), verb="watch")``."""
         self._deny: list[DenyRule] = []
@@ -487,10 +502,13 @@ class FakeApiServer:
         (PROTOCOL.md §6); clients must re-watch from their last resourceVersion. Only the
         watches of ``resource`` are ended when it is given. Returns how many were ended.
         """
-        types = [self._rtype(resource)] if resource is not None else self._state.types()
+        if resource is not None:
+            collections = [self._state.collection(self._rtype(resource))]
+        else:
+            collections = [coll for _, coll in self._state.collections()]
         ended = 0
-        for rtype in types:
-            for watcher in list(self._state.collection(rtype).watchers):
+        for coll in collections:
+            for watcher in list(coll.watchers):
                 watcher.finish()
                 ended += 1
         return ended
@@ -543,11 +561,20 @@ class FakeApiServer:
         """Create an object and return a copy of what was stored.
 
         For namespaced resources the namespace comes from ``namespace``, else from the
-        object, else ``"default"``. Raises `ApiError` where the HTTP API would answer an
-        error (409 AlreadyExists, 422, ...).
+        object, else ``"default"``; a namespace that does not exist is created first (a
+        test-setup convenience: over HTTP that create answers 404 like a real server).
+        Raises `ApiError` where the HTTP API would answer an error (409 AlreadyExists,
+        422, 403 in a terminating namespace, ...).
         """
         rtype = self._rtype(resource)
-        return _copy(self._state.create(rtype, obj, self._ns(rtype, namespace, obj)))
+        ns = self._ns(rtype, namespace, obj)
+        self._ensure_namespace(ns)
+        return _copy(self._state.create(rtype, obj, ns))
+
+    def _ensure_namespace(self, namespace: str | None) -> None:
+        namespaces = self.resource("", "v1", "namespaces")
+        if namespace and namespace not in self._state.collection(namespaces).objects:
+            self._state.create(namespaces, {"metadata": {"name": namespace}})
 
     def get(self, resource: ResourceRef, name: str, *, namespace: str | None = None) -> Obj:
         """Return a copy of one object; `ApiError` 404 when missing."""
@@ -710,6 +737,7 @@ class FakeApiServer:
         return None
 
     async def _read_body(self, request: web.Request) -> Any:
+        binary = request.content_type in _BINARY_MEDIA_TYPES
         try:
             raw = await request.read()
         except web.HTTPRequestEntityTooLarge:
@@ -722,6 +750,19 @@ class FakeApiServer:
             ) from None
         if not raw:
             return None
+        if binary:
+            # kubectl writes built-in kinds as protobuf and does not fall back to JSON.
+            try:
+                return decode_protobuf(raw)
+            except ProtobufError as exc:
+                raise ApiError(
+                    status_body(
+                        415,
+                        "UnsupportedMediaType",
+                        f"the body of the request was in an unknown format - accepted media "
+                        f"types include: application/json, application/yaml ({exc})",
+                    )
+                ) from None
         try:
             return orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
@@ -777,6 +818,11 @@ class FakeApiServer:
             return _not_found_plain()
         if rtype.namespaced and not info.namespace and info.verb not in ("list", "watch"):
             return _not_found_plain()
+        if info.subresource == "finalize" and rtype == state.lookup("", "v1", "namespaces"):
+            if request.method != "PUT":
+                return _method_not_allowed()
+            body = await self._read_body(request)
+            return _json(state.controllers.namespaces.finalize(info.name, body))
         if info.subresource and (info.subresource != "status" or not rtype.status_subresource):
             return _not_found_plain()
         if not _accepts_json(request.headers.get("Accept", "")):
@@ -802,6 +848,8 @@ class FakeApiServer:
                 return await self._list(rtype, ns, opts)
             if method == "POST":
                 body = await self._read_body(request)
+                if self.auto_create_namespaces:
+                    self._ensure_namespace(ns)
                 return _json(state.create(rtype, body, ns), 201)
             if method == "DELETE":
                 return await self._delete_collection(request, rtype, ns)
@@ -841,7 +889,18 @@ class FakeApiServer:
         if method == "DELETE":
             body = await self._read_body(request)
             pre = body.get("preconditions") if isinstance(body, dict) else None
-            return _json(state.delete(rtype, info.name, ns, preconditions=pre))
+            policy, orphan = delete_options(body, request.query)
+            deleted = state.delete(
+                rtype,
+                info.name,
+                ns,
+                preconditions=pre,
+                propagation=policy,
+                orphan_dependents=orphan,
+            )
+            if orphan is False and deleted["metadata"].get("deletionTimestamp"):
+                return _json(deleted, 202)  # kept for cascading deletion [handlers/delete.go]
+            return _json(deleted)
         return _method_not_allowed()
 
     async def _delete_collection(
@@ -850,10 +909,26 @@ class FakeApiServer:
         # Answers the list of deleted (or deletion-marked) objects, like the generic registry.
         opts = self._list_options(rtype, request.query, watch=False)
         body = self._state.list_objects(rtype, ns, opts)
-        body["items"] = [
-            self._state.delete(rtype, item["metadata"]["name"], item["metadata"].get("namespace"))
-            for item in body["items"]
-        ]
+        policy, orphan = delete_options(await self._read_body(request), request.query)
+        deleted = []
+        with self._state.controllers.hold():  # collect garbage once, after every delete
+            for item in body["items"]:
+                meta = item["metadata"]
+                try:
+                    deleted.append(
+                        self._state.delete(
+                            rtype,
+                            meta["name"],
+                            meta.get("namespace"),
+                            preconditions={"uid": meta.get("uid")},
+                            propagation=policy,
+                            orphan_dependents=orphan,
+                        )
+                    )
+                except ApiError as exc:
+                    if exc.code not in (404, 409):  # gone or replaced meanwhile: skipped
+                        raise
+        body["items"] = deleted
         body["metadata"] = {"continue": "", "resourceVersion": str(self._state.rv)}
         return _json(body)
 
@@ -1055,6 +1130,22 @@ class FakeApiServer:
             "groupVersion": f"{group}/{version}" if group else version,
             "resources": resources,
         }
+
+
+def delete_options(body: Any, query: Mapping[str, str]) -> tuple[str | None, bool | None]:
+    """``(propagationPolicy, orphanDependents)`` of a DELETE, from its query or its body.
+
+    Like the DELETE handler, options in the body replace those in the query.
+    """
+    policy = query.get("propagationPolicy") or None
+    raw_orphan = query.get("orphanDependents")
+    orphan = None if raw_orphan is None else query_bool(raw_orphan)
+    if isinstance(body, dict):
+        if isinstance(body.get("propagationPolicy"), str):
+            policy = body["propagationPolicy"]
+        if isinstance(body.get("orphanDependents"), bool):
+            orphan = body["orphanDependents"]
+    return policy, orphan
 
 
 def _group_doc(group: str, versions: set[str]) -> Obj:

@@ -22,6 +22,10 @@ from typing import Any, Final
 import orjson
 from attrs import field, frozen
 
+from ._controllers import Controllers
+from ._eventsapi import CORE_EVENT_FIELDS, EVENTS_GROUP, EventsView, served_as
+from ._gc import check_delete_options, deletion_finalizers
+from ._namespaces import prepare_namespace
 from ._patch import PatchError, apply_json_patch, apply_merge_patch
 from ._selectors import FieldSelector, LabelSelector, field_value
 
@@ -176,6 +180,8 @@ class ResourceType:
             names.add("metadata.namespace")
         if self.group == "" and self.plural == "namespaces":
             names.add("status.phase")
+        if self.group == "" and self.plural == "events":
+            names.update(CORE_EVENT_FIELDS)
         return frozenset(names | set(self.selectable_fields))
 
     def not_found(self, name: str) -> ApiError:
@@ -222,7 +228,7 @@ def _with_rv(obj: Obj, rv: int) -> Obj:
 def encode_event(etype: bytes, obj: Obj, api_version: str | None = None) -> bytes:
     """One watch event line: ``{"type":...,"object":...}`` and a newline."""
     if api_version is not None and obj.get("apiVersion") != api_version:
-        obj = {**obj, "apiVersion": api_version}
+        obj = served_as(obj, api_version)
     return b'{"type":"' + etype + b'","object":' + orjson.dumps(obj) + b"}\n"
 
 
@@ -629,6 +635,7 @@ CRD_TYPE: Final = ResourceType(
     builtin=True,
     categories=("api-extensions",),
 )
+INITIAL_NAMESPACES: Final = ("default", "kube-node-lease", "kube-public", "kube-system")
 BUILTIN_TYPES: Final = (
     ResourceType(
         "",
@@ -654,6 +661,28 @@ BUILTIN_TYPES: Final = (
         builtin=True,
     ),
     ResourceType(
+        "",
+        "v1",
+        "events",
+        "Event",
+        True,
+        "EventList",
+        "event",
+        ("ev",),
+        builtin=True,
+    ),
+    ResourceType(
+        EVENTS_GROUP,
+        "v1",
+        "events",
+        "Event",
+        True,
+        "EventList",
+        "event",
+        ("ev",),
+        builtin=True,
+    ),
+    ResourceType(
         "coordination.k8s.io",
         "v1",
         "leases",
@@ -667,6 +696,13 @@ BUILTIN_TYPES: Final = (
 )
 
 
+NAMESPACE_TYPE: Final = BUILTIN_TYPES[0]
+CORE_EVENTS_TYPE: Final = BUILTIN_TYPES[2]
+EVENTS_V1_TYPE: Final = BUILTIN_TYPES[3]
+# Resources served from another resource's storage (one etcd prefix, two APIs).
+_STORAGE_ALIASES: Final = {(EVENTS_GROUP, "events"): ("", "events")}
+
+
 class ClusterState:
     """All objects of the fake cluster, behind one global resourceVersion counter."""
 
@@ -675,6 +711,7 @@ class ClusterState:
         *,
         history_size: int = 10_000,
         now: Callable[[], datetime] | None = None,
+        garbage_collector: bool = True,
     ) -> None:
         if history_size < 1:
             raise ValueError("history_size must be at least 1")
@@ -687,15 +724,17 @@ class ClusterState:
         self._rv_changed = asyncio.Event()
         for rtype in BUILTIN_TYPES:
             self.register(rtype)
-        for ns in ("default", "kube-node-lease", "kube-public", "kube-system"):
-            self.create(BUILTIN_TYPES[0], {"metadata": {"name": ns}})
+        self.controllers = Controllers(self, NAMESPACE_TYPE, garbage_collector=garbage_collector)
+        self._events_view = EventsView(self, CORE_EVENTS_TYPE)
+        for ns in INITIAL_NAMESPACES:
+            self.create(NAMESPACE_TYPE, {"metadata": {"name": ns}})
 
     # -- registry ---------------------------------------------------------------------------
 
     def register(self, rtype: ResourceType) -> None:
         """Serve a resource type (its storage is created on first registration)."""
         self._types[(rtype.group, rtype.version, rtype.plural)] = rtype
-        ckey = (rtype.group, rtype.plural)
+        ckey = _STORAGE_ALIASES.get((rtype.group, rtype.plural), (rtype.group, rtype.plural))
         if ckey not in self._collections:
             self._collections[ckey] = Collection(self.history_size, self.rv)
 
@@ -709,7 +748,42 @@ class ClusterState:
 
     def collection(self, rtype: ResourceType) -> Collection:
         """Return the storage behind a resource type."""
-        return self._collections[(rtype.group, rtype.plural)]
+        ckey = (rtype.group, rtype.plural)
+        return self._collections[_STORAGE_ALIASES.get(ckey, ckey)]
+
+    def collections(self) -> list[tuple[ResourceType, Collection]]:
+        """Every storage once, with one of the types that serve it."""
+        seen: dict[int, tuple[ResourceType, Collection]] = {}
+        for rtype in self._types.values():
+            if (rtype.group, rtype.plural) not in _STORAGE_ALIASES:
+                coll = self.collection(rtype)
+                seen.setdefault(id(coll), (rtype, coll))
+        return list(seen.values())
+
+    def lookup_kind(self, group: str, version: str, kind: str) -> ResourceType | None:
+        """Return the served type of a group/version/kind (an owner reference's target)."""
+        for rtype in self._types.values():
+            if (rtype.group, rtype.version, rtype.kind) == (group, version, kind) and (
+                rtype.group,
+                rtype.plural,
+            ) not in _STORAGE_ALIASES:
+                return rtype
+        return None
+
+    def timestamp(self) -> str:
+        """Return the current time as the server writes it into objects."""
+        return format_time(self._now())
+
+    def store_modified(self, rtype: ResourceType, new: Obj, old: Obj) -> Obj:
+        """Store a controller's change to ``old`` (a new RV and a MODIFIED event)."""
+        rv = self.next_rv()
+        new = {**new, "metadata": {**new["metadata"], "resourceVersion": str(rv)}}
+        self._record(rtype, "MODIFIED", new, old, rv)
+        return new
+
+    def store_removed(self, rtype: ResourceType, old: Obj) -> Obj:
+        """Remove an object for good (a DELETED event)."""
+        return self._remove(rtype, old)
 
     # -- clock and counters -----------------------------------------------------------------
 
@@ -746,6 +820,8 @@ class ClusterState:
         ns = meta.get("namespace", "") if rtype.namespaced else ""
         record = EventRecord(rv, etype, _key(ns, meta["name"]), ns, obj, prev)
         self.collection(rtype).append(record)
+        # The garbage collector and the namespace controller react to every stored change.
+        self.controllers.observe(rtype, etype, obj, prev)
         return record
 
     # -- CRUD -------------------------------------------------------------------------------
@@ -792,9 +868,16 @@ class ClusterState:
 
     def create(self, rtype: ResourceType, body: Any, namespace: str | None = None) -> Obj:
         """Create an object; 409 AlreadyExists when the name is taken."""
+        if rtype == EVENTS_V1_TYPE:
+            return self._events_view.create(body, namespace)
         obj = self._check_body(rtype, body)
         meta = obj["metadata"]
         ns = self._check_namespace(rtype, meta, namespace)
+        if ns:
+            # NamespaceLifecycle admission runs before names are generated or checked.
+            self.controllers.namespaces.admit_create(
+                rtype, ns, str(meta.get("name") or meta.get("generateName") or "")
+            )
         name = meta.get("name") or ""
         coll = self.collection(rtype)
         if not name and meta.get("generateName"):
@@ -860,8 +943,7 @@ class ClusterState:
         if not rtype.builtin or rtype == CRD_TYPE:
             meta["generation"] = 1
         elif rtype.plural == "namespaces":
-            obj.setdefault("spec", {"finalizers": ["kubernetes"]})
-            obj["status"] = {"phase": "Active"}
+            prepare_namespace(obj)
         rv = self.next_rv()
         meta["resourceVersion"] = str(rv)
         self._record(rtype, "ADDED", obj, None, rv)
@@ -871,6 +953,8 @@ class ClusterState:
 
     def get(self, rtype: ResourceType, name: str, namespace: str | None = None) -> Obj:
         """Return the stored object (shared; never mutate it); 404 when missing."""
+        if rtype == EVENTS_V1_TYPE:
+            return self._events_view.get(name, namespace)
         ns = (namespace or "") if rtype.namespaced else ""
         obj = self.collection(rtype).objects.get(_key(ns, name))
         if obj is None:
@@ -887,6 +971,8 @@ class ClusterState:
         subresource: str = "",
     ) -> Obj:
         """Replace an object (PUT); 409 Conflict when ``metadata.resourceVersion`` is stale."""
+        if rtype == EVENTS_V1_TYPE:
+            return self._events_view.update(body, name, namespace)
         obj = self._check_body(rtype, body)
         meta = obj["metadata"]
         if meta.get("name") and meta["name"] != name:
@@ -948,7 +1034,13 @@ class ClusterState:
             new = self._prepare_crd(new, old)
         meta = new["metadata"]
         meta["resourceVersion"] = old_meta["resourceVersion"]
-        if old_meta.get("deletionTimestamp") and not meta.get("finalizers"):
+        if (
+            old_meta.get("deletionTimestamp")
+            and not meta.get("finalizers")
+            # A namespace goes only once its spec finalizers are gone too
+            # (pkg/registry/core/namespace/storage/storage.go, ShouldDeleteDuringUpdate).
+            and not (rtype == NAMESPACE_TYPE and (new.get("spec") or {}).get("finalizers"))
+        ):
             # Removing the last finalizer of a deleting object deletes it; the DELETED event
             # carries the last *stored* state [S16 ShouldDeleteDuringUpdate].
             return self._remove(rtype, old)
@@ -978,6 +1070,8 @@ class ClusterState:
         subresource: str = "",
     ) -> Obj:
         """Apply a ``"merge"`` (RFC 7386) or ``"json"`` (RFC 6902) patch."""
+        if rtype == EVENTS_V1_TYPE:
+            return self._events_view.patch(name, patch, namespace, patch_type)
         ns = namespace if rtype.namespaced else None
         old = self.get(rtype, name, ns)
         try:
@@ -1023,8 +1117,23 @@ class ClusterState:
         namespace: str | None = None,
         *,
         preconditions: Mapping[str, Any] | None = None,
+        propagation: str | None = None,
+        orphan_dependents: bool | None = None,
     ) -> Obj:
-        """Delete an object (or only mark it, when it has finalizers)."""
+        """Delete an object (or only mark it, when it has finalizers).
+
+        ``propagation`` (``Foreground``, ``Background``, ``Orphan``) or the older
+        ``orphan_dependents`` say what the garbage collector does with its dependents.
+        """
+        if rtype == EVENTS_V1_TYPE:
+            return self._events_view.delete(
+                name,
+                namespace,
+                preconditions=preconditions,
+                propagation=propagation,
+                orphan_dependents=orphan_dependents,
+            )
+        check_delete_options(propagation, orphan_dependents)
         old = self.get(rtype, name, namespace if rtype.namespaced else None)
         meta = old["metadata"]
         pre = preconditions or {}
@@ -1041,10 +1150,23 @@ class ClusterState:
                 f"{pre['resourceVersion']}, ResourceVersion in object meta: "
                 f"{meta.get('resourceVersion')}",
             )
-        if meta.get("finalizers"):
+        if rtype == NAMESPACE_TYPE:
+            self.controllers.namespaces.admit_delete(name)
+            return self.controllers.namespaces.delete(old)
+        finalizers = list(meta.get("finalizers") or ())
+        if self.controllers.gc is not None:
+            finalizers = deletion_finalizers(finalizers, propagation, orphan_dependents)
+        if finalizers:
             if meta.get("deletionTimestamp"):
-                return old
+                if finalizers == list(meta.get("finalizers") or ()):
+                    return old
+                # A second DELETE may switch the propagation policy (generic registry
+                # store.go, updateForGracefulDeletionAndFinalizers).
+                return self.store_modified(
+                    rtype, {**old, "metadata": {**meta, "finalizers": finalizers}}, old
+                )
             new_meta = dict(meta)
+            new_meta["finalizers"] = finalizers
             new_meta["deletionTimestamp"] = format_time(self._now())
             new_meta["deletionGracePeriodSeconds"] = 0
             if "generation" in meta:
@@ -1340,8 +1462,10 @@ class ClusterState:
         types = self._crd_types.pop(crd["metadata"]["name"], [])
         if coll is not None and types:
             rtype = types[0]
-            for key in list(coll.sorted_keys()):
-                self._remove(rtype, coll.objects[key])
+            with self.controllers.hold():
+                for key in list(coll.sorted_keys()):
+                    if key in coll.objects:
+                        self._remove(rtype, coll.objects[key])
             for watcher in list(coll.watchers):
                 watcher.finish()
         for rtype in types:
@@ -1371,5 +1495,5 @@ def _matches(obj: Obj, opts: ListOptions) -> bool:
 
 def _served(obj: Obj, rtype: ResourceType) -> Obj:
     if obj.get("apiVersion") != rtype.api_version:
-        return {**obj, "apiVersion": rtype.api_version}
+        return served_as(obj, rtype.api_version)
     return obj
