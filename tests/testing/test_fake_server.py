@@ -17,6 +17,10 @@ from crwatch.testing import ApiError, FakeApiServer, Fault
 pytestmark = pytest.mark.anyio
 
 
+# Keeps every field: these tests are about storage and list/watch, not schemas.
+OPEN_SCHEMA = {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
+
+
 def _crd_body(**spec_overrides: Any) -> dict[str, Any]:
     spec: dict[str, Any] = {
         "group": "example.com",
@@ -27,11 +31,16 @@ def _crd_body(**spec_overrides: Any) -> dict[str, Any]:
                 "name": "v1",
                 "served": True,
                 "storage": True,
-                "schema": {"openAPIV3Schema": {"type": "object"}},
+                "schema": {"openAPIV3Schema": OPEN_SCHEMA},
                 "subresources": {"status": {}},
                 "selectableFields": [{"jsonPath": ".spec.color"}],
             },
-            {"name": "v1beta1", "served": False, "storage": False},
+            {
+                "name": "v1beta1",
+                "served": False,
+                "storage": False,
+                "schema": {"openAPIV3Schema": OPEN_SCHEMA},
+            },
         ],
     }
     spec.update(spec_overrides)

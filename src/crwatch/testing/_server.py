@@ -26,6 +26,7 @@ from aiohttp import web
 from attrs import define, field, frozen
 
 from ._faults import Fault, FaultPlan
+from ._schema import FIELD_VALIDATION, WARNINGS, not_supported_cause
 from ._selectors import SelectorError, parse_field_selector, parse_label_selector
 from ._state import (
     ALL_VERBS,
@@ -36,6 +37,7 @@ from ._state import (
     Obj,
     ResourceType,
     encode_event,
+    invalid,
     parse_list_rv,
     query_bool,
     sort_versions,
@@ -177,6 +179,26 @@ def _accepts_json(accept: str) -> bool:
         if media in ("application/json", "application/*", "*/*", "application/yaml"):
             return True
     return False
+
+
+_FIELD_VALIDATION_OPTIONS: Final = {
+    "POST": "CreateOptions",
+    "PUT": "UpdateOptions",
+    "PATCH": "PatchOptions",
+}
+
+
+def _field_validation(request: web.Request) -> str:
+    # Unset means Warn since server-side field validation went GA (1.27):
+    # https://kubernetes.io/docs/reference/using-api/api-concepts/#field-validation
+    directive = request.query.get("fieldValidation", "") or "Warn"
+    options = _FIELD_VALIDATION_OPTIONS.get(request.method)
+    if options is None:
+        return "Ignore"
+    if directive not in ("Ignore", "Strict", "Warn"):
+        cause = not_supported_cause("fieldValidation", directive, ("Ignore", "Strict", "Warn"))
+        raise invalid(options, "meta.k8s.io", "", [cause])
+    return directive
 
 
 def _error_response(exc: ApiError) -> web.Response:
@@ -627,10 +649,20 @@ class FakeApiServer:
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         self._requests += 1
+        warnings: builtins.list[str] = []
+        WARNINGS.set(warnings)  # each request runs in its own task, so its own context
         try:
-            return await self._dispatch(request)
+            FIELD_VALIDATION.set(_field_validation(request))
+            response = await self._dispatch(request)
         except ApiError as exc:
-            return _error_response(exc)
+            response = _error_response(exc)
+        if warnings and not response.prepared:
+            # Warning headers (https://kubernetes.io/blog/2020/09/03/warnings/): kubectl
+            # prints them as "Warning: ..." lines.
+            for text in dict.fromkeys(warnings):
+                escaped = text.replace("\\", "\\\\").replace('"', '\\"')
+                response.headers.add("Warning", f'299 - "{escaped}"')
+        return response
 
     def _authorized(self, request: web.Request) -> bool:
         if self._token is None:

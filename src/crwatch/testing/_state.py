@@ -23,6 +23,7 @@ import orjson
 from attrs import field, frozen
 
 from ._patch import PatchError, apply_json_patch, apply_merge_patch
+from ._schema import SchemaRegistry, crd_errors
 from ._selectors import FieldSelector, LabelSelector, field_value
 
 Obj = dict[str, Any]
@@ -105,7 +106,10 @@ def bad_request(message: str) -> ApiError:
 def invalid(kind: str, group: str, name: str, causes: list[tuple[str, str, str]]) -> ApiError:
     """422 Invalid with ``(field, type, message)`` causes, like ``errors.NewInvalid``."""
     qualified = f"{kind}.{group}" if group else kind
-    text = ", ".join(f"{f}: {m}" for f, _, m in causes)
+    # field.ErrorList.ToAggregate: one error as is, several in brackets.
+    text = ", ".join(dict.fromkeys(f"{f}: {m}" for f, _, m in causes))
+    if len(causes) > 1:
+        text = f"[{text}]"
     details: Obj = {"kind": kind}
     if name:
         details["name"] = name
@@ -685,6 +689,7 @@ class ClusterState:
         self._collections: dict[tuple[str, str], Collection] = {}
         self._crd_types: dict[str, list[ResourceType]] = {}  # CRD name -> its types
         self._rv_changed = asyncio.Event()
+        self.schemas = SchemaRegistry(invalid, bad_request)
         for rtype in BUILTIN_TYPES:
             self.register(rtype)
         for ns in ("default", "kube-node-lease", "kube-public", "kube-system"):
@@ -749,6 +754,16 @@ class ClusterState:
         return record
 
     # -- CRUD -------------------------------------------------------------------------------
+
+    def admit(self, rtype: ResourceType, obj: Obj, old: Obj | None = None) -> Obj:
+        """Default, prune and validate a custom resource by its CRD schema before storing it.
+
+        Returns the object to store (``obj`` itself is not mutated); raises 422 Invalid
+        (or 400 for unknown fields under ``fieldValidation=Strict``). Built-ins pass as is.
+        """
+        if rtype.builtin:
+            return obj
+        return self.schemas.admit(rtype.group, rtype.version, rtype.plural, obj, old)
 
     def _check_body(self, rtype: ResourceType, body: Any) -> Obj:
         if not isinstance(body, dict):
@@ -852,6 +867,7 @@ class ClusterState:
             obj.pop("status", None)
         if rtype == CRD_TYPE:
             obj = self._prepare_crd(obj)
+        obj = self.admit(rtype, obj)
         meta = obj["metadata"]
         for transient in ("deletionTimestamp", "deletionGracePeriodSeconds", "managedFields"):
             meta.pop(transient, None)
@@ -946,6 +962,7 @@ class ClusterState:
             meta.pop("managedFields", None)
         if rtype == CRD_TYPE and subresource != "status":
             new = self._prepare_crd(new, old)
+        new = self.admit(rtype, new, old)
         meta = new["metadata"]
         meta["resourceVersion"] = old_meta["resourceVersion"]
         if old_meta.get("deletionTimestamp") and not meta.get("finalizers"):
@@ -1259,6 +1276,7 @@ class ClusterState:
                     )
         if old is not None and old.get("spec", {}).get("group") != group:
             causes.append(("spec.group", "FieldValueInvalid", "field is immutable"))
+        causes.extend(crd_errors(spec))
         if causes:
             raise invalid(CRD_TYPE.kind, CRD_GROUP, name, causes)
         names = dict(names)
@@ -1324,6 +1342,7 @@ class ClusterState:
             )
         for rtype in self._crd_types.pop(name, []):
             self._types.pop((rtype.group, rtype.version, rtype.plural), None)
+        self.schemas.sync_crd(crd)
         if old is not None:
             # A CRD spec change rebuilds the CR storage: its watchers are closed [E1].
             coll = self._collections.get((spec["group"], names["plural"]))
@@ -1332,6 +1351,13 @@ class ClusterState:
         self._crd_types[name] = new_types
         for rtype in new_types:
             self.register(rtype)
+        if old is not None:
+            # Defaults apply on read from storage too: objects stored before a default was
+            # added show it, without a new resourceVersion (https://kubernetes.io/docs/tasks/
+            # extend-kubernetes/custom-resources/custom-resource-definitions/#defaulting).
+            storage = next(v["name"] for v in spec["versions"] if v.get("storage"))
+            stored = self._collections[(spec["group"], names["plural"])].objects
+            self.schemas.default_stored(spec["group"], storage, names["plural"], stored)
 
     def _drop_crd(self, crd: Obj) -> None:
         spec = crd["spec"]
@@ -1347,6 +1373,7 @@ class ClusterState:
         for rtype in types:
             self._types.pop((rtype.group, rtype.version, rtype.plural), None)
         self._collections.pop(ckey, None)
+        self.schemas.drop_crd(crd)
 
 
 def parse_list_rv(text: str) -> int:

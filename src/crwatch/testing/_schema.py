@@ -1,0 +1,892 @@
+"""Structural schemas of custom resources: pruning, defaulting and validation.
+
+A CRD's per-version ``openAPIV3Schema`` is applied to every write of a custom resource the
+way apiextensions-apiserver does it
+(https://kubernetes.io/docs/tasks/extend-kubernetes/custom-resources/custom-resource-definitions/#specifying-a-structural-schema):
+
+1. defaulting: missing properties with a ``default`` get it, null values of non-nullable
+   properties are dropped first (and then defaulted); nested defaults apply only where
+   the parent object exists;
+2. pruning: fields the schema does not specify are dropped, unless a node carries
+   ``x-kubernetes-preserve-unknown-fields: true``; ``apiVersion``, ``kind`` and the
+   ObjectMeta fields of ``metadata`` are always kept at the root (and in
+   ``x-kubernetes-embedded-resource`` objects);
+3. validation of the value validations OpenAPI v3 allows in a structural schema, answered
+   with kube-apiserver's ``field.Error`` messages and a 422 Invalid Status. An update only
+   re-validates what it changed (CRD validation ratcheting, on by default since 1.30:
+   https://kubernetes.io/docs/tasks/extend-kubernetes/custom-resources/custom-resource-definitions/#validation-ratcheting).
+
+The walk is hand-written because no JSON Schema library has Kubernetes' pruning and
+defaulting semantics; it copies only the containers it changes, so stored objects that
+share sub-trees with the request are never mutated.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import contextvars
+import ipaddress
+import math
+import re
+import uuid
+from collections.abc import Callable, Iterable
+from datetime import date, datetime
+from typing import Any, Final
+
+import orjson
+
+Obj = dict[str, Any]
+Cause = tuple[str, str, str]  # (field, reason, message), like metav1.StatusCause
+
+PRESERVE: Final = "x-kubernetes-preserve-unknown-fields"
+INT_OR_STRING: Final = "x-kubernetes-int-or-string"
+EMBEDDED: Final = "x-kubernetes-embedded-resource"
+
+PERMISSIVE_SCHEMA: Final[Obj] = {"type": "object", PRESERVE: True}
+"""The schema `FakeApiServer.register_crd` gives a CRD when none is passed."""
+
+# ObjectMeta's JSON fields: metadata is decoded into ObjectMeta, so anything else is
+# dropped (https://kubernetes.io/docs/reference/kubernetes-api/common-definitions/object-meta/).
+OBJECT_META_FIELDS: Final = frozenset(
+    {
+        "name",
+        "generateName",
+        "namespace",
+        "selfLink",
+        "uid",
+        "resourceVersion",
+        "generation",
+        "creationTimestamp",
+        "deletionTimestamp",
+        "deletionGracePeriodSeconds",
+        "labels",
+        "annotations",
+        "ownerReferences",
+        "finalizers",
+        "managedFields",
+    }
+)
+_ROOT_FIELDS: Final = ("apiVersion", "kind", "metadata")
+
+
+# -- field.Error formatting ----------------------------------------------------------------
+
+
+def go_value(value: Any) -> str:
+    """Format a bad value like apimachinery's ``field.Error`` (strings quoted, JSON else)."""
+    if value is None:
+        return '"null"'
+    if isinstance(value, str):
+        return orjson.dumps(value).decode()
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return go_number(value)
+    return orjson.dumps(value).decode()
+
+
+def go_number(value: float) -> str:
+    """Format a number like Go's ``%v`` (integral values without a fraction)."""
+    if isinstance(value, int):
+        return str(value)
+    if value.is_integer() and abs(value) < 1e21:
+        return str(int(value))
+    text = repr(value)
+    if "e" in text:  # Go writes 1e+21, Python 1e+21 too, but 1e-07 stays 1e-07
+        mantissa, _, exp = text.partition("e")
+        sign = "-" if exp.startswith("-") else "+"
+        text = f"{mantissa}e{sign}{exp.lstrip('+-').zfill(2)}"
+    return text
+
+
+def invalid_cause(path: str, value: Any, detail: str) -> Cause:
+    """``field.Invalid``: reason ``FieldValueInvalid``."""
+    return (path, "FieldValueInvalid", f"Invalid value: {go_value(value)}: {detail}")
+
+
+def type_invalid_cause(path: str, value: Any, detail: str) -> Cause:
+    """``field.TypeInvalid``: reason ``FieldValueTypeInvalid``."""
+    return (path, "FieldValueTypeInvalid", f"Invalid value: {go_value(value)}: {detail}")
+
+
+def required_cause(path: str, detail: str = "") -> Cause:
+    """``field.Required``: reason ``FieldValueRequired``."""
+    return (path, "FieldValueRequired", "Required value" + (f": {detail}" if detail else ""))
+
+
+def forbidden_cause(path: str, detail: str) -> Cause:
+    """``field.Forbidden``: reason ``FieldValueForbidden``."""
+    return (path, "FieldValueForbidden", f"Forbidden: {detail}")
+
+
+def not_supported_cause(path: str, value: Any, allowed: Iterable[Any]) -> Cause:
+    """``field.NotSupported``: reason ``FieldValueNotSupported``."""
+    quoted = ", ".join(
+        orjson.dumps(v if isinstance(v, str) else orjson.dumps(v).decode()).decode()
+        for v in allowed
+    )
+    return (
+        path,
+        "FieldValueNotSupported",
+        f"Unsupported value: {go_value(value)}: supported values: {quoted}",
+    )
+
+
+# -- JSON helpers ---------------------------------------------------------------------------
+
+
+def json_type(value: Any) -> str:
+    """Return the OpenAPI type name of a decoded JSON value."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int):
+        return "integer"
+    if isinstance(value, float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "array"
+    return "object"
+
+
+def json_equal(a: Any, b: Any) -> bool:
+    """Equality of JSON values (``true`` is not ``1``; ``1`` is ``1.0`` like in Go's JSON)."""
+    if isinstance(a, bool) or isinstance(b, bool):
+        return type(a) is type(b) and a == b
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(json_equal(a[k], b[k]) for k in a)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(json_equal(x, y) for x, y in zip(a, b, strict=True))
+    return bool(a == b)
+
+
+def _child(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
+
+
+# -- defaulting and pruning ----------------------------------------------------------------
+
+
+def default_and_prune(value: Any, schema: Obj, *, root: bool = False) -> Any:
+    """Apply defaults, drop non-nullable nulls and prune unknown fields; copy on write.
+
+    ``root`` keeps ``apiVersion``/``kind``/``metadata`` (metadata pruned to ObjectMeta).
+    """
+    if isinstance(value, dict):
+        return _object(value, schema, root or bool(schema.get(EMBEDDED)))
+    if isinstance(value, list):
+        items = schema.get("items")
+        if not isinstance(items, dict):
+            return value
+        out: list[Any] | None = None
+        for i, item in enumerate(value):
+            new = default_and_prune(item, items)
+            if new is not item:
+                if out is None:
+                    out = list(value)
+                out[i] = new
+        return value if out is None else out
+    return value
+
+
+def _object(value: Obj, schema: Obj, embedded: bool) -> Obj:
+    props = schema.get("properties")
+    additional = schema.get("additionalProperties")
+    preserve = bool(schema.get(PRESERVE))
+    out: Obj | None = None
+    if isinstance(props, dict) and props:
+        for key, prop in props.items():
+            if not isinstance(prop, dict):
+                continue
+            current = value.get(key, _MISSING) if out is None else out.get(key, _MISSING)
+            if current is None and not prop.get("nullable"):
+                # Nulls of non-nullable fields are pruned before defaulting (k8s docs:
+                # "Defaulting and Nullable").
+                if out is None:
+                    out = dict(value)
+                del out[key]
+                current = _MISSING
+            if current is _MISSING and "default" in prop:
+                if out is None:
+                    out = dict(value)
+                out[key] = orjson.loads(orjson.dumps(prop["default"]))
+    src = value if out is None else out
+    for key in list(src):
+        child = src[key]
+        if embedded and key in _ROOT_FIELDS:
+            if key == "metadata" and isinstance(child, dict):
+                new_meta = _object_meta(child)
+                if new_meta is not child:
+                    if out is None:
+                        out = dict(value)
+                    out[key] = new_meta
+            continue
+        sub: Any = None
+        if isinstance(props, dict) and key in props:
+            sub = props[key]
+        elif isinstance(additional, dict):
+            sub = additional
+        elif additional is True or preserve:
+            continue
+        if sub is None:
+            if out is None:
+                out = dict(value)
+            del out[key]
+            continue
+        if isinstance(child, (dict, list)):
+            new = default_and_prune(child, sub)
+            if new is not child:
+                if out is None:
+                    out = dict(value)
+                out[key] = new
+    return value if out is None else out
+
+
+def _object_meta(meta: Obj) -> Obj:
+    if all(k in OBJECT_META_FIELDS for k in meta):
+        return meta
+    return {k: v for k, v in meta.items() if k in OBJECT_META_FIELDS}
+
+
+class _Missing:
+    pass
+
+
+_MISSING: Final = _Missing()
+
+
+def pruned_fields(before: Any, after: Any, path: str = "") -> list[str]:
+    """Field paths present in ``before`` and dropped in ``after`` (for fieldValidation)."""
+    out: list[str] = []
+    if isinstance(before, dict) and isinstance(after, dict):
+        for key, value in before.items():
+            sub = _child(path, key)
+            if key not in after:
+                if value is not None:
+                    out.append(sub)
+            elif after[key] is not value:
+                out.extend(pruned_fields(value, after[key], sub))
+    elif isinstance(before, list) and isinstance(after, list) and len(before) == len(after):
+        for i, (x, y) in enumerate(zip(before, after, strict=True)):
+            if x is not y:
+                out.extend(pruned_fields(x, y, f"{path}[{i}]"))
+    return out
+
+
+# -- validation -----------------------------------------------------------------------------
+
+
+def _is_datetime(text: str) -> bool:
+    try:
+        datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        return False
+    return "T" in text.upper() or " " in text
+
+
+def _is_date(text: str) -> bool:
+    try:
+        date.fromisoformat(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _is_uuid(text: str) -> bool:
+    try:
+        uuid.UUID(text)
+    except ValueError:
+        return False
+    return len(text) == 36
+
+
+def _is_base64(text: str) -> bool:
+    try:
+        base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        return False
+    return True
+
+
+def _is_ipv4(text: str) -> bool:
+    try:
+        ipaddress.IPv4Address(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _is_ipv6(text: str) -> bool:
+    try:
+        ipaddress.IPv6Address(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _is_cidr(text: str) -> bool:
+    try:
+        ipaddress.ip_network(text, strict=False)
+    except ValueError:
+        return False
+    return "/" in text
+
+
+_HOSTNAME = re.compile(
+    r"^(?=.{1,255}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?$"
+)
+_MAC = re.compile(r"^(?:[0-9A-Fa-f]{2}[:-]){5}[0-9A-Fa-f]{2}$")
+
+
+def _is_hostname(text: str) -> bool:
+    return _HOSTNAME.match(text) is not None
+
+
+def _is_mac(text: str) -> bool:
+    return _MAC.match(text) is not None
+
+
+# The formats kube-apiserver checks that are cheap to check here (the others pass).
+_FORMAT_CHECKS: Final[dict[str, Callable[[str], bool]]] = {
+    "date-time": _is_datetime,
+    "date": _is_date,
+    "uuid": _is_uuid,
+    "byte": _is_base64,
+    "ipv4": _is_ipv4,
+    "ipv6": _is_ipv6,
+    "cidr": _is_cidr,
+    "hostname": _is_hostname,
+    "mac": _is_mac,
+}
+
+_PATTERNS: dict[str, re.Pattern[str] | None] = {}
+
+
+def _pattern(text: str) -> re.Pattern[str] | None:
+    compiled = _PATTERNS.get(text, _MISSING)
+    if compiled is _MISSING:
+        try:
+            compiled = re.compile(text)
+        except re.error:
+            compiled = None
+        _PATTERNS[text] = compiled
+    return compiled  # type: ignore[return-value]
+
+
+def validate(value: Any, schema: Obj, path: str, old: Any = _MISSING) -> list[Cause]:
+    """Validate ``value`` against a structural schema node; return field causes.
+
+    ``old`` (on updates) is the stored value at the same path: an unchanged sub-tree is
+    not validated again (validation ratcheting).
+    """
+    causes: list[Cause] = []
+    _validate(value, schema, path, old, causes)
+    return causes
+
+
+def _type_ok(value: Any, expected: str) -> bool:
+    actual = json_type(value)
+    if actual == expected:
+        return True
+    if expected == "number":
+        return actual == "integer"
+    if expected == "integer":
+        return actual == "number" and math.isfinite(value) and float(value).is_integer()
+    return False
+
+
+def _validate(value: Any, schema: Obj, path: str, old: Any, causes: list[Cause]) -> None:
+    if old is not _MISSING and json_equal(value, old):
+        return  # ratcheting: unchanged values are not validated again
+    name = path or "."
+    if value is None:
+        expected = schema.get("type")
+        if (expected or schema.get(INT_OR_STRING)) and not schema.get("nullable"):
+            typename = "integer,string" if schema.get(INT_OR_STRING) else expected
+            causes.append(
+                type_invalid_cause(
+                    path, "null", f'{name} in body must be of type {typename}: "null"'
+                )
+            )
+        return
+    if schema.get(INT_OR_STRING):
+        if not (_type_ok(value, "integer") or isinstance(value, str)):
+            actual = json_type(value)
+            causes.append(
+                type_invalid_cause(
+                    path, actual, f'{name} in body must be of type integer,string: "{actual}"'
+                )
+            )
+            return
+    else:
+        expected = schema.get("type")
+        if expected and not _type_ok(value, expected):
+            actual = json_type(value)
+            causes.append(
+                type_invalid_cause(
+                    path, actual, f'{name} in body must be of type {expected}: "{actual}"'
+                )
+            )
+            return
+    if "enum" in schema:
+        allowed = schema["enum"] or []
+        if not any(json_equal(value, a) for a in allowed):
+            causes.append(not_supported_cause(path, value, allowed))
+    if isinstance(value, str):
+        _validate_string(value, schema, path, name, causes)
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        _validate_number(value, schema, path, name, causes)
+    elif isinstance(value, list):
+        _validate_array(value, schema, path, name, old, causes)
+    elif isinstance(value, dict):
+        _validate_object(value, schema, path, name, old, causes)
+    for sub in schema.get("allOf") or ():
+        if isinstance(sub, dict):
+            _validate(value, sub, path, _MISSING, causes)
+    any_of = [s for s in schema.get("anyOf") or () if isinstance(s, dict)]
+    if any_of and not any(not validate(value, s, path) for s in any_of):
+        causes.append(
+            invalid_cause(path, "", f"{name} in body must validate at least one schema (anyOf)")
+        )
+    one_of = [s for s in schema.get("oneOf") or () if isinstance(s, dict)]
+    if one_of and sum(1 for s in one_of if not validate(value, s, path)) != 1:
+        causes.append(
+            invalid_cause(path, "", f"{name} in body must validate one and only one schema (oneOf)")
+        )
+    negated = schema.get("not")
+    if isinstance(negated, dict) and not validate(value, negated, path):
+        causes.append(invalid_cause(path, "", f"{name} in body must not validate the schema (not)"))
+
+
+def _validate_string(value: str, schema: Obj, path: str, name: str, causes: list[Cause]) -> None:
+    max_length = schema.get("maxLength")
+    length = len(value)
+    if max_length is not None and length > max_length:
+        causes.append(
+            (path, "FieldValueTooLong", f"Too long: may not be more than {max_length} bytes")
+        )
+    min_length = schema.get("minLength")
+    if min_length is not None and length < min_length:
+        causes.append(
+            invalid_cause(path, value, f"{name} in body should be at least {min_length} chars long")
+        )
+    pattern = schema.get("pattern")
+    if pattern:
+        compiled = _pattern(pattern)
+        if compiled is not None and compiled.search(value) is None:
+            causes.append(invalid_cause(path, value, f"{name} in body should match '{pattern}'"))
+    fmt = schema.get("format")
+    if fmt:
+        check = _FORMAT_CHECKS.get(fmt)
+        if check is not None and not check(value):
+            causes.append(
+                type_invalid_cause(
+                    path, value, f"{name} in body must be of type {fmt}: {go_value(value)}"
+                )
+            )
+
+
+def _validate_number(value: float, schema: Obj, path: str, name: str, causes: list[Cause]) -> None:
+    maximum = schema.get("maximum")
+    if maximum is not None:
+        exclusive = bool(schema.get("exclusiveMaximum"))
+        if value > maximum or (exclusive and value == maximum):
+            word = "less than" if exclusive else "less than or equal to"
+            causes.append(
+                invalid_cause(path, value, f"{name} in body should be {word} {go_number(maximum)}")
+            )
+    minimum = schema.get("minimum")
+    if minimum is not None:
+        exclusive = bool(schema.get("exclusiveMinimum"))
+        if value < minimum or (exclusive and value == minimum):
+            word = "greater than" if exclusive else "greater than or equal to"
+            causes.append(
+                invalid_cause(path, value, f"{name} in body should be {word} {go_number(minimum)}")
+            )
+    multiple = schema.get("multipleOf")
+    if multiple:
+        quotient = value / multiple
+        if not math.isclose(quotient, round(quotient), rel_tol=0, abs_tol=1e-9):
+            causes.append(
+                invalid_cause(
+                    path, value, f"{name} in body should be a multiple of {go_number(multiple)}"
+                )
+            )
+
+
+def _validate_array(
+    value: list[Any], schema: Obj, path: str, name: str, old: Any, causes: list[Cause]
+) -> None:
+    items = schema.get("items")
+    if isinstance(items, dict):
+        olds = old if isinstance(old, list) and len(old) == len(value) else None
+        for i, item in enumerate(value):
+            _validate(item, items, f"{path}[{i}]", olds[i] if olds else _MISSING, causes)
+    min_items = schema.get("minItems")
+    if min_items is not None and len(value) < min_items:
+        causes.append(
+            invalid_cause(
+                path, len(value), f"{name} in body should have at least {min_items} items"
+            )
+        )
+    max_items = schema.get("maxItems")
+    if max_items is not None and len(value) > max_items:
+        causes.append(
+            (
+                path,
+                "FieldValueTooMany",
+                f"Too many: {len(value)}: must have at most {max_items} items",
+            )
+        )
+    if schema.get("uniqueItems"):
+        seen = [orjson.dumps(v, option=orjson.OPT_SORT_KEYS) for v in value]
+        if len(set(seen)) != len(seen):
+            causes.append((path, "FieldValueDuplicate", f"Duplicate value: {go_value(value)}"))
+
+
+def _validate_object(
+    value: Obj, schema: Obj, path: str, name: str, old: Any, causes: list[Cause]
+) -> None:
+    olds: Obj = old if isinstance(old, dict) else {}
+    for key in schema.get("required") or ():
+        if key not in value:
+            causes.append(required_cause(_child(path, key)))
+    props = schema.get("properties")
+    additional = schema.get("additionalProperties")
+    for key, child in value.items():
+        sub = None
+        if isinstance(props, dict):
+            sub = props.get(key)
+        if sub is None and isinstance(additional, dict):
+            sub = additional
+        if isinstance(sub, dict):
+            _validate(child, sub, _child(path, key), olds.get(key, _MISSING), causes)
+    max_props = schema.get("maxProperties")
+    if max_props is not None and len(value) > max_props:
+        causes.append(
+            (
+                path,
+                "FieldValueTooMany",
+                f"Too many: {len(value)}: must have at most {max_props} items",
+            )
+        )
+    min_props = schema.get("minProperties")
+    if min_props is not None and len(value) < min_props:
+        causes.append(
+            invalid_cause(
+                path, len(value), f"{name} in body should have at least {min_props} properties"
+            )
+        )
+
+
+# -- CRD checks -----------------------------------------------------------------------------
+
+_TYPES: Final = ("array", "boolean", "integer", "number", "object", "string")
+_UNSUPPORTED: Final = (
+    "$ref",
+    "$schema",
+    "id",
+    "definitions",
+    "dependencies",
+    "patternProperties",
+    "additionalItems",
+)
+# Inside allOf/anyOf/oneOf/not a structural schema may only repeat value validations
+# (https://kubernetes.io/docs/tasks/extend-kubernetes/custom-resources/custom-resource-definitions/#specifying-a-structural-schema).
+_JUNCTOR_FORBIDDEN: Final = ("type", "default", "additionalProperties", "nullable", "description")
+_COLUMN_TYPES: Final = ("integer", "number", "string", "boolean", "date")
+
+
+def structural_errors(schema: Any, path: str) -> list[Cause]:
+    """Why ``schema`` (an ``openAPIV3Schema`` at ``path``) is not structural; empty if it is."""
+    causes: list[Cause] = []
+    if not isinstance(schema, dict):
+        return [required_cause(path, "schemas are required")]
+    if schema.get("type") != "object":
+        if not schema.get("type"):
+            causes.append(required_cause(f"{path}.type", "must not be empty at the root"))
+        else:
+            causes.append(
+                invalid_cause(f"{path}.type", schema["type"], "must be object at the root")
+            )
+    meta = (
+        (schema.get("properties") or {}).get("metadata")
+        if isinstance(schema.get("properties"), dict)
+        else None
+    )
+    if isinstance(meta, dict):
+        extra = set(meta) - {"type", "properties"}
+        names = set(meta.get("properties") or {})
+        if extra or not names <= {"name", "generateName"} or meta.get("type", "object") != "object":
+            causes.append(
+                forbidden_cause(
+                    f"{path}.properties[metadata]",
+                    "must not specify anything other than name and generateName, but metadata "
+                    "is implicitly specified",
+                )
+            )
+    _structural(schema, path, causes, in_junctor=False)
+    return causes
+
+
+def _structural(node: Obj, path: str, causes: list[Cause], *, in_junctor: bool) -> None:
+    for key in _UNSUPPORTED:
+        if key in node:
+            causes.append(forbidden_cause(f"{path}.{key}", f"{key} is not supported"))
+    if node.get("uniqueItems") is True:
+        causes.append(
+            forbidden_cause(
+                f"{path}.uniqueItems",
+                "uniqueItems cannot be set to true since the runtime complexity becomes quadratic",
+            )
+        )
+    kind = node.get("type")
+    if kind and kind not in _TYPES:
+        causes.append(not_supported_cause(f"{path}.type", kind, _TYPES))
+    if node.get(PRESERVE) is False:
+        causes.append(invalid_cause(f"{path}.{PRESERVE}", False, "must be true or undefined"))
+    if in_junctor:
+        for key in _JUNCTOR_FORBIDDEN:
+            if key in node:
+                causes.append(forbidden_cause(f"{path}.{key}", "must be empty to be structural"))
+    props = node.get("properties")
+    additional = node.get("additionalProperties")
+    if props and additional is not None and additional is not False:
+        causes.append(
+            forbidden_cause(
+                f"{path}.additionalProperties",
+                "additionalProperties and properties are mutual exclusive",
+            )
+        )
+    if isinstance(props, dict):
+        for name, prop in props.items():
+            sub = f"{path}.properties[{name}]"
+            if not isinstance(prop, dict):
+                causes.append(invalid_cause(sub, prop, "must be a schema object"))
+                continue
+            if not in_junctor and not _typed(prop):
+                causes.append(
+                    required_cause(f"{sub}.type", "must not be empty for specified object fields")
+                )
+            _structural(prop, sub, causes, in_junctor=in_junctor)
+            if "default" in prop and not in_junctor:
+                _check_default(prop, sub, causes)
+    if isinstance(additional, dict):
+        sub = f"{path}.additionalProperties"
+        if not in_junctor and not _typed(additional):
+            causes.append(
+                required_cause(f"{sub}.type", "must not be empty for specified object fields")
+            )
+        _structural(additional, sub, causes, in_junctor=in_junctor)
+    items = node.get("items")
+    if isinstance(items, dict):
+        sub = f"{path}.items"
+        if not in_junctor and not _typed(items):
+            causes.append(
+                required_cause(f"{sub}.type", "must not be empty for specified array items")
+            )
+        _structural(items, sub, causes, in_junctor=in_junctor)
+    elif items is not None:
+        causes.append(
+            forbidden_cause(f"{path}.items", "items must be a schema object and not an array")
+        )
+    for junctor in ("allOf", "anyOf", "oneOf"):
+        for i, sub_schema in enumerate(node.get(junctor) or ()):
+            if isinstance(sub_schema, dict):
+                _structural(sub_schema, f"{path}.{junctor}[{i}]", causes, in_junctor=True)
+    if isinstance(node.get("not"), dict):
+        _structural(node["not"], f"{path}.not", causes, in_junctor=True)
+
+
+def _typed(node: Obj) -> bool:
+    return bool(node.get("type") or node.get(INT_OR_STRING) or node.get(PRESERVE))
+
+
+def _check_default(prop: Obj, path: str, causes: list[Cause]) -> None:
+    value = prop["default"]
+    pruned = default_and_prune(value, prop)
+    if pruned_fields(value, pruned):
+        causes.append(invalid_cause(f"{path}.default", value, "must not have unknown fields"))
+        return
+    for field_path, reason, message in validate(pruned, prop, f"{path}.default"):
+        causes.append((field_path, reason, message))
+
+
+def printer_column_errors(columns: Any, path: str) -> list[Cause]:
+    """Invalid ``additionalPrinterColumns`` entries (name, type and jsonPath are required)."""
+    causes: list[Cause] = []
+    if columns is None:
+        return causes
+    if not isinstance(columns, list):
+        return [invalid_cause(path, columns, "must be a list")]
+    for i, col in enumerate(columns):
+        sub = f"{path}[{i}]"
+        if not isinstance(col, dict):
+            causes.append(invalid_cause(sub, col, "must be an object"))
+            continue
+        if not col.get("name"):
+            causes.append(required_cause(f"{sub}.name"))
+        if col.get("type") not in _COLUMN_TYPES:
+            causes.append(not_supported_cause(f"{sub}.type", col.get("type", ""), _COLUMN_TYPES))
+        if not col.get("jsonPath"):
+            causes.append(required_cause(f"{sub}.jsonPath"))
+    return causes
+
+
+def crd_errors(spec: Obj) -> list[Cause]:
+    """Return the schema and printer-column problems of a v1 CRD spec (422 causes)."""
+    causes: list[Cause] = []
+    if spec.get("preserveUnknownFields") is True:
+        causes.append(
+            invalid_cause(
+                "spec.preserveUnknownFields",
+                True,
+                "must be false in order to use defaults in the schema",
+            )
+        )
+    for i, ver in enumerate(spec.get("versions") or ()):
+        if not isinstance(ver, dict):
+            continue
+        base = f"spec.versions[{i}]"
+        schema = (
+            (ver.get("schema") or {}).get("openAPIV3Schema")
+            if isinstance(ver.get("schema"), dict)
+            else None
+        )
+        causes.extend(structural_errors(schema, f"{base}.schema.openAPIV3Schema"))
+        causes.extend(
+            printer_column_errors(
+                ver.get("additionalPrinterColumns"), f"{base}.additionalPrinterColumns"
+            )
+        )
+    return causes
+
+
+# -- the registry the write path consults ---------------------------------------------------
+
+
+class VersionSchema:
+    """The schema and printer columns of one served version of a CRD."""
+
+    __slots__ = ("columns", "kind", "permissive", "schema")
+
+    def __init__(self, schema: Obj, columns: list[Obj], kind: str) -> None:
+        self.schema = schema
+        self.columns = columns
+        self.kind = kind
+        # Fast path: a root that keeps everything and checks nothing below it.
+        self.permissive = bool(schema.get(PRESERVE)) and not any(
+            k in schema
+            for k in (
+                "properties",
+                "additionalProperties",
+                "required",
+                "anyOf",
+                "allOf",
+                "oneOf",
+                "not",
+                "minProperties",
+                "maxProperties",
+            )
+        )
+
+
+# Set by the HTTP handler for one request: the ``fieldValidation`` directive
+# (https://kubernetes.io/docs/reference/using-api/api-concepts/#field-validation) and the
+# warnings to send back. The Python API leaves it unset, which means Ignore.
+FIELD_VALIDATION: Final[contextvars.ContextVar[str]] = contextvars.ContextVar(
+    "crwatch_fake_field_validation", default="Ignore"
+)
+WARNINGS: Final[contextvars.ContextVar[list[str] | None]] = contextvars.ContextVar(
+    "crwatch_fake_warnings", default=None
+)
+
+
+class SchemaRegistry:
+    """Schemas of every served CRD version, and the admission step of custom resources.
+
+    `ClusterState` owns one; the write path calls `admit` on every object it is about to
+    store (create, update, patch, status writes, apply).
+    """
+
+    def __init__(
+        self,
+        on_invalid: Callable[[str, str, str, list[Cause]], Exception],
+        on_bad_request: Callable[[str], Exception],
+    ) -> None:
+        self._versions: dict[tuple[str, str, str], VersionSchema] = {}
+        self._invalid = on_invalid
+        self._bad_request = on_bad_request
+
+    def sync_crd(self, crd: Obj) -> None:
+        """Record the schemas and printer columns of a created or updated CRD."""
+        spec = crd["spec"]
+        group, plural = spec["group"], spec["names"]["plural"]
+        self.drop_crd(crd)
+        for ver in spec.get("versions") or ():
+            schema = (ver.get("schema") or {}).get("openAPIV3Schema") or PERMISSIVE_SCHEMA
+            columns = [c for c in ver.get("additionalPrinterColumns") or () if isinstance(c, dict)]
+            self._versions[(group, ver["name"], plural)] = VersionSchema(
+                schema, columns, spec["names"]["kind"]
+            )
+
+    def drop_crd(self, crd: Obj) -> None:
+        """Forget every version of a CRD."""
+        spec = crd["spec"]
+        group, plural = spec["group"], spec["names"]["plural"]
+        for key in [k for k in self._versions if k[0] == group and k[2] == plural]:
+            del self._versions[key]
+
+    def get(self, group: str, version: str, plural: str) -> VersionSchema | None:
+        """Return the schema of one CRD version, or ``None`` (built-in resources)."""
+        return self._versions.get((group, version, plural))
+
+    def admit(self, group: str, version: str, plural: str, obj: Obj, old: Obj | None = None) -> Obj:
+        """Default, prune and validate a custom resource about to be stored; return it.
+
+        ``obj`` is not mutated (changed containers are copied). ``old`` is the stored
+        object on updates (unchanged fields are not validated again). Raises the
+        ``on_invalid`` error (422 Invalid) for schema violations, and the
+        ``on_bad_request`` error (400) for unknown fields under ``fieldValidation=Strict``;
+        under ``Warn`` the unknown fields become ``Warning`` headers.
+        """
+        entry = self._versions.get((group, version, plural))
+        if entry is None:
+            return obj
+        admitted: Obj = default_and_prune(obj, entry.schema, root=True)
+        mode = FIELD_VALIDATION.get()
+        if mode != "Ignore" and admitted is not obj:
+            unknown = pruned_fields(obj, admitted)
+            if unknown and mode == "Strict":
+                raise self._bad_request(
+                    "strict decoding error: " + ", ".join(f'unknown field "{f}"' for f in unknown)
+                )
+            warnings = WARNINGS.get()
+            if warnings is not None:
+                warnings.extend(f'unknown field "{f}"' for f in unknown)
+        if entry.permissive:
+            return admitted
+        causes = validate(admitted, entry.schema, "", _MISSING if old is None else old)
+        if causes:
+            name = str((admitted.get("metadata") or {}).get("name", ""))
+            raise self._invalid(entry.kind, group, name, causes)
+        return admitted
+
+    def default_stored(
+        self, group: str, version: str, plural: str, objects: dict[str, Obj]
+    ) -> None:
+        """Default stored objects after a schema change, as reads from storage would.
+
+        Replaces changed objects with new dicts (stored dicts are never mutated).
+        """
+        entry = self._versions.get((group, version, plural))
+        if entry is None or entry.permissive:
+            return
+        for key, obj in list(objects.items()):
+            defaulted = default_and_prune(obj, entry.schema, root=True)
+            if defaulted is not obj:
+                objects[key] = defaulted
