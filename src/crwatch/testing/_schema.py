@@ -633,7 +633,9 @@ def structural_errors(schema: Any, path: str) -> list[Cause]:
     return causes
 
 
-def _structural(node: Obj, path: str, causes: list[Cause], *, in_junctor: bool) -> None:
+def _structural(
+    node: Obj, path: str, causes: list[Cause], *, in_junctor: bool, data: str = ""
+) -> None:
     for key in _UNSUPPORTED:
         if key in node:
             causes.append(forbidden_cause(f"{path}.{key}", f"{key} is not supported"))
@@ -672,16 +674,16 @@ def _structural(node: Obj, path: str, causes: list[Cause], *, in_junctor: bool) 
                 causes.append(
                     required_cause(f"{sub}.type", "must not be empty for specified object fields")
                 )
-            _structural(prop, sub, causes, in_junctor=in_junctor)
+            _structural(prop, sub, causes, in_junctor=in_junctor, data=_child(data, name))
             if "default" in prop and not in_junctor:
-                _check_default(prop, sub, causes)
+                _check_default(prop, sub, _child(data, name), causes)
     if isinstance(additional, dict):
         sub = f"{path}.additionalProperties"
         if not in_junctor and not _typed(additional):
             causes.append(
                 required_cause(f"{sub}.type", "must not be empty for specified object fields")
             )
-        _structural(additional, sub, causes, in_junctor=in_junctor)
+        _structural(additional, sub, causes, in_junctor=in_junctor, data=data)
     items = node.get("items")
     if isinstance(items, dict):
         sub = f"{path}.items"
@@ -689,7 +691,7 @@ def _structural(node: Obj, path: str, causes: list[Cause], *, in_junctor: bool) 
             causes.append(
                 required_cause(f"{sub}.type", "must not be empty for specified array items")
             )
-        _structural(items, sub, causes, in_junctor=in_junctor)
+        _structural(items, sub, causes, in_junctor=in_junctor, data=data)
     elif items is not None:
         causes.append(
             forbidden_cause(f"{path}.items", "items must be a schema object and not an array")
@@ -706,14 +708,16 @@ def _typed(node: Obj) -> bool:
     return bool(node.get("type") or node.get(INT_OR_STRING) or node.get(PRESERVE))
 
 
-def _check_default(prop: Obj, path: str, causes: list[Cause]) -> None:
+def _check_default(prop: Obj, path: str, data: str, causes: list[Cause]) -> None:
+    # A default must be pruned and valid where it lands in the object (the message names
+    # the object path, the cause field the schema path).
     value = prop["default"]
     pruned = default_and_prune(value, prop)
     if pruned_fields(value, pruned):
         causes.append(invalid_cause(f"{path}.default", value, "must not have unknown fields"))
         return
-    for field_path, reason, message in validate(pruned, prop, f"{path}.default"):
-        causes.append((field_path, reason, message))
+    for _, reason, message in validate(pruned, prop, data):
+        causes.append((f"{path}.default", reason, message))
 
 
 def printer_column_errors(columns: Any, path: str) -> list[Cause]:

@@ -26,7 +26,7 @@ from aiohttp import web
 from attrs import define, field, frozen
 
 from ._faults import Fault, FaultPlan
-from ._schema import FIELD_VALIDATION, WARNINGS, not_supported_cause
+from ._schema import FIELD_VALIDATION, PERMISSIVE_SCHEMA, WARNINGS, not_supported_cause
 from ._selectors import SelectorError, parse_field_selector, parse_label_selector
 from ._state import (
     ALL_VERBS,
@@ -422,12 +422,21 @@ class FakeApiServer:
         short_names: Iterable[str] = (),
         status_subresource: bool = False,
         selectable_fields: Iterable[str] = (),
+        schema: Mapping[str, Any] | None = None,
+        printer_columns: Iterable[Mapping[str, Any]] = (),
     ) -> ResourceType:
         """Create a CustomResourceDefinition (as if POSTed) and return the type's handle.
 
         ``version`` may list several served versions; the first is the storage version and
         the one whose handle is returned. ``selectable_fields`` are paths like
         ``"spec.color"`` (the CRD stores them as jsonPath ``.spec.color``).
+
+        ``schema`` is every version's ``openAPIV3Schema``; it must be structural, and it
+        prunes, defaults and validates writes. Without it the schema is
+        ``{"type": "object", "x-kubernetes-preserve-unknown-fields": true}``: every field
+        is kept and nothing is checked. ``printer_columns`` are the versions'
+        ``additionalPrinterColumns`` (``{"name", "type", "jsonPath"}``), shown by
+        ``kubectl get``. Raises `ApiError` 422 for an invalid CRD.
         """
         versions = [version] if isinstance(version, str) else list(version)
         names: Obj = {"plural": plural, "kind": kind}
@@ -438,6 +447,8 @@ class FakeApiServer:
         if short_names:
             names["shortNames"] = list(short_names)
         fields = [{"jsonPath": "." + f.lstrip(".")} for f in selectable_fields]
+        open_schema = _copy(dict(schema)) if schema is not None else dict(PERMISSIVE_SCHEMA)
+        columns = [_copy(dict(c)) for c in printer_columns]
         crd: Obj = {
             "apiVersion": "apiextensions.k8s.io/v1",
             "kind": "CustomResourceDefinition",
@@ -451,13 +462,9 @@ class FakeApiServer:
                         "name": v,
                         "served": True,
                         "storage": i == 0,
-                        "schema": {
-                            "openAPIV3Schema": {
-                                "type": "object",
-                                "x-kubernetes-preserve-unknown-fields": True,
-                            }
-                        },
+                        "schema": {"openAPIV3Schema": open_schema},
                         **({"subresources": {"status": {}}} if status_subresource else {}),
+                        **({"additionalPrinterColumns": columns} if columns else {}),
                         **({"selectableFields": fields} if fields else {}),
                     }
                     for i, v in enumerate(versions)
