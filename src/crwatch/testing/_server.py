@@ -26,6 +26,7 @@ from aiohttp import web
 from attrs import define, field, frozen
 
 from ._faults import Fault, FaultPlan
+from ._openapi import v2_document, v3_document, v3_index
 from ._schema import FIELD_VALIDATION, PERMISSIVE_SCHEMA, WARNINGS, not_supported_cause
 from ._selectors import SelectorError, parse_field_selector, parse_label_selector
 from ._state import (
@@ -708,7 +709,28 @@ class FakeApiServer:
                 if not fault.stream_only:
                     fault = None
             return await self._resource(request, info, fault)
+        if info.parts[:1] == ["openapi"]:
+            return self._openapi(request, info.parts)
         return self._discovery(info.parts)
+
+    def _openapi(self, request: web.Request, parts: builtins.list[str]) -> web.StreamResponse:
+        # JSON only: a client asking for the protobuf v2 document alone gets the 404 a
+        # server without OpenAPI would give (kubectl then carries on without it).
+        if not _accepts_json(request.headers.get("Accept", "")):
+            return _not_found_plain()
+        types = self._state.types()
+        schemas = self._state.schemas
+        if parts == ["openapi", "v2"]:
+            return _json(v2_document(types, schemas, self.kubernetes_version))
+        if parts == ["openapi", "v3"]:
+            return _json(v3_index(types, schemas, self.kubernetes_version))
+        if len(parts) in (4, 5) and parts[1] == "v3":
+            group, version = (parts[3], parts[4]) if parts[2] == "apis" else ("", parts[3])
+            if (parts[2] == "apis") == (len(parts) == 5) and any(
+                t.group == group and t.version == version for t in types
+            ):
+                return _json(v3_document(types, schemas, group, version, self.kubernetes_version))
+        return _not_found_plain()
 
     def _forbidden(self, info: _RequestInfo, resource: str) -> ApiError:
         qualified = f"{info.resource}.{info.group}" if info.group else info.resource
