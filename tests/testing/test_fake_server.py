@@ -115,7 +115,7 @@ async def test_discovery_documents(fake_apiserver: FakeApiServer) -> None:
     assert {"apiextensions.k8s.io", "coordination.k8s.io"} <= {g["name"] for g in groups["groups"]}
     _, leases, _ = await get_json(fake_apiserver, "/apis/coordination.k8s.io/v1")
     assert leases["resources"][0]["kind"] == "Lease"
-    for path in ("/openapi/v2", "/openapi/v3", "/apis/example.com/v1"):
+    for path in ("/openapi/v3/apis/example.com/v1", "/apis/example.com/v1"):
         status, text, _ = await get_json(fake_apiserver, path)
         assert (status, text) == (404, "404 page not found\n")
 

@@ -17,7 +17,7 @@ import shutil
 import ssl
 import tempfile
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from datetime import datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Final
 
@@ -45,6 +45,21 @@ from ._state import (
     status_body,
     too_large_rv,
     validate_list_options,
+)
+from ._table import (
+    INCLUDE_OBJECT,
+    PARTIAL,
+    PARTIAL_LIST,
+    PLAIN,
+    TABLE,
+    Column,
+    View,
+    builtin_columns,
+    crd_columns,
+    negotiate,
+    partial,
+    partial_list,
+    table,
 )
 
 __all__ = ["DenyRule", "FakeApiServer", "ServerStatistics"]
@@ -202,6 +217,15 @@ def _field_validation(request: web.Request) -> str:
     return directive
 
 
+_NOT_ACCEPTABLE: Final = (
+    "the server was unable to respond with a content type that the client supports"
+)
+
+
+def _not_acceptable() -> web.Response:
+    return _json(status_body(406, "NotAcceptable", _NOT_ACCEPTABLE), 406)
+
+
 def _error_response(exc: ApiError) -> web.Response:
     headers = dict(exc.headers)
     if exc.code == 403:
@@ -297,6 +321,7 @@ class FakeApiServer:
         self.max_request_bytes = max_request_bytes
         self.user = user or ("system:anonymous" if token is None else "crwatch-test-user")
         self._state = ClusterState(history_size=history_size, now=now)
+        self._now = now or (lambda: datetime.now(timezone.utc))  # ages in Table cells
         self.faults: FaultPlan = FaultPlan()
         """The fault plan: ``server.faults.add(Fault.status(429), verb="watch")``."""
         self._deny: list[DenyRule] = []
@@ -840,16 +865,10 @@ class FakeApiServer:
             return _not_found_plain()
         if info.subresource and (info.subresource != "status" or not rtype.status_subresource):
             return _not_found_plain()
-        if not _accepts_json(request.headers.get("Accept", "")):
+        view = negotiate(request.headers.get("Accept", ""))
+        if view is None:
             # Custom resources are served as JSON only (no protobuf) [D1].
-            return _json(
-                status_body(
-                    406,
-                    "NotAcceptable",
-                    "the server was unable to respond with a content type that the client supports",
-                ),
-                406,
-            )
+            return _not_acceptable()
         ns = info.namespace or None
         method = request.method
         if info.subresource and method not in ("GET", "PUT", "PATCH"):
@@ -859,11 +878,11 @@ class FakeApiServer:
                 opts = self._list_options(rtype, request.query, watch=info.verb == "watch")
                 validate_list_options(opts, watch_list=self.watch_list)
                 if opts.watch:
-                    return await self._watch(request, rtype, ns, opts, fault)
-                return await self._list(rtype, ns, opts)
+                    return await self._watch(request, rtype, ns, opts, fault, view)
+                return self._render_list(request, rtype, await self._list(rtype, ns, opts), view)
             if method == "POST":
                 body = await self._read_body(request)
-                return _json(state.create(rtype, body, ns), 201)
+                return self._render(request, rtype, state.create(rtype, body, ns), view, 201)
             if method == "DELETE":
                 return await self._delete_collection(request, rtype, ns)
             return _method_not_allowed()
@@ -871,11 +890,16 @@ class FakeApiServer:
             if info.verb == "watch":
                 opts = self._list_options(rtype, request.query, watch=True, name=info.name)
                 validate_list_options(opts, watch_list=self.watch_list)
-                return await self._watch(request, rtype, ns, opts, fault)
-            return _json(state.get(rtype, info.name, ns))
+                return await self._watch(request, rtype, ns, opts, fault, view)
+            return self._render(request, rtype, state.get(rtype, info.name, ns), view)
         if method == "PUT":
             body = await self._read_body(request)
-            return _json(state.update(rtype, body, info.name, ns, subresource=info.subresource))
+            return self._render(
+                request,
+                rtype,
+                state.update(rtype, body, info.name, ns, subresource=info.subresource),
+                view,
+            )
         if method == "PATCH":
             ctype = request.content_type
             kinds = {
@@ -889,7 +913,9 @@ class FakeApiServer:
                 # CRs do not support strategic merge patch [E1]; SSA is not implemented.
                 return _json(status_body(415, "UnsupportedMediaType", _UNSUPPORTED_PATCH), 415)
             body = await self._read_body(request)
-            return _json(
+            return self._render(
+                request,
+                rtype,
                 state.patch(
                     rtype,
                     info.name,
@@ -897,7 +923,8 @@ class FakeApiServer:
                     ns,
                     patch_type=patch_type,
                     subresource=info.subresource,
-                )
+                ),
+                view,
             )
         if method == "DELETE":
             body = await self._read_body(request)
@@ -918,9 +945,100 @@ class FakeApiServer:
         body["metadata"] = {"continue": "", "resourceVersion": str(self._state.rv)}
         return _json(body)
 
-    async def _list(
-        self, rtype: ResourceType, ns: str | None, opts: ListOptions
+    def _columns(self, rtype: ResourceType) -> tuple[Column, ...]:
+        entry = self._state.schemas.get(rtype.group, rtype.version, rtype.plural)
+        if entry is not None:
+            return crd_columns(entry.columns)
+        return builtin_columns(rtype.group, rtype.kind)
+
+    def _include_object(self, request: web.Request) -> str:
+        include = request.query.get("includeObject", "") or "Metadata"
+        if include not in INCLUDE_OBJECT:
+            cause = not_supported_cause("includeObject", include, INCLUDE_OBJECT)
+            raise invalid("TableOptions", "meta.k8s.io", "", [cause])
+        return include
+
+    def _render(
+        self, request: web.Request, rtype: ResourceType, obj: Obj, view: View, code: int = 200
     ) -> web.StreamResponse:
+        """Answer one object in the negotiated view (Table, PartialObjectMetadata, plain)."""
+        if view.as_kind == "":
+            return _json(obj, code)
+        if view.as_kind == PARTIAL:
+            return _json(partial(obj, view), code)
+        if view.as_kind == TABLE:
+            meta = {"resourceVersion": (obj.get("metadata") or {}).get("resourceVersion", "")}
+            return _json(
+                table(
+                    [obj],
+                    self._columns(rtype),
+                    view,
+                    include_object=self._include_object(request),
+                    metadata=meta,
+                    now=self._now(),
+                ),
+                code,
+            )
+        return _not_acceptable()
+
+    def _render_list(
+        self, request: web.Request, rtype: ResourceType, body: Obj, view: View
+    ) -> web.StreamResponse:
+        """Answer a list in the negotiated view."""
+        if view.as_kind == "":
+            return _json(body)
+        if view.as_kind == PARTIAL_LIST:
+            return _json(partial_list(body, view))
+        if view.as_kind == TABLE:
+            return _json(
+                table(
+                    body["items"],
+                    self._columns(rtype),
+                    view,
+                    include_object=self._include_object(request),
+                    metadata=body["metadata"],
+                    now=self._now(),
+                )
+            )
+        return _not_acceptable()
+
+    def _event_transform(
+        self, request: web.Request, rtype: ResourceType, view: View
+    ) -> Callable[[bytes], bytes] | None:
+        """Rewrite each watch event's object into the negotiated view (None: as stored)."""
+        if view.as_kind == "":
+            return None
+        if view.as_kind == PARTIAL_LIST:
+            raise ApiError(status_body(406, "NotAcceptable", _NOT_ACCEPTABLE))
+        columns = self._columns(rtype) if view.as_kind == TABLE else ()
+        include = self._include_object(request) if view.as_kind == TABLE else ""
+        first = [True]
+
+        def transform(line: bytes) -> bytes:
+            event = orjson.loads(line)
+            obj = event.get("object")
+            if event.get("type") == "ERROR" or not isinstance(obj, dict):
+                return line
+            if view.as_kind == PARTIAL:
+                event["object"] = partial(obj, view)
+            else:
+                bookmark = event.get("type") == "BOOKMARK"
+                event["object"] = table(
+                    [] if bookmark else [obj],
+                    columns,
+                    view,
+                    include_object=include,
+                    metadata={"resourceVersion": obj["metadata"].get("resourceVersion", "")},
+                    now=self._now(),
+                    headers=first[0] and not bookmark,
+                )
+                # Column definitions go with the first row only, as kube-apiserver sends them.
+                first[0] = first[0] and bookmark
+            return orjson.dumps(event) + b"\n"
+
+        return transform
+
+    async def _list(self, rtype: ResourceType, ns: str | None, opts: ListOptions) -> Obj:
         state = self._state
         if not opts.continue_token and opts.resource_version not in ("", "0"):
             requested = parse_list_rv(opts.resource_version)
@@ -929,7 +1047,7 @@ class FakeApiServer:
                 requested, self.too_large_rv_wait
             ):
                 raise too_large_rv(requested, state.rv)
-        return _json(state.list_objects(rtype, ns, opts))
+        return state.list_objects(rtype, ns, opts)
 
     async def _watch(
         self,
@@ -938,6 +1056,7 @@ class FakeApiServer:
         ns: str | None,
         opts: ListOptions,
         fault: Fault | None,
+        view: View = PLAIN,
     ) -> web.StreamResponse:
         rv_text = opts.resource_version
         if rv_text not in ("", "0") and not rv_text.isdigit():
@@ -950,13 +1069,14 @@ class FakeApiServer:
             )
             del body["reason"]
             return _json(body, 500)
+        transform = self._event_transform(request, rtype, view)
         response = web.StreamResponse(
             status=200,
             headers={"Content-Type": _JSON, "Cache-Control": "no-cache, private"},
         )
         response.enable_chunked_encoding()
         await response.prepare(request)  # headers go out now, before any event [S2]
-        writer = _StreamWriter(response, fault)
+        writer = _StreamWriter(response, fault, transform)
         with contextlib.suppress(ConnectionResetError, _StreamEnded):
             await self._stream(writer, rtype, ns, opts)
         with contextlib.suppress(ConnectionResetError):
@@ -1184,10 +1304,16 @@ class _StreamEnded(Exception):
 class _StreamWriter:
     """Writes watch lines, batching them, and applies an optional stream fault."""
 
-    def __init__(self, response: web.StreamResponse, fault: Fault | None) -> None:
+    def __init__(
+        self,
+        response: web.StreamResponse,
+        fault: Fault | None,
+        transform: Callable[[bytes], bytes] | None = None,
+    ) -> None:
         self._response = response
         self._fault = fault
         self._fault_done = fault is None
+        self._transform = transform  # Table / PartialObjectMetadata watches
         self.sent = 0
 
     async def start(self) -> None:
@@ -1206,6 +1332,8 @@ class _StreamWriter:
 
     async def write(self, lines: list[bytes]) -> None:
         """Write events; one write call for the whole batch when no fault is pending."""
+        if self._transform is not None:
+            lines = [self._transform(line) for line in lines]
         if self._fault_done:
             await self._response.write(b"".join(lines) if len(lines) > 1 else lines[0])
             self.sent += len(lines)
