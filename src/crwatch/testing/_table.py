@@ -177,7 +177,7 @@ def _age(value: Any, now: datetime) -> str | None:
 
 
 def cell(value: Any, column_type: str, now: datetime) -> Any:
-    """Convert a JSONPath result to a cell of the column's type (``None`` prints <none>)."""
+    """Convert a JSONPath result to a cell of the column's type (``None``: a blank cell)."""
     if value is None:
         return None
     if column_type == "date":
