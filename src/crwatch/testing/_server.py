@@ -283,8 +283,12 @@ class FakeApiServer:
       picks its ``kubectl.1.<minor>`` binary from it.
 
     Not implemented: server-side defaulting of legacy watches into streaming lists
-    (PROTOCOL.md §1.5; behaves like a server where that defaulting is off), Table output,
-    server-side apply, protobuf/CBOR, admission and schema validation of custom resources.
+    (PROTOCOL.md §1.5; behaves like a server where that defaulting is off), server-side
+    apply, protobuf/CBOR, CEL validation rules of CRD schemas.
+
+    Custom resources are pruned, defaulted and validated by their CRD's structural schema
+    (422 Invalid like kube-apiserver); ``/openapi/v2`` and ``/openapi/v3`` describe every
+    served kind; ``Table`` and ``PartialObjectMetadata`` views are served on request.
     """
 
     def __init__(
