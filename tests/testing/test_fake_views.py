@@ -21,6 +21,7 @@ from crwatch.testing._builtin_schemas import BUILTIN_SCHEMAS
 from crwatch.testing._table import (
     PLAIN,
     View,
+    builtin_columns,
     human_duration,
     lookup,
     negotiate,
@@ -425,3 +426,38 @@ def test_json_path_subset() -> None:
 def test_negotiate(accept: str, view: View | None) -> None:
     """The first Accept clause the server can produce wins."""
     assert negotiate(accept) == view
+
+
+def test_event_columns_like_kubectl_get_events() -> None:
+    """Events print LAST SEEN, TYPE, REASON, OBJECT, MESSAGE (core/v1 and events.k8s.io/v1)."""
+    now = START + timedelta(minutes=5)
+    core = {
+        "metadata": {"name": "w1.1"},
+        "involvedObject": {"kind": "Widget", "name": "w1"},
+        "reason": "Scaled",
+        "message": "scaled to 3",
+        "type": "Normal",
+        "lastTimestamp": "2026-01-01T00:00:00Z",
+    }
+    new = {
+        "metadata": {"name": "w1.2"},
+        "regarding": {"kind": "Widget", "name": "w1"},
+        "reason": "Scaled",
+        "note": "scaled to 4",
+        "type": "Normal",
+        "eventTime": "2026-01-01T00:04:00.000000Z",
+    }
+    for group, event, message, seen in (
+        ("", core, "scaled to 3", "5m"),
+        ("events.k8s.io", new, "scaled to 4", "60s"),
+    ):
+        columns = builtin_columns(group, "Event")
+        assert [c.name for c in columns if not c.priority] == [
+            "Last Seen",
+            "Type",
+            "Reason",
+            "Object",
+            "Message",
+        ]
+        cells = [c.value(event, now) for c in columns]
+        assert cells[:5] == [seen, "Normal", "Scaled", "widget/w1", message]

@@ -210,7 +210,7 @@ class Column:
     description: str = ""
     priority: int = 0
     format: str = ""
-    compute: Callable[[Obj], Any] | None = None
+    compute: Callable[[Obj, datetime], Any] | None = None
 
     def definition(self) -> Obj:
         """Return the ``TableColumnDefinition``."""
@@ -225,7 +225,7 @@ class Column:
     def value(self, obj: Obj, now: datetime) -> Any:
         """Compute the cell for ``obj``."""
         if self.compute is not None:
-            return self.compute(obj)
+            return self.compute(obj, now)
         steps = parse_json_path(self.json_path)
         if steps is None:
             return None
@@ -251,8 +251,40 @@ AGE_COLUMN: Final = Column(
 )
 
 
-def _data_count(obj: Obj) -> int:
+def _data_count(obj: Obj, now: datetime) -> int:
     return len(obj.get("data") or {}) + len(obj.get("binaryData") or {})
+
+
+def _event_last_seen(obj: Obj, now: datetime) -> str | None:
+    stamp = (
+        obj.get("lastTimestamp")
+        or obj.get("deprecatedLastTimestamp")
+        or (obj.get("series") or {}).get("lastObservedTime")
+        or obj.get("eventTime")
+    )
+    return _age(stamp, now)
+
+
+def _event_object(obj: Obj, now: datetime) -> str:
+    ref = obj.get("involvedObject") or obj.get("regarding") or {}
+    return f"{str(ref.get('kind', '')).lower()}/{ref.get('name', '')}"
+
+
+def _event_message(obj: Obj, now: datetime) -> Any:
+    return obj.get("message", obj.get("note"))
+
+
+# kubectl get events: LAST SEEN, TYPE, REASON, OBJECT, MESSAGE (the name is priority 1).
+_EVENT_COLUMNS: Final = (
+    Column(
+        "Last Seen", "string", "", "Time since the event was last seen", compute=_event_last_seen
+    ),
+    Column("Type", "string", ".type", "Type of this event"),
+    Column("Reason", "string", ".reason", "Why the action was taken"),
+    Column("Object", "string", "", "The object this event is about", compute=_event_object),
+    Column("Message", "string", "", "A human-readable description", compute=_event_message),
+    Column("Name", "string", ".metadata.name", NAME_COLUMN.description, priority=1, format="name"),
+)
 
 
 # Default columns of the built-in kinds, as kube-apiserver's printers show them
@@ -280,9 +312,11 @@ BUILTIN_COLUMNS: Final[dict[tuple[str, str], tuple[Column, ...]]] = {
             "date",
             ".metadata.creationTimestamp",
             "CreationTimestamp of the definition",
-            compute=lambda obj: (obj.get("metadata") or {}).get("creationTimestamp"),
+            compute=lambda obj, now: (obj.get("metadata") or {}).get("creationTimestamp"),
         ),
     ),
+    ("", "Event"): _EVENT_COLUMNS,
+    ("events.k8s.io", "Event"): _EVENT_COLUMNS,
 }
 
 
