@@ -255,16 +255,17 @@ SCHEMA_CRD: dict[str, Any] = {
 
 @pytest.mark.parametrize(
     "fake_apiserver_options",
-    [{"kubernetes_version": minor} for minor in ("1.32", "1.29")],
-    ids=["kubectl-1.32", "kubectl-1.29"],
+    [{"kubernetes_version": minor} for minor in ("1.32", "1.29", "1.27")],
+    ids=["kubectl-1.32", "kubectl-1.29", "kubectl-1.27"],
 )
 async def test_kubectl_apply_with_default_validation(
     fake_apiserver: FakeApiServer, kubectl: Kubectl
 ) -> None:
     """Apply with default validation works, and the server refuses bad objects.
 
-    The OpenAPI v3 documents tell kubectl the server validates fields, so it sends
-    fieldValidation=Strict: schema violations and unknown fields are refused.
+    The OpenAPI documents tell kubectl the server validates fields, so it sends
+    fieldValidation=Strict: schema violations and unknown fields are refused. kubectl 1.27
+    reads the OpenAPI v2 document as protobuf first.
     """
     out = await kubectl.run("apply", "-f", kubectl.manifest("crd.json", SCHEMA_CRD))
     assert b"created" in out.stdout
@@ -290,7 +291,10 @@ async def test_kubectl_apply_with_default_validation(
 async def test_kubectl_explain_and_printer_columns(
     fake_apiserver: FakeApiServer, kubectl: Kubectl
 ) -> None:
-    """Kubectl explain reads the CRD schema from /openapi/v3; get prints its printer columns."""
+    """Kubectl explain shows the CRD schema and get prints the CRD's printer columns.
+
+    explain reads /openapi/v3, or the protobuf /openapi/v2 with --output=plaintext-openapiv2.
+    """
     await kubectl.run("apply", "-f", kubectl.manifest("crd.json", SCHEMA_CRD))
     widgets = fake_apiserver.resource("example.com", "v1", "widgets")
     fake_apiserver.create(widgets, widget("w1", size=3, color="red"))
@@ -299,6 +303,11 @@ async def test_kubectl_explain_and_printer_columns(
     text = out.stdout.decode()
     assert "KIND:       Widget" in text
     assert "What the widget should look like." in text
+    assert "size\t<integer>" in text
+    assert "How big the widget is." in text
+    out = await kubectl.run("explain", "widgets.spec", "--output=plaintext-openapiv2")
+    text = out.stdout.decode()
+    assert "RESOURCE: spec <Object>" in text
     assert "size\t<integer>" in text
     assert "How big the widget is." in text
     out = await kubectl.run("get", "widgets")

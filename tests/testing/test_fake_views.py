@@ -349,6 +349,44 @@ async def test_openapi_v2_and_builtin_kinds(
     served = {(t.group, t.version, t.kind) for t in _served(fake_apiserver)}
     for key in served & set(BUILTIN_SCHEMAS):
         assert BUILTIN_SCHEMAS[key][0] in definitions
+
+
+def _fields(data: bytes) -> list[tuple[int, Any]]:
+    """Decode one protobuf message's fields (varints and length-delimited only)."""
+    out: list[tuple[int, Any]] = []
+    pos = 0
+
+    def varint() -> int:
+        nonlocal pos
+        shift = value = 0
+        while True:
+            byte = data[pos]
+            pos += 1
+            value |= (byte & 0x7F) << shift
+            shift += 7
+            if not byte & 0x80:
+                return value
+
+    while pos < len(data):
+        key = varint()
+        field, wire = key >> 3, key & 7
+        if wire == 0:
+            out.append((field, varint()))
+        elif wire == 2:
+            size = varint()
+            out.append((field, data[pos : pos + size]))
+            pos += size
+        elif wire == 1:
+            out.append((field, data[pos : pos + 8]))
+            pos += 8
+        else:
+            raise AssertionError(f"unexpected wire type {wire}")
+    return out
+
+
+async def test_openapi_v2_protobuf(fake_apiserver: FakeApiServer) -> None:
+    """Asked for protobuf (as kubectl 1.27 asks), /openapi/v2 is gnostic's Document message."""
+    register(fake_apiserver, schema=SCHEMA)
     async with (
         session(fake_apiserver) as http,
         http.get(
@@ -356,7 +394,32 @@ async def test_openapi_v2_and_builtin_kinds(
             headers={"Accept": "application/com.github.proto-openapi.spec.v2@v1.0+protobuf"},
         ) as response,
     ):
-        assert response.status == 404  # no protobuf: answered like a server without it
+        assert response.status == 200
+        assert response.content_type == "application/com.github.proto-openapi.spec.v2.v1.0+protobuf"
+        raw = await response.read()
+    document = dict(_fields(raw))  # swagger = 1, info = 2, paths = 8, definitions = 9
+    assert document[1] == b"2.0"
+    definitions = {
+        dict(_fields(entry))[1].decode(): dict(_fields(entry))[2]
+        for _, entry in _fields(document[9])
+    }
+    widget = dict(_fields(definitions["com.example.v1.Widget"]))
+    properties = {
+        dict(_fields(entry))[1].decode(): dict(_fields(entry))[2]
+        for _, entry in _fields(widget[25])  # Schema.properties
+    }
+    spec = dict(_fields(properties["spec"]))
+    assert spec[4] == b"What the widget should be."  # description
+    extensions = {
+        dict(_fields(e))[1].decode(): dict(_fields(dict(_fields(e))[2]))[2]  # NamedAny -> yaml
+        for f, e in _fields(definitions["com.example.v1.Widget"])
+        if f == 31
+    }
+    assert orjson.loads(extensions["x-kubernetes-group-version-kind"]) == [
+        {"group": "example.com", "kind": "Widget", "version": "v1"}
+    ]
+    paths = [dict(_fields(entry))[1].decode() for _, entry in _fields(document[8])]
+    assert "/apis/example.com/v1/namespaces/{namespace}/widgets/{name}" in paths
 
 
 def _served(server: FakeApiServer) -> list[ResourceType]:

@@ -27,6 +27,8 @@ from attrs import define, field, frozen
 
 from ._faults import Fault, FaultPlan
 from ._openapi import v2_document, v3_document, v3_index
+from ._protobuf import MEDIA_TYPE as PROTOBUF_V2
+from ._protobuf import document as protobuf_document
 from ._schema import FIELD_VALIDATION, PERMISSIVE_SCHEMA, WARNINGS, not_supported_cause
 from ._selectors import SelectorError, parse_field_selector, parse_label_selector
 from ._state import (
@@ -738,17 +740,26 @@ class FakeApiServer:
                 if not fault.stream_only:
                     fault = None
             return await self._resource(request, info, fault)
-        if info.parts[:1] == ["openapi"]:
+        if info.parts[:1] == ["openapi"] or info.parts == ["swagger-2.0.0.pb-v1"]:
             return self._openapi(request, info.parts)
         return self._discovery(info.parts)
 
     def _openapi(self, request: web.Request, parts: builtins.list[str]) -> web.StreamResponse:
-        # JSON only: a client asking for the protobuf v2 document alone gets the 404 a
-        # server without OpenAPI would give (kubectl then carries on without it).
-        if not _accepts_json(request.headers.get("Accept", "")):
-            return _not_found_plain()
+        accept = request.headers.get("Accept", "")
         types = self._state.types()
         schemas = self._state.schemas
+        if (
+            parts in (["openapi", "v2"], ["swagger-2.0.0.pb-v1"])
+            and "proto-openapi.spec.v2" in (accept.split(",")[0])
+        ):
+            # kubectl 1.27/1.28 read the v2 document only as gnostic protobuf.
+            body = protobuf_document(v2_document(types, schemas, self.kubernetes_version))
+            return web.Response(
+                body=body,
+                headers={"Content-Type": PROTOBUF_V2, "Cache-Control": "no-cache, private"},
+            )
+        if not _accepts_json(accept) or parts == ["swagger-2.0.0.pb-v1"]:
+            return _not_found_plain()
         if parts == ["openapi", "v2"]:
             return _json(v2_document(types, schemas, self.kubernetes_version))
         if parts == ["openapi", "v3"]:
