@@ -461,14 +461,28 @@ def test_human_duration(seconds: float, text: str) -> None:
 
 
 def test_json_path_subset() -> None:
-    """Dotted names, list indexes and quoted map keys; anything else is unsupported."""
+    """Names, indexes, quoted keys, [*] and ==-filters (first result); slices unsupported."""
     obj = {"a": {"b": [{"c": 1}], "x.y/z": "k"}}
     steps = parse_json_path(".a.b[0].c")
     assert steps == ["a", "b", 0, "c"]
     assert lookup(obj, steps) == 1
     assert lookup(obj, parse_json_path(".a['x.y/z']") or []) == "k"
     assert lookup(obj, parse_json_path("{.a.b[3].c}") or []) is None
-    assert parse_json_path(".a[*].c") is None
+    conditions = {
+        "status": {
+            "conditions": [
+                {"type": "Synced", "status": "False"},
+                {"type": "Ready", "status": "True"},
+            ]
+        }
+    }
+    ready = parse_json_path('.status.conditions[?(@.type=="Ready")].status') or []
+    assert lookup(conditions, ready) == "True"
+    assert lookup(conditions, parse_json_path(".status.conditions[*].type") or []) == "Synced"
+    assert (
+        lookup(conditions, parse_json_path(".status.conditions[?(@.type=='Gone')].x") or []) is None
+    )
+    assert parse_json_path(".a[1:2]") is None
 
 
 @pytest.mark.parametrize(

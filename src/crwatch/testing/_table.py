@@ -17,6 +17,7 @@ list type on a single object (or the reverse) is 406 Not Acceptable, like kube-a
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timezone
@@ -94,39 +95,91 @@ def partial_list(body: Obj, view: View) -> Obj:
 
 # -- JSONPath subset --------------------------------------------------------------------------
 
-_STEP = re.compile(r"""\.([^.\[\]]+)|\[(\d+)\]|\[['"]([^'"]+)['"]\]""")
+_STEP = re.compile(
+    r"""\.([^.\[\]]+)"""  # .name
+    r"""|\[(\d+)\]"""  # [0]
+    r"""|\[['"]([^'"]+)['"]\]"""  # ['key.with/dots']
+    r"""|\[(\*)\]"""  # [*]
+    r"""|\[\?\(@\.([A-Za-z0-9_-]+)\s*==\s*['"]([^'"]*)['"]\)\]"""  # [?(@.type=="Ready")]
+)
 
 
-def parse_json_path(path: str) -> list[str | int] | None:
-    """Parse ``.a.b``, ``.a[0].b`` and ``.a['k.e/y']`` into steps; ``None`` if unsupported."""
+@frozen
+class Filter:
+    """A ``[?(@.key=="value")]`` step: the list elements whose ``key`` equals ``value``."""
+
+    key: str
+    value: str
+
+
+Step = str | int | Filter | None  # None is [*]
+
+
+def parse_json_path(path: str) -> list[Step] | None:
+    """Parse a JSONPath subset into steps; ``None`` if unsupported.
+
+    ``.a.b``, ``.a[0].b``, ``.a['k.e/y']``, ``.a[*].b`` and ``.a[?(@.type=="Ready")].b``:
+    what printer columns use. Like kube-apiserver's CRD columns, only the first result
+    counts.
+    """
     text = path.strip()
     if text.startswith("{") and text.endswith("}"):
         text = text[1:-1]
-    steps: list[str | int] = []
+    steps: list[Step] = []
     pos = 0
     while pos < len(text):
         match = _STEP.match(text, pos)
         if match is None:
             return None
-        name, index, key = match.groups()
-        steps.append(int(index) if index is not None else (name if name is not None else key))
+        name, index, key, star, fkey, fvalue = match.groups()
+        if index is not None:
+            steps.append(int(index))
+        elif star is not None:
+            steps.append(None)
+        elif fkey is not None:
+            steps.append(Filter(fkey, fvalue))
+        else:
+            steps.append(name if name is not None else key)
         pos = match.end()
     return steps
 
 
-def lookup(obj: Any, steps: Sequence[str | int]) -> Any:
-    """Follow parsed JSONPath steps; ``None`` when a step is missing."""
-    current = obj
-    for step in steps:
-        if isinstance(step, int):
-            if not isinstance(current, list) or step >= len(current):
-                return None
-            current = current[step]
-        else:
-            if not isinstance(current, dict) or step not in current:
-                return None
-            current = current[step]
-    return current
+def lookup(obj: Any, steps: Sequence[Step]) -> Any:
+    """Follow parsed JSONPath steps to the first result; ``None`` when there is none."""
+    if not steps:
+        return obj
+    step, rest = steps[0], steps[1:]
+    if isinstance(step, str):
+        if not isinstance(obj, dict) or step not in obj:
+            return None
+        return lookup(obj[step], rest)
+    if not isinstance(obj, list):
+        return None
+    if isinstance(step, int):
+        return lookup(obj[step], rest) if step < len(obj) else None
+    for item in obj:
+        if isinstance(step, Filter) and not (
+            isinstance(item, dict) and _text(item.get(step.key)) == step.value
+        ):
+            continue
+        found = lookup(item, rest)
+        if found is not None:
+            return found
+    return None
+
+
+@functools.lru_cache(maxsize=512)
+def _parsed(path: str) -> tuple[Step, ...] | None:
+    steps = parse_json_path(path)
+    return None if steps is None else tuple(steps)
+
+
+def _text(value: Any) -> str | None:
+    if isinstance(value, str):
+        return value
+    if value is None:
+        return None
+    return orjson.dumps(value).decode()
 
 
 # -- cells -------------------------------------------------------------------------------------
@@ -226,7 +279,7 @@ class Column:
         """Compute the cell for ``obj``."""
         if self.compute is not None:
             return self.compute(obj, now)
-        steps = parse_json_path(self.json_path)
+        steps = _parsed(self.json_path)
         if steps is None:
             return None
         return cell(lookup(obj, steps), self.type, now)
