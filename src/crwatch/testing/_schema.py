@@ -71,6 +71,12 @@ _ROOT_FIELDS: Final = ("apiVersion", "kind", "metadata")
 
 
 # -- field.Error formatting ----------------------------------------------------------------
+# Messages follow apimachinery's field.Error (ErrorBody: "<Type>: <value>: <detail>",
+# https://github.com/kubernetes/apimachinery/blob/master/pkg/util/validation/field/errors.go)
+# wrapping kube-openapi's texts ("<path> in body must be of type integer: ...",
+# https://github.com/kubernetes/kube-openapi/blob/master/pkg/validation/errors/schema.go), as
+# apiextensions-apiserver converts them (kubeOpenAPIResultToFieldErrors in
+# https://github.com/kubernetes/kubernetes/blob/master/staging/src/k8s.io/apiextensions-apiserver/pkg/apiserver/validation/validation.go).
 
 
 def go_value(value: Any) -> str:

@@ -186,7 +186,10 @@ def _text(value: Any) -> str | None:
 
 
 def human_duration(seconds: float) -> str:
-    """Format an age like apimachinery's ``duration.HumanDuration`` (``5m3s``, ``2d4h``)."""
+    """Format an age like apimachinery's ``duration.HumanDuration`` (``5m3s``, ``2d4h``).
+
+    https://github.com/kubernetes/apimachinery/blob/master/pkg/util/duration/duration.go
+    """
     if seconds < -1:
         return "<invalid>"
     if seconds < 0:
@@ -374,7 +377,12 @@ BUILTIN_COLUMNS: Final[dict[tuple[str, str], tuple[Column, ...]]] = {
 
 
 def crd_columns(printer_columns: Iterable[Obj]) -> tuple[Column, ...]:
-    """Name plus a CRD version's ``additionalPrinterColumns`` (Name and Age when none)."""
+    """Name plus a CRD version's ``additionalPrinterColumns`` (Name and Age when none).
+
+    As apiextensions-apiserver's table convertor builds them: an explicit column list
+    replaces the default Age column (https://kubernetes.io/docs/tasks/extend-kubernetes/
+    custom-resources/custom-resource-definitions/#additional-printer-columns).
+    """
     extra = [
         Column(
             str(col.get("name", "")),
