@@ -44,6 +44,21 @@ SCHEMA: dict[str, Any] = {
                 },
                 "extra": {"type": "object", "x-kubernetes-preserve-unknown-fields": True},
                 "limits": {"type": "object", "additionalProperties": {"type": "integer"}},
+                "zones": {
+                    "type": "array",
+                    "items": {"type": "string"},
+                    "x-kubernetes-list-type": "set",
+                },
+                "ports": {
+                    "type": "array",
+                    "x-kubernetes-list-type": "map",
+                    "x-kubernetes-list-map-keys": ["name"],
+                    "items": {
+                        "type": "object",
+                        "required": ["name"],
+                        "properties": {"name": {"type": "string"}, "port": {"type": "integer"}},
+                    },
+                },
             },
         },
         "status": {
@@ -197,6 +212,18 @@ async def test_wrong_type_answers_kube_apiserver_invalid_status(
             "spec.limits.cpu",
             "FieldValueTypeInvalid",
             'Invalid value: "string": spec.limits.cpu in body must be of type integer: "string"',
+        ),
+        (
+            {"size": 1, "zones": ["a", "b", "a"]},
+            "spec.zones[2]",
+            "FieldValueDuplicate",
+            'Duplicate value: "a"',
+        ),
+        (
+            {"size": 1, "ports": [{"name": "http", "port": 80}, {"name": "http", "port": 81}]},
+            "spec.ports[1]",
+            "FieldValueDuplicate",
+            'Duplicate value: {"name":"http"}',
         ),
         (
             {"size": 1.5},

@@ -316,6 +316,8 @@ class Node:
         "int_or_string",
         "items",
         "leaf",
+        "list_keys",
+        "list_type",
         "max_items",
         "max_length",
         "max_props",
@@ -363,6 +365,9 @@ class Node:
         self.min_items = get("minItems")
         self.max_items = get("maxItems")
         self.unique = bool(get("uniqueItems"))
+        self.list_type: str | None = get("x-kubernetes-list-type")
+        keys = get("x-kubernetes-list-map-keys")
+        self.list_keys: tuple[str, ...] = tuple(keys) if isinstance(keys, list) else ()
         self.min_props = get("minProperties")
         self.max_props = get("maxProperties")
         required = get("required")
@@ -400,6 +405,7 @@ class Node:
             or self.min_items is not None
             or self.max_items is not None
             or self.unique
+            or self.list_type in ("set", "map")
             or self.props
             or self.additional
             or self.required
@@ -693,6 +699,28 @@ def _validate_array(
         seen = [orjson.dumps(v, option=orjson.OPT_SORT_KEYS) for v in value]
         if len(set(seen)) != len(seen):
             causes.append((path, "FieldValueDuplicate", f"Duplicate value: {go_value(value)}"))
+    if node.list_type in ("set", "map"):
+        _check_list_type(value, node, path, causes)
+
+
+def _check_list_type(value: list[Any], node: Node, path: str, causes: list[Cause]) -> None:
+    # x-kubernetes-list-type set: no two equal items; map: no two items with the same
+    # values of x-kubernetes-list-map-keys (https://kubernetes.io/docs/reference/using-api/
+    # server-side-apply/#merge-strategy); reported per duplicate item like kube-apiserver.
+    seen: set[bytes] = set()
+    for i, item in enumerate(value):
+        if node.list_type == "set":
+            key: Any = item
+        elif isinstance(item, dict):
+            key = {k: item[k] for k in node.list_keys if k in item}
+        else:
+            continue
+        encoded = orjson.dumps(key, option=orjson.OPT_SORT_KEYS)
+        if encoded in seen:
+            causes.append(
+                (f"{path}[{i}]", "FieldValueDuplicate", f"Duplicate value: {go_value(key)}")
+            )
+        seen.add(encoded)
 
 
 def _validate_object(
