@@ -250,6 +250,46 @@ async def test_partial_object_metadata_watch(fake_apiserver: FakeApiServer) -> N
         assert [e["type"] for e in seen] == ["MODIFIED", "DELETED", "BOOKMARK"]
 
 
+async def test_partial_object_metadata_streaming_list_and_selectors(
+    fake_apiserver: FakeApiServer,
+) -> None:
+    """Metadata-only streaming lists and selector exits stay metadata-only.
+
+    The initial-events-end bookmark is a PartialObjectMetadata, and an object leaving the
+    label selection is a DELETED PartialObjectMetadata of its last selected state.
+    """
+    widgets = register(fake_apiserver)
+    fake_apiserver.create(widgets, {"metadata": {"name": "a", "labels": {"tier": "edge"}}})
+    params = {
+        "watch": "true",
+        "sendInitialEvents": "true",
+        "resourceVersionMatch": "NotOlderThan",
+        "allowWatchBookmarks": "true",
+        "labelSelector": "tier=edge",
+    }
+    async with (
+        session(fake_apiserver) as http,
+        http.get(WIDGETS, params=params, headers={"Accept": PARTIAL}) as response,
+    ):
+        added = orjson.loads(await response.content.readline())
+        end = orjson.loads(await response.content.readline())
+        fake_apiserver.patch(widgets, "a", {"metadata": {"labels": {"tier": "core"}}})
+        left = orjson.loads(await response.content.readline())
+    assert (added["type"], added["object"]["kind"]) == ("ADDED", "PartialObjectMetadata")
+    assert end["type"] == "BOOKMARK"
+    assert end["object"]["kind"] == "PartialObjectMetadata"
+    assert end["object"]["metadata"]["annotations"] == {"k8s.io/initial-events-end": "true"}
+    assert left["type"] == "DELETED"
+    assert left["object"] == {
+        "kind": "PartialObjectMetadata",
+        "apiVersion": "meta.k8s.io/v1",
+        "metadata": {
+            **added["object"]["metadata"],
+            "resourceVersion": left["object"]["metadata"]["resourceVersion"],
+        },
+    }
+
+
 async def test_table_watch_sends_column_definitions_once(fake_apiserver: FakeApiServer) -> None:
     """As for kubectl get -w, each event is a one-row Table; columns come with the first only."""
     widgets = register(fake_apiserver)

@@ -1020,9 +1020,9 @@ class FakeApiServer:
     def _event_transform(
         self, request: web.Request, rtype: ResourceType, view: View
     ) -> Callable[[bytes], bytes] | None:
-        """Rewrite each watch event's object into the negotiated view (None: as stored)."""
-        if view.as_kind == "":
-            return None
+        """Rewrite each watch event's object into a Table row (None: no rewriting)."""
+        if view.as_kind in ("", PARTIAL):
+            return None  # PartialObjectMetadata: the watcher encodes it (Watcher.view)
         if view.as_kind == PARTIAL_LIST:
             raise ApiError(status_body(406, "NotAcceptable", _NOT_ACCEPTABLE))
         columns = self._columns(rtype) if view.as_kind == TABLE else ()
@@ -1034,21 +1034,18 @@ class FakeApiServer:
             obj = event.get("object")
             if event.get("type") == "ERROR" or not isinstance(obj, dict):
                 return line
-            if view.as_kind == PARTIAL:
-                event["object"] = partial(obj, view)
-            else:
-                bookmark = event.get("type") == "BOOKMARK"
-                event["object"] = table(
-                    [] if bookmark else [obj],
-                    columns,
-                    view,
-                    include_object=include,
-                    metadata={"resourceVersion": obj["metadata"].get("resourceVersion", "")},
-                    now=self._now(),
-                    headers=first[0] and not bookmark,
-                )
-                # Column definitions go with the first row only, as kube-apiserver sends them.
-                first[0] = first[0] and bookmark
+            bookmark = event.get("type") == "BOOKMARK"
+            event["object"] = table(
+                [] if bookmark else [obj],
+                columns,
+                view,
+                include_object=include,
+                metadata={"resourceVersion": obj["metadata"].get("resourceVersion", "")},
+                now=self._now(),
+                headers=first[0] and not bookmark,
+            )
+            # Column definitions go with the first row only, as kube-apiserver sends them.
+            first[0] = first[0] and bookmark
             return orjson.dumps(event) + b"\n"
 
         return transform
@@ -1093,13 +1090,18 @@ class FakeApiServer:
         await response.prepare(request)  # headers go out now, before any event [S2]
         writer = _StreamWriter(response, fault, transform)
         with contextlib.suppress(ConnectionResetError, _StreamEnded):
-            await self._stream(writer, rtype, ns, opts)
+            await self._stream(writer, rtype, ns, opts, view)
         with contextlib.suppress(ConnectionResetError):
             await response.write_eof()
         return response
 
     async def _stream(
-        self, writer: _StreamWriter, rtype: ResourceType, ns: str | None, opts: ListOptions
+        self,
+        writer: _StreamWriter,
+        rtype: ResourceType,
+        ns: str | None,
+        opts: ListOptions,
+        view: View = PLAIN,
     ) -> None:
         state = self._state
         loop = asyncio.get_running_loop()
@@ -1117,8 +1119,11 @@ class FakeApiServer:
         except ApiError as exc:
             await writer.error(exc.status)  # 410 inside a 200 stream [S4]
             return
+        if view.as_kind == PARTIAL:
+            watcher.view = view.api_version  # stored events are encoded once per view
+            initial = [partial(obj, view) for obj in initial]
         try:
-            api_version = rtype.api_version
+            api_version = rtype.api_version if view.as_kind != PARTIAL else view.api_version
             for start in range(0, len(initial), 1024):
                 # Encode synthetic ADDED events in chunks: never block the loop for long.
                 chunk = initial[start : start + 1024]

@@ -244,22 +244,28 @@ class EventRecord:
         self.namespace = namespace
         self.object = obj  # for DELETED: last stored state with RV = deletion RV
         self.prev = prev  # stored state before this change (its own RV)
-        self._lines: dict[tuple[str, str], bytes] = {}
+        self._lines: dict[tuple[str, str, str], bytes] = {}
 
-    def line(self, api_version: str, variant: str = "") -> bytes:
+    def line(self, api_version: str, variant: str = "", view: str = "") -> bytes:
         """Return the encoded event, encoded once per (version, variant) and cached.
 
         ``variant`` is ``""`` (the event as stored), ``"ADDED"`` (the new object entering a
         selector) or ``"DELETED"`` (the old object leaving it, §3.2).
         """
-        cache_key = (api_version, variant)
+        cache_key = (api_version, variant, view)
         data = self._lines.get(cache_key)
         if data is None:
             if variant == "DELETED":
                 assert self.prev is not None
-                data = encode_event(b"DELETED", _with_rv(self.prev, self.rv), api_version)
+                obj, etype = _with_rv(self.prev, self.rv), b"DELETED"
             else:
-                data = encode_event((variant or self.type).encode(), self.object, api_version)
+                obj, etype = self.object, (variant or self.type).encode()
+            if view:
+                # Metadata-only watch (``view`` is meta.k8s.io/v1): encoded once, shared.
+                partial = {"kind": "PartialObjectMetadata", "apiVersion": view}
+                data = encode_event(etype, {**partial, "metadata": obj["metadata"]})
+            else:
+                data = encode_event(etype, obj, api_version)
             self._lines[cache_key] = data
         return data
 
@@ -373,6 +379,7 @@ class Watcher:
         self.wake = asyncio.Event()
         self.terminated = False
         self.draining = False
+        self.view = ""  # "meta.k8s.io/v1": events carry PartialObjectMetadata objects
         collection.watchers.add(self)
 
     def matches(self, obj: Obj | None) -> bool:
@@ -400,6 +407,7 @@ class Watcher:
         start = self.seq - coll.offset
         stop = len(events) if limit is None else min(len(events), start + limit)
         api_version = self.rtype.api_version
+        view = self.view
         ns = self.namespace
         min_rv = self.last_rv
         sent = self.sent_rv
@@ -408,17 +416,17 @@ class Watcher:
             if rec.rv <= min_rv or (ns is not None and rec.namespace != ns):
                 continue
             if not self.filtered:
-                out.append(rec.line(api_version))
+                out.append(rec.line(api_version, "", view))
                 sent = rec.rv
                 continue
             old = self.matches(rec.prev)
             new = rec.type != "DELETED" and self.matches(rec.object)
             if old and new:
-                out.append(rec.line(api_version))
+                out.append(rec.line(api_version, "", view))
             elif new:  # entering the selection (or created): ADDED with the new object
-                out.append(rec.line(api_version, "" if rec.type == "ADDED" else "ADDED"))
+                out.append(rec.line(api_version, "" if rec.type == "ADDED" else "ADDED", view))
             elif old:  # leaving it (or deleted): DELETED with the old object
-                out.append(rec.line(api_version, "" if rec.type == "DELETED" else "DELETED"))
+                out.append(rec.line(api_version, "" if rec.type == "DELETED" else "DELETED", view))
             else:
                 continue
             sent = rec.rv
@@ -445,6 +453,8 @@ class Watcher:
         if initial_events_end:
             meta = {"annotations": {INITIAL_EVENTS_END: "true"}, **meta}
         obj = {"apiVersion": self.rtype.api_version, "kind": self.rtype.kind, "metadata": meta}
+        if self.view:
+            obj = {"apiVersion": self.view, "kind": "PartialObjectMetadata", "metadata": meta}
         return b'{"type":"BOOKMARK","object":' + orjson.dumps(obj) + b"}\n"
 
     def finish(self) -> None:
