@@ -598,3 +598,36 @@ def test_go_number_formatting() -> None:
         "1e+21",
         "1e-07",
     ]
+
+
+def test_defaults_cascade_into_defaulted_parents() -> None:
+    """A defaulted parent object gets its children's defaults too (defaulting is top-down)."""
+    schema = {
+        "type": "object",
+        "properties": {
+            "spec": {
+                "type": "object",
+                "default": {},
+                "properties": {
+                    "replicas": {"type": "integer", "default": 1},
+                    "ports": {
+                        "type": "array",
+                        "items": {
+                            "type": "object",
+                            "properties": {"protocol": {"type": "string", "default": "TCP"}},
+                        },
+                    },
+                    "nullable": {"type": "string", "nullable": True, "default": "x"},
+                },
+            }
+        },
+    }
+    assert default_and_prune({}, schema, root=True) == {"spec": {"replicas": 1, "nullable": "x"}}
+    obj = {"spec": {"ports": [{"port": 80}, {"protocol": "UDP"}], "nullable": None}}
+    assert default_and_prune(obj, schema, root=True) == {
+        "spec": {
+            "replicas": 1,
+            "ports": [{"protocol": "TCP"}, {"protocol": "UDP"}],  # port is not in the schema
+            "nullable": None,  # nullable: an explicit null stays, not defaulted
+        }
+    }
