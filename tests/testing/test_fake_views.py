@@ -219,18 +219,22 @@ async def test_partial_object_metadata_get_and_list(
     assert status == 406
 
 
-async def test_partial_object_metadata_watch(fake_apiserver: FakeApiServer) -> None:
+async def test_partial_object_metadata_watch(
+    fake_apiserver: FakeApiServer, k8s_api_client: ApiClient
+) -> None:
     """A metadata-only watch gets PartialObjectMetadata objects in every event, bookmarks too."""
     widgets = register(fake_apiserver)
     fake_apiserver.create(widgets, {"metadata": {"name": "a"}, "spec": {"size": 1}})
-    async with (
-        session(fake_apiserver) as http,
-        http.get(
-            WIDGETS,
-            params={"watch": "true", "allowWatchBookmarks": "true"},
-            headers={"Accept": f"{PARTIAL},application/json"},
-        ) as response,
-    ):
+    # Without preloading, kubernetes-asyncio hands back the streaming aiohttp response.
+    response = await k8s_api_client.call_api(
+        WIDGETS,
+        "GET",
+        query_params=[("watch", "true"), ("allowWatchBookmarks", "true")],
+        header_params={"Accept": f"{PARTIAL},application/json"},
+        auth_settings=["BearerToken"],
+        _preload_content=False,
+    )
+    async with response:
         assert response.status == 200
         added = orjson.loads(await response.content.readline())
         assert added["type"] == "ADDED"
