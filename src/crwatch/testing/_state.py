@@ -23,8 +23,9 @@ import orjson
 from attrs import field, frozen
 
 from ._patch import PatchError, apply_json_patch, apply_merge_patch
-from ._schema import SchemaRegistry, crd_errors
+from ._schema import SchemaRegistry
 from ._selectors import FieldSelector, LabelSelector, field_value
+from ._structural import crd_errors
 
 Obj = dict[str, Any]
 
