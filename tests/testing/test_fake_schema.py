@@ -44,6 +44,11 @@ SCHEMA: dict[str, Any] = {
                 },
                 "extra": {"type": "object", "x-kubernetes-preserve-unknown-fields": True},
                 "limits": {"type": "object", "additionalProperties": {"type": "integer"}},
+                "inner": {
+                    "type": "object",
+                    "x-kubernetes-embedded-resource": True,
+                    "x-kubernetes-preserve-unknown-fields": True,
+                },
                 "zones": {
                     "type": "array",
                     "items": {"type": "string"},
@@ -212,6 +217,12 @@ async def test_wrong_type_answers_kube_apiserver_invalid_status(
             "spec.limits.cpu",
             "FieldValueTypeInvalid",
             'Invalid value: "string": spec.limits.cpu in body must be of type integer: "string"',
+        ),
+        (
+            {"size": 1, "inner": {"kind": "ConfigMap", "data": {}}},
+            "spec.inner.apiVersion",
+            "FieldValueRequired",
+            "Required value: must not be empty",
         ),
         (
             {"size": 1, "zones": ["a", "b", "a"]},
@@ -630,4 +641,28 @@ def test_defaults_cascade_into_defaulted_parents() -> None:
             "ports": [{"protocol": "TCP"}, {"protocol": "UDP"}],  # port is not in the schema
             "nullable": None,  # nullable: an explicit null stays, not defaulted
         }
+    }
+
+
+async def test_embedded_resources_keep_their_metadata(fake_apiserver: FakeApiServer) -> None:
+    """An x-kubernetes-embedded-resource keeps apiVersion/kind/metadata (ObjectMeta only)."""
+    widgets = widgets_with_schema(fake_apiserver)
+    stored = fake_apiserver.create(
+        widgets,
+        body(
+            "a",
+            size=1,
+            inner={
+                "apiVersion": "v1",
+                "kind": "ConfigMap",
+                "metadata": {"name": "x", "junk": 1},
+                "data": {"k": "v"},
+            },
+        ),
+    )
+    assert stored["spec"]["inner"] == {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": "x"},
+        "data": {"k": "v"},
     }

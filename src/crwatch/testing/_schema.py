@@ -390,6 +390,7 @@ class Node:
             or self.max_items is not None
             or self.unique
             or self.list_type in ("set", "map")
+            or self.embedded
             or self.props
             or self.additional
             or self.required
@@ -711,6 +712,11 @@ def _validate_object(
     value: Obj, node: Node, path: str, name: str, old: Any, causes: list[Cause]
 ) -> None:
     olds: Obj | None = old if type(old) is dict else None
+    if node.embedded:
+        # An embedded resource needs apiVersion and kind, like a top-level object.
+        for key in ("apiVersion", "kind"):
+            if not value.get(key):
+                causes.append(required_cause(child_path(path, key), "must not be empty"))
     for key in node.required:
         if key not in value:
             causes.append(required_cause(child_path(path, key)))
