@@ -182,8 +182,11 @@ async def test_table_default_columns(
     _, body = await call(k8s_api_client, "/api/v1/namespaces", TABLE)
     assert [c["name"] for c in body["columnDefinitions"]] == ["Name", "Status", "Age"]
     assert ["default", "Active", "3h5m"] in [r["cells"] for r in body["rows"]]
-    _, body = await call(k8s_api_client, "/api/v1/namespaces/default/configmaps", TABLE)
+    _, body = await call(
+        k8s_api_client, "/api/v1/namespaces/default/configmaps", TABLE, includeObject="Object"
+    )
     assert body["rows"][0]["cells"][:2] == ["c", 1]
+    assert body["rows"][0]["object"]["kind"] == "ConfigMap"  # list items get their kind back
 
 
 async def test_partial_object_metadata_get_and_list(

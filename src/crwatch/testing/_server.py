@@ -1013,6 +1013,7 @@ class FakeApiServer:
                     include_object=self._include_object(request),
                     metadata=body["metadata"],
                     now=self._now(),
+                    type_meta={"apiVersion": rtype.api_version, "kind": rtype.kind},
                 )
             )
         return _not_acceptable()

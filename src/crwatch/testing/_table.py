@@ -417,13 +417,18 @@ def table(
     metadata: Obj,
     now: datetime,
     headers: bool = True,
+    type_meta: Obj | None = None,
 ) -> Obj:
-    """Build a ``Table`` of ``objects``; rows carry what ``include_object`` asks for."""
+    """Build a ``Table`` of ``objects``; rows carry what ``include_object`` asks for.
+
+    ``type_meta`` (``apiVersion`` and ``kind``) is set on whole objects in rows: list items
+    of built-ins are stored without it.
+    """
     rows: list[Obj] = []
     for obj in objects:
         row: Obj = {"cells": [col.value(obj, now) for col in columns]}
         if include_object == "Object":
-            row["object"] = obj
+            row["object"] = {**obj, **type_meta} if type_meta else obj
         elif include_object == "Metadata":
             row["object"] = partial(obj, view)
         rows.append(row)
