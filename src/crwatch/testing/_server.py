@@ -27,8 +27,8 @@ from attrs import define, field, frozen
 
 from ._faults import Fault, FaultPlan
 from ._openapi import v2_document, v3_document, v3_index
-from ._protobuf import MEDIA_TYPE as PROTOBUF_V2
-from ._protobuf import document as protobuf_document
+from ._openapi_proto import MEDIA_TYPE as PROTOBUF_V2
+from ._openapi_proto import document as protobuf_document
 from ._schema import FIELD_VALIDATION, PERMISSIVE_SCHEMA, WARNINGS, not_supported_cause
 from ._selectors import SelectorError, parse_field_selector, parse_label_selector
 from ._state import (
