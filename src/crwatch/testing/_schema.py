@@ -292,6 +292,7 @@ class Node:
         "all_of",
         "any_of",
         "defaults",
+        "direct",
         "embedded",
         "enum",
         "excl_max",
@@ -375,6 +376,12 @@ class Node:
         self.defaults: tuple[tuple[str, Node], ...] = tuple(
             (k, n) for k, n in (self.props or {}).items() if "default" in n.schema
         )
+        # Objects and strings with nothing but their own checks are validated without the
+        # generic entry (_validate): a shortcut for the bulk of a typical object.
+        plain = self.enum is None and not (
+            self.int_or_string or self.all_of or self.any_of or self.one_of or self.not_
+        )
+        self.direct = self.type if plain and self.type in ("object", "string") else ""
         # A leaf only checks its type: most fields of most objects.
         self.leaf = not (
             self.enum is not None
@@ -440,7 +447,13 @@ def _prune(value: Any, node: Node, root: bool = False) -> Any:
             return value
         out: list[Any] | None = None
         for i, item in enumerate(value):
-            if type(item) is dict or type(item) is list:
+            if type(item) is dict:
+                new = _prune_object(item, items, items.embedded)
+                if new is not item:
+                    if out is None:
+                        out = list(value)
+                    out[i] = new
+            elif type(item) is list:
                 new = _prune(item, items)
                 if new is not item:
                     if out is None:
@@ -492,7 +505,7 @@ def _prune_object(value: Obj, node: Node, embedded: bool) -> Obj:
                 continue
         kind = type(child)
         if kind is dict or kind is list:
-            new = _prune(child, sub)
+            new = _prune_object(child, sub, sub.embedded) if kind is dict else _prune(child, sub)
             if new is not child:
                 if out is None:
                     out = dict(value)
@@ -661,10 +674,20 @@ def _validate_array(
     if items is not None:
         olds = old if type(old) is list and len(old) == len(value) else None
         leaf_type = items.type if items.leaf and not items.int_or_string else None
+        direct = items.direct
         for i, item in enumerate(value):
-            if leaf_type is not None and _PY_TYPES.get(type(item)) == leaf_type:
+            kind = _PY_TYPES.get(type(item))
+            if leaf_type is not None and kind == leaf_type:
                 continue  # the common case, checked inline
-            _validate(item, items, f"{path}[{i}]", olds[i] if olds else _MISSING, causes)
+            old_item = olds[i] if olds else _MISSING
+            if kind == direct and (old_item is _MISSING or not _unchanged(item, old_item)):
+                sub = f"{path}[{i}]"
+                if kind == "object":
+                    _validate_object(item, items, sub, sub, old_item, causes)
+                else:
+                    _validate_string(item, items, sub, sub, causes)
+                continue
+            _validate(item, items, f"{path}[{i}]", old_item, causes)
     count = len(value)
     if node.min_items is not None and count < node.min_items:
         causes.append(
@@ -728,15 +751,19 @@ def _validate_object(
             sub = additional
             if sub is None:
                 continue
-        if sub.leaf and not sub.int_or_string and _PY_TYPES.get(type(child)) == sub.type:
+        kind = _PY_TYPES.get(type(child))
+        if sub.leaf and not sub.int_or_string and kind == sub.type:
             continue  # the common case, checked inline
-        _validate(
-            child,
-            sub,
-            child_path(path, key),
-            olds.get(key, _MISSING) if olds is not None else _MISSING,
-            causes,
-        )
+        old_child = olds.get(key, _MISSING) if olds is not None else _MISSING
+        if kind == sub.direct:
+            if old_child is _MISSING or not _unchanged(child, old_child):
+                sub_path = child_path(path, key)
+                if kind == "object":
+                    _validate_object(child, sub, sub_path, sub_path, old_child, causes)
+                else:
+                    _validate_string(child, sub, sub_path, sub_path, causes)
+            continue
+        _validate(child, sub, child_path(path, key), old_child, causes)
     count = len(value)
     if node.max_props is not None and count > node.max_props:
         causes.append(
