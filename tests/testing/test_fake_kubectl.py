@@ -213,3 +213,105 @@ async def test_kubectl_with_token_over_tls(fake_apiserver: FakeApiServer, kubect
     fake_apiserver.create(widgets, widget("w1"))
     out = await kubectl.run("get", "widgets", "-o", "name")
     assert out.stdout.strip() == b"widget.example.com/w1"
+
+
+SCHEMA_CRD: dict[str, Any] = {
+    **CRD,
+    "spec": {
+        **CRD["spec"],
+        "versions": [
+            {
+                "name": "v1",
+                "served": True,
+                "storage": True,
+                "additionalPrinterColumns": [
+                    {"name": "Size", "type": "integer", "jsonPath": ".spec.size"},
+                    {"name": "Color", "type": "string", "jsonPath": ".spec.color"},
+                ],
+                "schema": {
+                    "openAPIV3Schema": {
+                        "type": "object",
+                        "properties": {
+                            "spec": {
+                                "type": "object",
+                                "description": "What the widget should look like.",
+                                "properties": {
+                                    "size": {
+                                        "type": "integer",
+                                        "maximum": 10,
+                                        "description": "How big the widget is.",
+                                    },
+                                    "color": {"type": "string", "enum": ["red", "blue"]},
+                                },
+                            }
+                        },
+                    }
+                },
+            }
+        ],
+    },
+}
+
+
+@pytest.mark.parametrize(
+    "fake_apiserver_options",
+    [{"kubernetes_version": minor} for minor in ("1.32", "1.29", "1.27")],
+    ids=["kubectl-1.32", "kubectl-1.29", "kubectl-1.27"],
+)
+async def test_kubectl_apply_with_default_validation(
+    fake_apiserver: FakeApiServer, kubectl: Kubectl
+) -> None:
+    """Apply with default validation works, and the server refuses bad objects.
+
+    The OpenAPI documents tell kubectl the server validates fields, so it sends
+    fieldValidation=Strict: schema violations and unknown fields are refused. kubectl 1.27
+    reads the OpenAPI v2 document as protobuf first.
+    """
+    out = await kubectl.run("apply", "-f", kubectl.manifest("crd.json", SCHEMA_CRD))
+    assert b"created" in out.stdout
+    out = await kubectl.run("apply", "-f", kubectl.manifest("w1.json", widget("w1", size=3)))
+    assert b"widget.example.com/w1 created" in out.stdout
+    bad = await kubectl.run(
+        "apply", "-f", kubectl.manifest("w2.json", widget("w2", size="big")), check=False
+    )
+    assert bad.returncode == 1
+    assert (
+        b'spec.size: Invalid value: "string": spec.size in body must be of type integer: '
+        b'"string"' in bad.stderr
+    )
+    unknown = await kubectl.run(
+        "apply", "-f", kubectl.manifest("w3.json", widget("w3", size=1, shape="round")), check=False
+    )
+    assert unknown.returncode == 1
+    assert b'unknown field "spec.shape"' in unknown.stderr
+    widgets = fake_apiserver.resource("example.com", "v1", "widgets")
+    assert [w["metadata"]["name"] for w in fake_apiserver.list(widgets)] == ["w1"]
+
+
+async def test_kubectl_explain_and_printer_columns(
+    fake_apiserver: FakeApiServer, kubectl: Kubectl
+) -> None:
+    """Kubectl explain shows the CRD schema and get prints the CRD's printer columns.
+
+    explain reads /openapi/v3, or the protobuf /openapi/v2 with --output=plaintext-openapiv2.
+    """
+    await kubectl.run("apply", "-f", kubectl.manifest("crd.json", SCHEMA_CRD))
+    widgets = fake_apiserver.resource("example.com", "v1", "widgets")
+    fake_apiserver.create(widgets, widget("w1", size=3, color="red"))
+    fake_apiserver.create(widgets, widget("w2", size=7))
+    out = await kubectl.run("explain", "widgets.spec")
+    text = out.stdout.decode()
+    assert "KIND:       Widget" in text
+    assert "What the widget should look like." in text
+    assert "size\t<integer>" in text
+    assert "How big the widget is." in text
+    out = await kubectl.run("explain", "widgets.spec", "--output=plaintext-openapiv2")
+    text = out.stdout.decode()
+    assert "RESOURCE: spec <Object>" in text
+    assert "size\t<integer>" in text
+    assert "How big the widget is." in text
+    out = await kubectl.run("get", "widgets")
+    lines = [line.split() for line in out.stdout.decode().splitlines()]
+    assert lines == [["NAME", "SIZE", "COLOR"], ["w1", "3", "red"], ["w2", "7"]]  # null cell: blank
+    out = await kubectl.run("get", "widgets", "-A")
+    assert out.stdout.decode().splitlines()[0].split() == ["NAMESPACE", "NAME", "SIZE", "COLOR"]

@@ -237,7 +237,19 @@ async def test_pagination_through_kubernetes_asyncio(k8s_api_client: Any) -> Non
                 "group": "example.com",
                 "names": {"plural": "widgets", "kind": "Widget"},
                 "scope": "Namespaced",
-                "versions": [{"name": "v1", "served": True, "storage": True}],
+                "versions": [
+                    {
+                        "name": "v1",
+                        "served": True,
+                        "storage": True,
+                        "schema": {
+                            "openAPIV3Schema": {
+                                "type": "object",
+                                "x-kubernetes-preserve-unknown-fields": True,
+                            }
+                        },
+                    }
+                ],
             },
         }
     )

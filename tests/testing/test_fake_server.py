@@ -17,6 +17,10 @@ from crwatch.testing import ApiError, FakeApiServer, Fault
 pytestmark = pytest.mark.anyio
 
 
+# Keeps every field: these tests are about storage and list/watch, not schemas.
+OPEN_SCHEMA = {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
+
+
 def _crd_body(**spec_overrides: Any) -> dict[str, Any]:
     spec: dict[str, Any] = {
         "group": "example.com",
@@ -27,11 +31,16 @@ def _crd_body(**spec_overrides: Any) -> dict[str, Any]:
                 "name": "v1",
                 "served": True,
                 "storage": True,
-                "schema": {"openAPIV3Schema": {"type": "object"}},
+                "schema": {"openAPIV3Schema": OPEN_SCHEMA},
                 "subresources": {"status": {}},
                 "selectableFields": [{"jsonPath": ".spec.color"}],
             },
-            {"name": "v1beta1", "served": False, "storage": False},
+            {
+                "name": "v1beta1",
+                "served": False,
+                "storage": False,
+                "schema": {"openAPIV3Schema": OPEN_SCHEMA},
+            },
         ],
     }
     spec.update(spec_overrides)
@@ -106,7 +115,7 @@ async def test_discovery_documents(fake_apiserver: FakeApiServer) -> None:
     assert {"apiextensions.k8s.io", "coordination.k8s.io"} <= {g["name"] for g in groups["groups"]}
     _, leases, _ = await get_json(fake_apiserver, "/apis/coordination.k8s.io/v1")
     assert leases["resources"][0]["kind"] == "Lease"
-    for path in ("/openapi/v2", "/openapi/v3", "/apis/example.com/v1"):
+    for path in ("/openapi/v3/apis/example.com/v1", "/apis/example.com/v1"):
         status, text, _ = await get_json(fake_apiserver, path)
         assert (status, text) == (404, "404 page not found\n")
 

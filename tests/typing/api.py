@@ -43,7 +43,12 @@ async def watch_widgets(path: str) -> list[str]:
 async def fake_server() -> int:
     async with FakeApiServer(bookmark_interval=0.1) as server:
         widgets = server.register_crd(
-            group="example.com", version="v1", plural="widgets", kind="Widget"
+            group="example.com",
+            version="v1",
+            plural="widgets",
+            kind="Widget",
+            schema={"type": "object", "x-kubernetes-preserve-unknown-fields": True},
+            printer_columns=[{"name": "Size", "type": "integer", "jsonPath": ".spec.size"}],
         )
         server.create(widgets, {"metadata": {"name": "a", "namespace": "default"}})
         return server.resource_version

@@ -17,7 +17,7 @@ import shutil
 import ssl
 import tempfile
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from datetime import datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Final
 
@@ -26,8 +26,12 @@ from aiohttp import web
 from attrs import define, field, frozen
 
 from ._faults import Fault, FaultPlan
+from ._openapi import v2_document, v3_document, v3_index
+from ._openapi_proto import MEDIA_TYPE as PROTOBUF_V2
+from ._openapi_proto import document as protobuf_document
 from ._protobuf import ProtobufError
 from ._protobuf import decode as decode_protobuf
+from ._schema import FIELD_VALIDATION, PERMISSIVE_SCHEMA, WARNINGS, not_supported_cause
 from ._selectors import SelectorError, parse_field_selector, parse_label_selector
 from ._state import (
     ALL_VERBS,
@@ -38,12 +42,28 @@ from ._state import (
     Obj,
     ResourceType,
     encode_event,
+    invalid,
     parse_list_rv,
     query_bool,
     sort_versions,
     status_body,
     too_large_rv,
     validate_list_options,
+)
+from ._table import (
+    INCLUDE_OBJECT,
+    PARTIAL,
+    PARTIAL_LIST,
+    PLAIN,
+    TABLE,
+    Column,
+    View,
+    builtin_columns,
+    crd_columns,
+    negotiate,
+    partial,
+    partial_list,
+    table,
 )
 
 __all__ = ["DenyRule", "FakeApiServer", "ServerStatistics"]
@@ -182,6 +202,35 @@ def _accepts_json(accept: str) -> bool:
     return False
 
 
+_FIELD_VALIDATION_OPTIONS: Final = {
+    "POST": "CreateOptions",
+    "PUT": "UpdateOptions",
+    "PATCH": "PatchOptions",
+}
+
+
+def _field_validation(request: web.Request) -> str:
+    # Unset means Warn since server-side field validation went GA (1.27):
+    # https://kubernetes.io/docs/reference/using-api/api-concepts/#field-validation
+    directive = request.query.get("fieldValidation", "") or "Warn"
+    options = _FIELD_VALIDATION_OPTIONS.get(request.method)
+    if options is None:
+        return "Ignore"
+    if directive not in ("Ignore", "Strict", "Warn"):
+        cause = not_supported_cause("fieldValidation", directive, ("Ignore", "Strict", "Warn"))
+        raise invalid(options, "meta.k8s.io", "", [cause])
+    return directive
+
+
+_NOT_ACCEPTABLE: Final = (
+    "the server was unable to respond with a content type that the client supports"
+)
+
+
+def _not_acceptable() -> web.Response:
+    return _json(status_body(406, "NotAcceptable", _NOT_ACCEPTABLE), 406)
+
+
 def _error_response(exc: ApiError) -> web.Response:
     headers = dict(exc.headers)
     if exc.code == 403:
@@ -246,8 +295,12 @@ class FakeApiServer:
       ``False`` behaves like a control plane without kube-controller-manager (envtest).
 
     Not implemented: server-side defaulting of legacy watches into streaming lists
-    (PROTOCOL.md §1.5; behaves like a server where that defaulting is off), Table output,
-    server-side apply, protobuf/CBOR, admission and schema validation of custom resources.
+    (PROTOCOL.md §1.5; behaves like a server where that defaulting is off), server-side
+    apply, protobuf/CBOR, CEL validation rules of CRD schemas.
+
+    Custom resources are pruned, defaulted and validated by their CRD's structural schema
+    (422 Invalid like kube-apiserver); ``/openapi/v2`` and ``/openapi/v3`` describe every
+    served kind; ``Table`` and ``PartialObjectMetadata`` views are served on request.
     """
 
     def __init__(
@@ -289,6 +342,7 @@ class FakeApiServer:
             history_size=history_size, now=now, garbage_collector=garbage_collector
         )
         self.auto_create_namespaces = auto_create_namespaces
+        self._now = now or (lambda: datetime.now(timezone.utc))  # ages in Table cells
         self.faults: FaultPlan = FaultPlan()
         """The fault plan: ``server.faults.add(Fault.status(429), verb="watch")``."""
         self._deny: list[DenyRule] = []
@@ -415,12 +469,21 @@ class FakeApiServer:
         short_names: Iterable[str] = (),
         status_subresource: bool = False,
         selectable_fields: Iterable[str] = (),
+        schema: Mapping[str, Any] | None = None,
+        printer_columns: Iterable[Mapping[str, Any]] = (),
     ) -> ResourceType:
         """Create a CustomResourceDefinition (as if POSTed) and return the type's handle.
 
         ``version`` may list several served versions; the first is the storage version and
         the one whose handle is returned. ``selectable_fields`` are paths like
         ``"spec.color"`` (the CRD stores them as jsonPath ``.spec.color``).
+
+        ``schema`` is every version's ``openAPIV3Schema``; it must be structural, and it
+        prunes, defaults and validates writes. Without it the schema is
+        ``{"type": "object", "x-kubernetes-preserve-unknown-fields": true}``: every field
+        is kept and nothing is checked. ``printer_columns`` are the versions'
+        ``additionalPrinterColumns`` (``{"name", "type", "jsonPath"}``), shown by
+        ``kubectl get``. Raises `ApiError` 422 for an invalid CRD.
         """
         versions = [version] if isinstance(version, str) else list(version)
         names: Obj = {"plural": plural, "kind": kind}
@@ -431,6 +494,8 @@ class FakeApiServer:
         if short_names:
             names["shortNames"] = list(short_names)
         fields = [{"jsonPath": "." + f.lstrip(".")} for f in selectable_fields]
+        open_schema = _copy(dict(schema)) if schema is not None else dict(PERMISSIVE_SCHEMA)
+        columns = [_copy(dict(c)) for c in printer_columns]
         crd: Obj = {
             "apiVersion": "apiextensions.k8s.io/v1",
             "kind": "CustomResourceDefinition",
@@ -444,13 +509,9 @@ class FakeApiServer:
                         "name": v,
                         "served": True,
                         "storage": i == 0,
-                        "schema": {
-                            "openAPIV3Schema": {
-                                "type": "object",
-                                "x-kubernetes-preserve-unknown-fields": True,
-                            }
-                        },
+                        "schema": {"openAPIV3Schema": open_schema},
                         **({"subresources": {"status": {}}} if status_subresource else {}),
+                        **({"additionalPrinterColumns": columns} if columns else {}),
                         **({"selectableFields": fields} if fields else {}),
                     }
                     for i, v in enumerate(versions)
@@ -654,10 +715,20 @@ class FakeApiServer:
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         self._requests += 1
+        warnings: builtins.list[str] = []
+        WARNINGS.set(warnings)  # each request runs in its own task, so its own context
         try:
-            return await self._dispatch(request)
+            FIELD_VALIDATION.set(_field_validation(request))
+            response = await self._dispatch(request)
         except ApiError as exc:
-            return _error_response(exc)
+            response = _error_response(exc)
+        if warnings and not response.prepared:
+            # Warning headers (https://kubernetes.io/blog/2020/09/03/warnings/): kubectl
+            # prints them as "Warning: ..." lines.
+            for text in dict.fromkeys(warnings):
+                escaped = text.replace("\\", "\\\\").replace('"', '\\"')
+                response.headers.add("Warning", f'299 - "{escaped}"')
+        return response
 
     def _authorized(self, request: web.Request) -> bool:
         if self._token is None:
@@ -696,7 +767,37 @@ class FakeApiServer:
                 if not fault.stream_only:
                     fault = None
             return await self._resource(request, info, fault)
+        if info.parts[:1] == ["openapi"] or info.parts == ["swagger-2.0.0.pb-v1"]:
+            return self._openapi(request, info.parts)
         return self._discovery(info.parts)
+
+    def _openapi(self, request: web.Request, parts: builtins.list[str]) -> web.StreamResponse:
+        accept = request.headers.get("Accept", "")
+        types = self._state.types()
+        schemas = self._state.schemas
+        if (
+            parts in (["openapi", "v2"], ["swagger-2.0.0.pb-v1"])
+            and "proto-openapi.spec.v2" in (accept.split(",")[0])
+        ):
+            # kubectl 1.27/1.28 read the v2 document only as gnostic protobuf.
+            body = protobuf_document(v2_document(types, schemas, self.kubernetes_version))
+            return web.Response(
+                body=body,
+                headers={"Content-Type": PROTOBUF_V2, "Cache-Control": "no-cache, private"},
+            )
+        if not _accepts_json(accept) or parts == ["swagger-2.0.0.pb-v1"]:
+            return _not_found_plain()
+        if parts == ["openapi", "v2"]:
+            return _json(v2_document(types, schemas, self.kubernetes_version))
+        if parts == ["openapi", "v3"]:
+            return _json(v3_index(types, schemas, self.kubernetes_version))
+        if len(parts) in (4, 5) and parts[1] == "v3":
+            group, version = (parts[3], parts[4]) if parts[2] == "apis" else ("", parts[3])
+            if (parts[2] == "apis") == (len(parts) == 5) and any(
+                t.group == group and t.version == version for t in types
+            ):
+                return _json(v3_document(types, schemas, group, version, self.kubernetes_version))
+        return _not_found_plain()
 
     def _forbidden(self, info: _RequestInfo, resource: str) -> ApiError:
         qualified = f"{info.resource}.{info.group}" if info.group else info.resource
@@ -825,16 +926,10 @@ class FakeApiServer:
             return _json(state.controllers.namespaces.finalize(info.name, body))
         if info.subresource and (info.subresource != "status" or not rtype.status_subresource):
             return _not_found_plain()
-        if not _accepts_json(request.headers.get("Accept", "")):
+        view = negotiate(request.headers.get("Accept", ""))
+        if view is None:
             # Custom resources are served as JSON only (no protobuf) [D1].
-            return _json(
-                status_body(
-                    406,
-                    "NotAcceptable",
-                    "the server was unable to respond with a content type that the client supports",
-                ),
-                406,
-            )
+            return _not_acceptable()
         ns = info.namespace or None
         method = request.method
         if info.subresource and method not in ("GET", "PUT", "PATCH"):
@@ -844,13 +939,13 @@ class FakeApiServer:
                 opts = self._list_options(rtype, request.query, watch=info.verb == "watch")
                 validate_list_options(opts, watch_list=self.watch_list)
                 if opts.watch:
-                    return await self._watch(request, rtype, ns, opts, fault)
-                return await self._list(rtype, ns, opts)
+                    return await self._watch(request, rtype, ns, opts, fault, view)
+                return self._render_list(request, rtype, await self._list(rtype, ns, opts), view)
             if method == "POST":
                 body = await self._read_body(request)
                 if self.auto_create_namespaces:
                     self._ensure_namespace(ns)
-                return _json(state.create(rtype, body, ns), 201)
+                return self._render(request, rtype, state.create(rtype, body, ns), view, 201)
             if method == "DELETE":
                 return await self._delete_collection(request, rtype, ns)
             return _method_not_allowed()
@@ -858,11 +953,16 @@ class FakeApiServer:
             if info.verb == "watch":
                 opts = self._list_options(rtype, request.query, watch=True, name=info.name)
                 validate_list_options(opts, watch_list=self.watch_list)
-                return await self._watch(request, rtype, ns, opts, fault)
-            return _json(state.get(rtype, info.name, ns))
+                return await self._watch(request, rtype, ns, opts, fault, view)
+            return self._render(request, rtype, state.get(rtype, info.name, ns), view)
         if method == "PUT":
             body = await self._read_body(request)
-            return _json(state.update(rtype, body, info.name, ns, subresource=info.subresource))
+            return self._render(
+                request,
+                rtype,
+                state.update(rtype, body, info.name, ns, subresource=info.subresource),
+                view,
+            )
         if method == "PATCH":
             ctype = request.content_type
             kinds = {
@@ -876,7 +976,9 @@ class FakeApiServer:
                 # CRs do not support strategic merge patch [E1]; SSA is not implemented.
                 return _json(status_body(415, "UnsupportedMediaType", _UNSUPPORTED_PATCH), 415)
             body = await self._read_body(request)
-            return _json(
+            return self._render(
+                request,
+                rtype,
                 state.patch(
                     rtype,
                     info.name,
@@ -884,7 +986,8 @@ class FakeApiServer:
                     ns,
                     patch_type=patch_type,
                     subresource=info.subresource,
-                )
+                ),
+                view,
             )
         if method == "DELETE":
             body = await self._read_body(request)
@@ -932,9 +1035,98 @@ class FakeApiServer:
         body["metadata"] = {"continue": "", "resourceVersion": str(self._state.rv)}
         return _json(body)
 
-    async def _list(
-        self, rtype: ResourceType, ns: str | None, opts: ListOptions
+    def _columns(self, rtype: ResourceType) -> tuple[Column, ...]:
+        entry = self._state.schemas.get(rtype.group, rtype.version, rtype.plural)
+        if entry is not None:
+            return crd_columns(entry.columns)
+        return builtin_columns(rtype.group, rtype.kind)
+
+    def _include_object(self, request: web.Request) -> str:
+        include = request.query.get("includeObject", "") or "Metadata"
+        if include not in INCLUDE_OBJECT:
+            cause = not_supported_cause("includeObject", include, INCLUDE_OBJECT)
+            raise invalid("TableOptions", "meta.k8s.io", "", [cause])
+        return include
+
+    def _render(
+        self, request: web.Request, rtype: ResourceType, obj: Obj, view: View, code: int = 200
     ) -> web.StreamResponse:
+        """Answer one object in the negotiated view (Table, PartialObjectMetadata, plain)."""
+        if view.as_kind == "":
+            return _json(obj, code)
+        if view.as_kind == PARTIAL:
+            return _json(partial(obj, view), code)
+        if view.as_kind == TABLE:
+            meta = {"resourceVersion": (obj.get("metadata") or {}).get("resourceVersion", "")}
+            return _json(
+                table(
+                    [obj],
+                    self._columns(rtype),
+                    view,
+                    include_object=self._include_object(request),
+                    metadata=meta,
+                    now=self._now(),
+                ),
+                code,
+            )
+        return _not_acceptable()
+
+    def _render_list(
+        self, request: web.Request, rtype: ResourceType, body: Obj, view: View
+    ) -> web.StreamResponse:
+        """Answer a list in the negotiated view."""
+        if view.as_kind == "":
+            return _json(body)
+        if view.as_kind == PARTIAL_LIST:
+            return _json(partial_list(body, view))
+        if view.as_kind == TABLE:
+            return _json(
+                table(
+                    body["items"],
+                    self._columns(rtype),
+                    view,
+                    include_object=self._include_object(request),
+                    metadata=body["metadata"],
+                    now=self._now(),
+                    type_meta={"apiVersion": rtype.api_version, "kind": rtype.kind},
+                )
+            )
+        return _not_acceptable()
+
+    def _event_transform(
+        self, request: web.Request, rtype: ResourceType, view: View
+    ) -> Callable[[bytes], bytes] | None:
+        """Rewrite each watch event's object into a Table row (None: no rewriting)."""
+        if view.as_kind in ("", PARTIAL):
+            return None  # PartialObjectMetadata: the watcher encodes it (Watcher.view)
+        if view.as_kind == PARTIAL_LIST:
+            raise ApiError(status_body(406, "NotAcceptable", _NOT_ACCEPTABLE))
+        columns = self._columns(rtype) if view.as_kind == TABLE else ()
+        include = self._include_object(request) if view.as_kind == TABLE else ""
+        first = [True]
+
+        def transform(line: bytes) -> bytes:
+            event = orjson.loads(line)
+            obj = event.get("object")
+            if event.get("type") == "ERROR" or not isinstance(obj, dict):
+                return line
+            bookmark = event.get("type") == "BOOKMARK"
+            event["object"] = table(
+                [] if bookmark else [obj],
+                columns,
+                view,
+                include_object=include,
+                metadata={"resourceVersion": obj["metadata"].get("resourceVersion", "")},
+                now=self._now(),
+                headers=first[0] and not bookmark,
+            )
+            # Column definitions go with the first row only, as kube-apiserver sends them.
+            first[0] = first[0] and bookmark
+            return orjson.dumps(event) + b"\n"
+
+        return transform
+
+    async def _list(self, rtype: ResourceType, ns: str | None, opts: ListOptions) -> Obj:
         state = self._state
         if not opts.continue_token and opts.resource_version not in ("", "0"):
             requested = parse_list_rv(opts.resource_version)
@@ -943,7 +1135,7 @@ class FakeApiServer:
                 requested, self.too_large_rv_wait
             ):
                 raise too_large_rv(requested, state.rv)
-        return _json(state.list_objects(rtype, ns, opts))
+        return state.list_objects(rtype, ns, opts)
 
     async def _watch(
         self,
@@ -952,6 +1144,7 @@ class FakeApiServer:
         ns: str | None,
         opts: ListOptions,
         fault: Fault | None,
+        view: View = PLAIN,
     ) -> web.StreamResponse:
         rv_text = opts.resource_version
         if rv_text not in ("", "0") and not rv_text.isdigit():
@@ -964,21 +1157,27 @@ class FakeApiServer:
             )
             del body["reason"]
             return _json(body, 500)
+        transform = self._event_transform(request, rtype, view)
         response = web.StreamResponse(
             status=200,
             headers={"Content-Type": _JSON, "Cache-Control": "no-cache, private"},
         )
         response.enable_chunked_encoding()
         await response.prepare(request)  # headers go out now, before any event [S2]
-        writer = _StreamWriter(response, fault)
+        writer = _StreamWriter(response, fault, transform)
         with contextlib.suppress(ConnectionResetError, _StreamEnded):
-            await self._stream(writer, rtype, ns, opts)
+            await self._stream(writer, rtype, ns, opts, view)
         with contextlib.suppress(ConnectionResetError):
             await response.write_eof()
         return response
 
     async def _stream(
-        self, writer: _StreamWriter, rtype: ResourceType, ns: str | None, opts: ListOptions
+        self,
+        writer: _StreamWriter,
+        rtype: ResourceType,
+        ns: str | None,
+        opts: ListOptions,
+        view: View = PLAIN,
     ) -> None:
         state = self._state
         loop = asyncio.get_running_loop()
@@ -996,8 +1195,11 @@ class FakeApiServer:
         except ApiError as exc:
             await writer.error(exc.status)  # 410 inside a 200 stream [S4]
             return
+        if view.as_kind == PARTIAL:
+            watcher.view = view.api_version  # stored events are encoded once per view
+            initial = [partial(obj, view) for obj in initial]
         try:
-            api_version = rtype.api_version
+            api_version = rtype.api_version if view.as_kind != PARTIAL else view.api_version
             for start in range(0, len(initial), 1024):
                 # Encode synthetic ADDED events in chunks: never block the loop for long.
                 chunk = initial[start : start + 1024]
@@ -1214,10 +1416,16 @@ class _StreamEnded(Exception):
 class _StreamWriter:
     """Writes watch lines, batching them, and applies an optional stream fault."""
 
-    def __init__(self, response: web.StreamResponse, fault: Fault | None) -> None:
+    def __init__(
+        self,
+        response: web.StreamResponse,
+        fault: Fault | None,
+        transform: Callable[[bytes], bytes] | None = None,
+    ) -> None:
         self._response = response
         self._fault = fault
         self._fault_done = fault is None
+        self._transform = transform  # Table / PartialObjectMetadata watches
         self.sent = 0
 
     async def start(self) -> None:
@@ -1236,6 +1444,8 @@ class _StreamWriter:
 
     async def write(self, lines: list[bytes]) -> None:
         """Write events; one write call for the whole batch when no fault is pending."""
+        if self._transform is not None:
+            lines = [self._transform(line) for line in lines]
         if self._fault_done:
             await self._response.write(b"".join(lines) if len(lines) > 1 else lines[0])
             self.sent += len(lines)

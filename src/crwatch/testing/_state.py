@@ -27,7 +27,9 @@ from ._eventsapi import CORE_EVENT_FIELDS, EVENTS_GROUP, EventsView, served_as
 from ._gc import check_delete_options, deletion_finalizers
 from ._namespaces import prepare_namespace
 from ._patch import PatchError, apply_json_patch, apply_merge_patch
+from ._schema import SchemaRegistry
 from ._selectors import FieldSelector, LabelSelector, field_value
+from ._structural import crd_errors
 
 Obj = dict[str, Any]
 
@@ -109,7 +111,10 @@ def bad_request(message: str) -> ApiError:
 def invalid(kind: str, group: str, name: str, causes: list[tuple[str, str, str]]) -> ApiError:
     """422 Invalid with ``(field, type, message)`` causes, like ``errors.NewInvalid``."""
     qualified = f"{kind}.{group}" if group else kind
-    text = ", ".join(f"{f}: {m}" for f, _, m in causes)
+    # field.ErrorList.ToAggregate: one error as is, several in brackets.
+    text = ", ".join(dict.fromkeys(f"{f}: {m}" for f, _, m in causes))
+    if len(causes) > 1:
+        text = f"[{text}]"
     details: Obj = {"kind": kind}
     if name:
         details["name"] = name
@@ -246,22 +251,28 @@ class EventRecord:
         self.namespace = namespace
         self.object = obj  # for DELETED: last stored state with RV = deletion RV
         self.prev = prev  # stored state before this change (its own RV)
-        self._lines: dict[tuple[str, str], bytes] = {}
+        self._lines: dict[tuple[str, str, str], bytes] = {}
 
-    def line(self, api_version: str, variant: str = "") -> bytes:
+    def line(self, api_version: str, variant: str = "", view: str = "") -> bytes:
         """Return the encoded event, encoded once per (version, variant) and cached.
 
         ``variant`` is ``""`` (the event as stored), ``"ADDED"`` (the new object entering a
         selector) or ``"DELETED"`` (the old object leaving it, §3.2).
         """
-        cache_key = (api_version, variant)
+        cache_key = (api_version, variant, view)
         data = self._lines.get(cache_key)
         if data is None:
             if variant == "DELETED":
                 assert self.prev is not None
-                data = encode_event(b"DELETED", _with_rv(self.prev, self.rv), api_version)
+                obj, etype = _with_rv(self.prev, self.rv), b"DELETED"
             else:
-                data = encode_event((variant or self.type).encode(), self.object, api_version)
+                obj, etype = self.object, (variant or self.type).encode()
+            if view:
+                # Metadata-only watch (``view`` is meta.k8s.io/v1): encoded once, shared.
+                partial = {"kind": "PartialObjectMetadata", "apiVersion": view}
+                data = encode_event(etype, {**partial, "metadata": obj["metadata"]})
+            else:
+                data = encode_event(etype, obj, api_version)
             self._lines[cache_key] = data
         return data
 
@@ -375,6 +386,7 @@ class Watcher:
         self.wake = asyncio.Event()
         self.terminated = False
         self.draining = False
+        self.view = ""  # "meta.k8s.io/v1": events carry PartialObjectMetadata objects
         collection.watchers.add(self)
 
     def matches(self, obj: Obj | None) -> bool:
@@ -402,6 +414,7 @@ class Watcher:
         start = self.seq - coll.offset
         stop = len(events) if limit is None else min(len(events), start + limit)
         api_version = self.rtype.api_version
+        view = self.view
         ns = self.namespace
         min_rv = self.last_rv
         sent = self.sent_rv
@@ -410,17 +423,17 @@ class Watcher:
             if rec.rv <= min_rv or (ns is not None and rec.namespace != ns):
                 continue
             if not self.filtered:
-                out.append(rec.line(api_version))
+                out.append(rec.line(api_version, "", view))
                 sent = rec.rv
                 continue
             old = self.matches(rec.prev)
             new = rec.type != "DELETED" and self.matches(rec.object)
             if old and new:
-                out.append(rec.line(api_version))
+                out.append(rec.line(api_version, "", view))
             elif new:  # entering the selection (or created): ADDED with the new object
-                out.append(rec.line(api_version, "" if rec.type == "ADDED" else "ADDED"))
+                out.append(rec.line(api_version, "" if rec.type == "ADDED" else "ADDED", view))
             elif old:  # leaving it (or deleted): DELETED with the old object
-                out.append(rec.line(api_version, "" if rec.type == "DELETED" else "DELETED"))
+                out.append(rec.line(api_version, "" if rec.type == "DELETED" else "DELETED", view))
             else:
                 continue
             sent = rec.rv
@@ -447,6 +460,8 @@ class Watcher:
         if initial_events_end:
             meta = {"annotations": {INITIAL_EVENTS_END: "true"}, **meta}
         obj = {"apiVersion": self.rtype.api_version, "kind": self.rtype.kind, "metadata": meta}
+        if self.view:
+            obj = {"apiVersion": self.view, "kind": "PartialObjectMetadata", "metadata": meta}
         return b'{"type":"BOOKMARK","object":' + orjson.dumps(obj) + b"}\n"
 
     def finish(self) -> None:
@@ -722,6 +737,7 @@ class ClusterState:
         self._collections: dict[tuple[str, str], Collection] = {}
         self._crd_types: dict[str, list[ResourceType]] = {}  # CRD name -> its types
         self._rv_changed = asyncio.Event()
+        self.schemas = SchemaRegistry(invalid, bad_request)
         for rtype in BUILTIN_TYPES:
             self.register(rtype)
         self.controllers = Controllers(self, NAMESPACE_TYPE, garbage_collector=garbage_collector)
@@ -825,6 +841,16 @@ class ClusterState:
         return record
 
     # -- CRUD -------------------------------------------------------------------------------
+
+    def admit(self, rtype: ResourceType, obj: Obj, old: Obj | None = None) -> Obj:
+        """Default, prune and validate a custom resource by its CRD schema before storing it.
+
+        Returns the object to store (``obj`` itself is not mutated); raises 422 Invalid
+        (or 400 for unknown fields under ``fieldValidation=Strict``). Built-ins pass as is.
+        """
+        if rtype.builtin:
+            return obj
+        return self.schemas.admit(rtype.group, rtype.version, rtype.plural, obj, old)
 
     def _check_body(self, rtype: ResourceType, body: Any) -> Obj:
         if not isinstance(body, dict):
@@ -935,6 +961,7 @@ class ClusterState:
             obj.pop("status", None)
         if rtype == CRD_TYPE:
             obj = self._prepare_crd(obj)
+        obj = self.admit(rtype, obj)
         meta = obj["metadata"]
         for transient in ("deletionTimestamp", "deletionGracePeriodSeconds", "managedFields"):
             meta.pop(transient, None)
@@ -1032,6 +1059,7 @@ class ClusterState:
             meta.pop("managedFields", None)
         if rtype == CRD_TYPE and subresource != "status":
             new = self._prepare_crd(new, old)
+        new = self.admit(rtype, new, old)
         meta = new["metadata"]
         meta["resourceVersion"] = old_meta["resourceVersion"]
         if (
@@ -1381,6 +1409,7 @@ class ClusterState:
                     )
         if old is not None and old.get("spec", {}).get("group") != group:
             causes.append(("spec.group", "FieldValueInvalid", "field is immutable"))
+        causes.extend(crd_errors(spec))
         if causes:
             raise invalid(CRD_TYPE.kind, CRD_GROUP, name, causes)
         names = dict(names)
@@ -1446,6 +1475,7 @@ class ClusterState:
             )
         for rtype in self._crd_types.pop(name, []):
             self._types.pop((rtype.group, rtype.version, rtype.plural), None)
+        self.schemas.sync_crd(crd)
         if old is not None:
             # A CRD spec change rebuilds the CR storage: its watchers are closed [E1].
             coll = self._collections.get((spec["group"], names["plural"]))
@@ -1454,6 +1484,13 @@ class ClusterState:
         self._crd_types[name] = new_types
         for rtype in new_types:
             self.register(rtype)
+        if old is not None:
+            # Defaults apply on read from storage too: objects stored before a default was
+            # added show it, without a new resourceVersion (https://kubernetes.io/docs/tasks/
+            # extend-kubernetes/custom-resources/custom-resource-definitions/#defaulting).
+            storage = next(v["name"] for v in spec["versions"] if v.get("storage"))
+            stored = self._collections[(spec["group"], names["plural"])].objects
+            self.schemas.default_stored(spec["group"], storage, names["plural"], stored)
 
     def _drop_crd(self, crd: Obj) -> None:
         spec = crd["spec"]
@@ -1471,6 +1508,7 @@ class ClusterState:
         for rtype in types:
             self._types.pop((rtype.group, rtype.version, rtype.plural), None)
         self._collections.pop(ckey, None)
+        self.schemas.drop_crd(crd)
 
 
 def parse_list_rv(text: str) -> int:
