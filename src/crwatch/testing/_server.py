@@ -43,12 +43,21 @@ from ._state import (
     too_large_rv,
     validate_list_options,
 )
+from ._writes import (
+    APPLY_PATCH,
+    WriteOptions,
+    decode_apply_body,
+    delete_answer,
+    delete_body,
+    write_options,
+)
 
 __all__ = ["DenyRule", "FakeApiServer", "ServerStatistics"]
 
 ResourceRef = ResourceType | tuple[str, str, str]
 
 _JSON: Final = "application/json"
+_PYTHON_MANAGER: Final = "crwatch-testing"
 _PLAIN_404: Final = b"404 page not found\n"
 _NAMESPACE_SUBRESOURCES: Final = frozenset({"status", "finalize"})
 _UNSUPPORTED_PATCH: Final = (
@@ -236,8 +245,8 @@ class FakeApiServer:
       picks its ``kubectl.1.<minor>`` binary from it.
 
     Not implemented: server-side defaulting of legacy watches into streaming lists
-    (PROTOCOL.md §1.5; behaves like a server where that defaulting is off), Table output,
-    server-side apply, protobuf/CBOR, admission and schema validation of custom resources.
+    (behaves like a server where that defaulting is off), Table output, protobuf/CBOR,
+    admission and schema validation of custom resources.
     """
 
     def __init__(
@@ -539,15 +548,33 @@ class FakeApiServer:
                 return str(meta["namespace"])
         return "default"
 
-    def create(self, resource: ResourceRef, obj: Obj, *, namespace: str | None = None) -> Obj:
+    def create(
+        self,
+        resource: ResourceRef,
+        obj: Obj,
+        *,
+        namespace: str | None = None,
+        field_manager: str = _PYTHON_MANAGER,
+        dry_run: bool = False,
+    ) -> Obj:
         """Create an object and return a copy of what was stored.
 
         For namespaced resources the namespace comes from ``namespace``, else from the
         object, else ``"default"``. Raises `ApiError` where the HTTP API would answer an
-        error (409 AlreadyExists, 422, ...).
+        error (409 AlreadyExists, 422, ...). ``field_manager`` owns the fields in
+        ``managedFields`` (an ``Update`` entry); ``dry_run=True`` checks everything and
+        returns the object without storing it.
         """
         rtype = self._rtype(resource)
-        return _copy(self._state.create(rtype, obj, self._ns(rtype, namespace, obj)))
+        return _copy(
+            self._state.create(
+                rtype,
+                obj,
+                self._ns(rtype, namespace, obj),
+                op=WriteOptions(field_manager=field_manager).operation(),
+                dry_run=dry_run,
+            )
+        )
 
     def get(self, resource: ResourceRef, name: str, *, namespace: str | None = None) -> Obj:
         """Return a copy of one object; `ApiError` 404 when missing."""
@@ -577,6 +604,8 @@ class FakeApiServer:
         *,
         namespace: str | None = None,
         status: bool = False,
+        field_manager: str = _PYTHON_MANAGER,
+        dry_run: bool = False,
     ) -> Obj:
         """Replace an object like PUT (``status=True``: PUT on ``/status``).
 
@@ -585,13 +614,16 @@ class FakeApiServer:
         """
         rtype = self._rtype(resource)
         name = str((obj.get("metadata") or {}).get("name", ""))
+        sub = "status" if status else ""
         return _copy(
             self._state.update(
                 rtype,
                 obj,
                 name,
                 self._ns(rtype, namespace, obj),
-                subresource="status" if status else "",
+                subresource=sub,
+                op=WriteOptions(field_manager=field_manager).operation(subresource=sub),
+                dry_run=dry_run,
             )
         )
 
@@ -604,9 +636,12 @@ class FakeApiServer:
         namespace: str | None = None,
         patch_type: str = "merge",
         status: bool = False,
+        field_manager: str = _PYTHON_MANAGER,
+        dry_run: bool = False,
     ) -> Obj:
         """Patch an object: ``patch_type`` ``"merge"`` (RFC 7386) or ``"json"`` (RFC 6902)."""
         rtype = self._rtype(resource)
+        sub = "status" if status else ""
         return _copy(
             self._state.patch(
                 rtype,
@@ -614,14 +649,57 @@ class FakeApiServer:
                 patch,
                 self._ns(rtype, namespace),
                 patch_type=patch_type,
-                subresource="status" if status else "",
+                subresource=sub,
+                op=WriteOptions(field_manager=field_manager).operation(subresource=sub),
+                dry_run=dry_run,
             )
         )
 
-    def delete(self, resource: ResourceRef, name: str, *, namespace: str | None = None) -> Obj:
+    def apply(
+        self,
+        resource: ResourceRef,
+        obj: Obj,
+        *,
+        field_manager: str,
+        force: bool = False,
+        namespace: str | None = None,
+        status: bool = False,
+        dry_run: bool = False,
+    ) -> Obj:
+        """Server-side apply ``obj`` (an apply configuration) as ``field_manager``.
+
+        Creates the object when it does not exist. Raises `ApiError` 409 Conflict when the
+        configuration changes fields another manager owns, unless ``force=True`` (then
+        this manager takes them over).
+        """
+        rtype = self._rtype(resource)
+        if not field_manager:
+            raise ValueError("server-side apply needs a field_manager")
+        name = str((obj.get("metadata") or {}).get("name", ""))
+        sub = "status" if status else ""
+        opts = WriteOptions(field_manager=field_manager, force=force)
+        applied, _ = self._state.apply(
+            rtype,
+            name,
+            obj,
+            self._ns(rtype, namespace, obj),
+            op=opts.operation(apply=True, subresource=sub),
+            subresource=sub,
+            dry_run=dry_run,
+        )
+        return _copy(applied)
+
+    def delete(
+        self,
+        resource: ResourceRef,
+        name: str,
+        *,
+        namespace: str | None = None,
+        dry_run: bool = False,
+    ) -> Obj:
         """Delete an object (only marks it when it has finalizers); return its last state."""
         rtype = self._rtype(resource)
-        return _copy(self._state.delete(rtype, name, self._ns(rtype, namespace)))
+        return _copy(self._state.delete(rtype, name, self._ns(rtype, namespace), dry_run=dry_run))
 
     # -- HTTP -------------------------------------------------------------------------------
 
@@ -801,8 +879,10 @@ class FakeApiServer:
                     return await self._watch(request, rtype, ns, opts, fault)
                 return await self._list(rtype, ns, opts)
             if method == "POST":
+                wopts = self._write_options(request, "create")
                 body = await self._read_body(request)
-                return _json(state.create(rtype, body, ns), 201)
+                created = state.create(rtype, body, ns, op=wopts.operation(), dry_run=wopts.dry_run)
+                return _json(created, 201)
             if method == "DELETE":
                 return await self._delete_collection(request, rtype, ns)
             return _method_not_allowed()
@@ -813,10 +893,23 @@ class FakeApiServer:
                 return await self._watch(request, rtype, ns, opts, fault)
             return _json(state.get(rtype, info.name, ns))
         if method == "PUT":
+            wopts = self._write_options(request, "update")
             body = await self._read_body(request)
-            return _json(state.update(rtype, body, info.name, ns, subresource=info.subresource))
+            return _json(
+                state.update(
+                    rtype,
+                    body,
+                    info.name,
+                    ns,
+                    subresource=info.subresource,
+                    op=wopts.operation(subresource=info.subresource),
+                    dry_run=wopts.dry_run,
+                )
+            )
         if method == "PATCH":
             ctype = request.content_type
+            if ctype == APPLY_PATCH:
+                return await self._apply(request, rtype, info, ns)
             kinds = {
                 "application/merge-patch+json": "merge",
                 "application/json-patch+json": "json",
@@ -827,6 +920,7 @@ class FakeApiServer:
             if patch_type is None:
                 # CRs do not support strategic merge patch [E1]; SSA is not implemented.
                 return _json(status_body(415, "UnsupportedMediaType", _UNSUPPORTED_PATCH), 415)
+            wopts = self._write_options(request, "patch")
             body = await self._read_body(request)
             return _json(
                 state.patch(
@@ -836,22 +930,73 @@ class FakeApiServer:
                     ns,
                     patch_type=patch_type,
                     subresource=info.subresource,
+                    op=wopts.operation(subresource=info.subresource),
+                    dry_run=wopts.dry_run,
                 )
             )
         if method == "DELETE":
-            body = await self._read_body(request)
-            pre = body.get("preconditions") if isinstance(body, dict) else None
-            return _json(state.delete(rtype, info.name, ns, preconditions=pre))
+            options = delete_body(await self._read_body(request))
+            wopts = self._write_options(request, "delete", body_dry_run=options.get("dryRun"))
+            pre = options.get("preconditions")
+            gone = state.delete(rtype, info.name, ns, preconditions=pre, dry_run=wopts.dry_run)
+            answer, code = delete_answer(rtype, gone, propagation=options.get("propagationPolicy"))
+            return _json(answer, code)
         return _method_not_allowed()
+
+    def _write_options(
+        self, request: web.Request, verb: str, *, apply: bool = False, body_dry_run: Any = None
+    ) -> WriteOptions:
+        return write_options(
+            verb,
+            request.query,
+            user_agent=request.headers.get("User-Agent", ""),
+            apply=apply,
+            body_dry_run=body_dry_run,
+        )
+
+    async def _apply(
+        self, request: web.Request, rtype: ResourceType, info: _RequestInfo, ns: str | None
+    ) -> web.StreamResponse:
+        # Server-side apply (PATCH, application/apply-patch+yaml):
+        # https://kubernetes.io/docs/reference/using-api/server-side-apply/
+        opts = self._write_options(request, "patch", apply=True)
+        try:
+            raw = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            raise ApiError(
+                status_body(
+                    413,
+                    "RequestEntityTooLarge",
+                    f"Request entity too large: limit is {self.max_request_bytes}",
+                )
+            ) from None
+        body = decode_apply_body(raw)
+        obj, created = self._state.apply(
+            rtype,
+            info.name,
+            body,
+            ns,
+            op=opts.operation(apply=True, subresource=info.subresource),
+            subresource=info.subresource,
+            dry_run=opts.dry_run,
+        )
+        return _json(obj, 201 if created else 200)
 
     async def _delete_collection(
         self, request: web.Request, rtype: ResourceType, ns: str | None
     ) -> web.StreamResponse:
         # Answers the list of deleted (or deletion-marked) objects, like the generic registry.
+        options = delete_body(await self._read_body(request))
+        write = self._write_options(request, "deletecollection", body_dry_run=options.get("dryRun"))
         opts = self._list_options(rtype, request.query, watch=False)
         body = self._state.list_objects(rtype, ns, opts)
         body["items"] = [
-            self._state.delete(rtype, item["metadata"]["name"], item["metadata"].get("namespace"))
+            self._state.delete(
+                rtype,
+                item["metadata"]["name"],
+                item["metadata"].get("namespace"),
+                dry_run=write.dry_run,
+            )
             for item in body["items"]
         ]
         body["metadata"] = {"continue": "", "resourceVersion": str(self._state.rv)}
@@ -949,11 +1094,12 @@ class FakeApiServer:
                     continue
                 due = [t for t in (next_bookmark, last_call) if t is not None and now >= t]
                 if due:
+                    final = last_call is not None and now >= last_call
                     if next_bookmark is not None and now >= next_bookmark:
                         next_bookmark = now + interval
-                    if last_call is not None and now >= last_call:
+                    if final:
                         last_call = None
-                    mark = watcher.bookmark(state.rv)
+                    mark = watcher.bookmark(state.rv, last_call=final)
                     if mark is not None:
                         await writer.write([mark])
                     continue

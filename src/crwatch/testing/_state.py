@@ -22,6 +22,7 @@ from typing import Any, Final
 import orjson
 from attrs import field, frozen
 
+from ._apply import APPLY, ApplyConflict, FieldTracker, Operation, conflict_status, merge_apply
 from ._patch import PatchError, apply_json_patch, apply_merge_patch
 from ._selectors import FieldSelector, LabelSelector, field_value
 
@@ -364,6 +365,7 @@ class Watcher:
         self.field_selector = field_selector
         self.filtered = not (label_selector.empty and field_selector.empty)
         self.seq = seq
+        self.start_rv = min_rv  # the RV the watch started from
         self.last_rv = min_rv  # cursor: every event up to here has been considered
         self.sent_rv = min_rv  # the highest RV this client was actually told about
         self.wake = asyncio.Event()
@@ -428,12 +430,21 @@ class Watcher:
             self.wake.clear()
         return out
 
-    def bookmark(self, rv: int, *, initial_events_end: bool = False) -> bytes | None:
-        """Return a BOOKMARK line at ``rv`` if that moves this watch forward (§3.3)."""
+    def bookmark(
+        self, rv: int, *, initial_events_end: bool = False, last_call: bool = False
+    ) -> bytes | None:
+        """Return a BOOKMARK line at ``rv`` if that moves this watch forward (§3.3).
+
+        ``last_call`` is the bookmark due shortly before ``timeoutSeconds``: it goes out
+        whenever ``rv`` is newer than the RV the watch started from, even if the client was
+        already sent an event at ``rv``, as the cacher only compares a bookmark with the
+        watcher's start RV (cacheWatcher.process:
+        https://github.com/kubernetes/kubernetes/blob/master/staging/src/k8s.io/apiserver/pkg/storage/cacher/cache_watcher.go).
+        """
         # Compared with what the client was sent, not with the history cursor: events this
         # watch filtered out (other namespaces, selectors) still move the cache's RV, and
         # the cacher's periodic bookmarks carry that RV to every watcher [S4 dispatchEvents].
-        if rv <= self.sent_rv and not initial_events_end:
+        if rv <= self.sent_rv and not initial_events_end and not (last_call and rv > self.start_rv):
             return None
         self.sent_rv = max(self.sent_rv, rv)
         self.last_rv = max(self.last_rv, rv)
@@ -685,6 +696,7 @@ class ClusterState:
         self._collections: dict[tuple[str, str], Collection] = {}
         self._crd_types: dict[str, list[ResourceType]] = {}  # CRD name -> its types
         self._rv_changed = asyncio.Event()
+        self.fields = FieldTracker(self._crd_schema)
         for rtype in BUILTIN_TYPES:
             self.register(rtype)
         for ns in ("default", "kube-node-lease", "kube-public", "kube-system"):
@@ -790,8 +802,20 @@ class ClusterState:
         meta["namespace"] = ns
         return str(ns)
 
-    def create(self, rtype: ResourceType, body: Any, namespace: str | None = None) -> Obj:
-        """Create an object; 409 AlreadyExists when the name is taken."""
+    def create(
+        self,
+        rtype: ResourceType,
+        body: Any,
+        namespace: str | None = None,
+        *,
+        op: Operation | None = None,
+        dry_run: bool = False,
+    ) -> Obj:
+        """Create an object; 409 AlreadyExists when the name is taken.
+
+        ``op`` names the field manager (no ``managedFields`` without one); ``dry_run``
+        runs every check and returns the object without storing it or moving the RV.
+        """
         obj = self._check_body(rtype, body)
         meta = obj["metadata"]
         ns = self._check_namespace(rtype, meta, namespace)
@@ -862,6 +886,10 @@ class ClusterState:
         elif rtype.plural == "namespaces":
             obj.setdefault("spec", {"finalizers": ["kubernetes"]})
             obj["status"] = {"phase": "Active"}
+        obj = self._admit(rtype, obj, None)
+        self._track(rtype, None, obj, op)
+        if dry_run:
+            return obj  # not stored: no resourceVersion, no event (DryRunnableStorage.Create)
         rv = self.next_rv()
         meta["resourceVersion"] = str(rv)
         self._record(rtype, "ADDED", obj, None, rv)
@@ -885,6 +913,8 @@ class ClusterState:
         namespace: str | None = None,
         *,
         subresource: str = "",
+        op: Operation | None = None,
+        dry_run: bool = False,
     ) -> Obj:
         """Replace an object (PUT); 409 Conflict when ``metadata.resourceVersion`` is stale."""
         obj = self._check_body(rtype, body)
@@ -913,10 +943,20 @@ class ClusterState:
                 f"Precondition failed: UID in precondition: {given_uid}, UID in object meta: "
                 f"{old['metadata'].get('uid')}",
             )
-        return self._store_update(rtype, old, obj, subresource)
+        return self._store_update(rtype, old, obj, subresource, op=op, dry_run=dry_run)
 
-    def _store_update(self, rtype: ResourceType, old: Obj, obj: Obj, subresource: str) -> Obj:
+    def _store_update(
+        self,
+        rtype: ResourceType,
+        old: Obj,
+        obj: Obj,
+        subresource: str,
+        *,
+        op: Operation | None = None,
+        dry_run: bool = False,
+    ) -> Obj:
         old_meta = old["metadata"]
+        incoming = obj["metadata"].get("managedFields")
         if subresource == "status":
             # The status subresource changes only status [E3 statusStrategy].
             new = {**old, "status": obj["status"]} if "status" in obj else dict(old)
@@ -946,12 +986,18 @@ class ClusterState:
             meta.pop("managedFields", None)
         if rtype == CRD_TYPE and subresource != "status":
             new = self._prepare_crd(new, old)
+        new = self._admit(rtype, new, old)
         meta = new["metadata"]
         meta["resourceVersion"] = old_meta["resourceVersion"]
+        if subresource != "status":
+            meta.pop("managedFields", None)
+        self._track(
+            rtype, old, new, op, incoming=None if subresource else incoming, subresource=subresource
+        )
         if old_meta.get("deletionTimestamp") and not meta.get("finalizers"):
             # Removing the last finalizer of a deleting object deletes it; the DELETED event
             # carries the last *stored* state [S16 ShouldDeleteDuringUpdate].
-            return self._remove(rtype, old)
+            return self._remove(rtype, old, dry_run=dry_run)
         if new == old:
             return old  # no-op writes are not stored and produce no event
         if "generation" in old_meta:
@@ -960,6 +1006,8 @@ class ClusterState:
                 k: v for k, v in old.items() if k not in skip
             }:
                 meta["generation"] = int(old_meta["generation"]) + 1
+        if dry_run:
+            return new  # keeps the stored resourceVersion (DryRunnableStorage.GuaranteedUpdate)
         rv = self.next_rv()
         meta["resourceVersion"] = str(rv)
         self._record(rtype, "MODIFIED", new, old, rv)
@@ -976,6 +1024,8 @@ class ClusterState:
         *,
         patch_type: str = "merge",
         subresource: str = "",
+        op: Operation | None = None,
+        dry_run: bool = False,
     ) -> Obj:
         """Apply a ``"merge"`` (RFC 7386) or ``"json"`` (RFC 6902) patch."""
         ns = namespace if rtype.namespaced else None
@@ -1014,7 +1064,124 @@ class ClusterState:
                 "and try again",
             )
         obj = self._check_body(rtype, patched)
-        return self._store_update(rtype, old, obj, subresource)
+        # The patched object carries the stored managedFields: not a client's replacement.
+        obj["metadata"].pop("managedFields", None)
+        return self._store_update(rtype, old, obj, subresource, op=op, dry_run=dry_run)
+
+    def apply(
+        self,
+        rtype: ResourceType,
+        name: str,
+        body: Any,
+        namespace: str | None = None,
+        *,
+        op: Operation,
+        subresource: str = "",
+        dry_run: bool = False,
+    ) -> tuple[Obj, bool]:
+        """Server-side apply; return the object and whether the apply created it.
+
+        Raises `ApiError` 409 with the conflicting fields and managers (unless ``op.force``).
+        """
+        if not isinstance(body, dict):
+            raise bad_request("the object provided is not a JSON object")
+        meta = body.get("metadata")
+        if not isinstance(meta, dict) or not body.get("apiVersion") or not body.get("kind"):
+            raise bad_request("apiVersion, kind and metadata must be set in an apply configuration")
+        if meta.get("managedFields") is not None:
+            # fieldmanager: "metadata.managedFields must be nil" (a BadRequest)
+            raise bad_request("metadata.managedFields must be nil")
+        if meta.get("name") not in (None, name):
+            raise bad_request(
+                f"the name of the object ({meta.get('name')}) does not match the name on "
+                f"the URL ({name})"
+            )
+        ns = namespace if rtype.namespaced else None
+        key = _key(ns or "", name)
+        live = self.collection(rtype).objects.get(key)
+        reset_status = rtype.status_subresource and not rtype.builtin
+        shape = self.fields.shape(rtype.group, rtype.plural, rtype.version, builtin=rtype.builtin)
+        config = {**body, "metadata": {**meta, "name": name}}
+        if live is None and subresource:
+            raise rtype.not_found(name)
+        merged, applied = merge_apply(
+            shape, live, config, _with_applied(op, frozenset()), reset_status=reset_status
+        )
+        op = _with_applied(op, applied)
+        try:
+            if live is None:
+                return self.create(rtype, merged, ns, op=op, dry_run=dry_run), True
+            given_rv = meta.get("resourceVersion")
+            if given_rv and given_rv != live["metadata"]["resourceVersion"]:
+                raise rtype.conflict(
+                    name,
+                    "the object has been modified; please apply your changes to the latest "
+                    "version and try again",
+                )
+            obj = self._check_body(rtype, merged)
+            obj["metadata"].pop("managedFields", None)
+            return self._store_update(rtype, live, obj, subresource, op=op, dry_run=dry_run), False
+        except ApplyConflict as exc:
+            raise ApiError(conflict_status(exc)) from None
+
+    def _admit(self, rtype: ResourceType, obj: Obj, old: Obj | None) -> Obj:
+        """Admission of a write: the one place where a new or changed object is checked.
+
+        Called by every create and update path (create, update, patch, apply, their dry
+        runs) with the object about to be stored, after the server set its own fields and
+        before managed fields are computed. Schema pruning, defaulting and validation of
+        custom resources belong here; raise `ApiError` (422 Invalid) to refuse the write.
+        """
+        return obj
+
+    def _track(
+        self,
+        rtype: ResourceType,
+        old: Obj | None,
+        new: Obj,
+        op: Operation | None,
+        *,
+        incoming: Any = None,
+        subresource: str = "",
+    ) -> None:
+        """Set ``new``'s ``metadata.managedFields`` for ``op`` (none without a manager)."""
+        meta = new["metadata"]
+        if op is None:
+            if old is not None and "managedFields" in old["metadata"]:
+                meta["managedFields"] = old["metadata"]["managedFields"]
+            return
+        shape = self.fields.shape(rtype.group, rtype.plural, rtype.version, builtin=rtype.builtin)
+        if op.subresource != subresource or op.api_version != rtype.api_version:
+            op = Operation(
+                op.manager,
+                op.operation,
+                rtype.api_version,
+                subresource,
+                op.force,
+                op.applied,
+            )
+        managed = self.fields.track(
+            shape,
+            old,
+            new,
+            op,
+            now=format_time(self._now()),
+            reset_status=rtype.status_subresource and not rtype.builtin,
+            incoming=incoming,
+        )
+        if managed:
+            meta["managedFields"] = managed
+        else:
+            meta.pop("managedFields", None)
+
+    def _crd_schema(self, group: str, plural: str, version: str) -> Any:
+        crd = self.collection(CRD_TYPE).objects.get(f"{plural}.{group}")
+        if crd is None:
+            return None
+        for ver in crd.get("spec", {}).get("versions") or ():
+            if isinstance(ver, dict) and ver.get("name") == version:
+                return (ver.get("schema") or {}).get("openAPIV3Schema")
+        return None
 
     def delete(
         self,
@@ -1023,6 +1190,7 @@ class ClusterState:
         namespace: str | None = None,
         *,
         preconditions: Mapping[str, Any] | None = None,
+        dry_run: bool = False,
     ) -> Obj:
         """Delete an object (or only mark it, when it has finalizers)."""
         old = self.get(rtype, name, namespace if rtype.namespaced else None)
@@ -1049,14 +1217,18 @@ class ClusterState:
             new_meta["deletionGracePeriodSeconds"] = 0
             if "generation" in meta:
                 new_meta["generation"] = int(meta["generation"]) + 1
+            if dry_run:
+                return {**old, "metadata": new_meta}
             rv = self.next_rv()
             new_meta["resourceVersion"] = str(rv)
             new = {**old, "metadata": new_meta}
             self._record(rtype, "MODIFIED", new, old, rv)
             return new
-        return self._remove(rtype, old)
+        return self._remove(rtype, old, dry_run=dry_run)
 
-    def _remove(self, rtype: ResourceType, old: Obj) -> Obj:
+    def _remove(self, rtype: ResourceType, old: Obj, *, dry_run: bool = False) -> Obj:
+        if dry_run:
+            return old  # DryRunnableStorage.Delete: checks only
         if rtype == CRD_TYPE:
             self._drop_crd(old)
         rv = self.next_rv()
@@ -1373,3 +1545,7 @@ def _served(obj: Obj, rtype: ResourceType) -> Obj:
     if obj.get("apiVersion") != rtype.api_version:
         return {**obj, "apiVersion": rtype.api_version}
     return obj
+
+
+def _with_applied(op: Operation, applied: frozenset[tuple[str, ...]]) -> Operation:
+    return Operation(op.manager, APPLY, op.api_version, op.subresource, op.force, applied)
