@@ -419,8 +419,11 @@ async def test_merge_and_json_patch_over_http(
 async def test_delete_answers_status_success_and_404_after(
     fake_apiserver: FakeApiServer, k8s_api_client: Any
 ) -> None:
-    """DELETE of a custom resource without finalizers answers a v1 Status Success with
-    name, group, resource and uid (like kube-apiserver's registry); a second DELETE is 404."""
+    """DELETE of a custom resource without finalizers answers a v1 Status Success.
+
+    Its details carry name, group, resource and uid, like kube-apiserver's registry; a
+    second DELETE is 404.
+    """
     widgets = register_widgets(fake_apiserver)
     api = client.CustomObjectsApi(k8s_api_client)
     made = fake_apiserver.create(widgets, widget("a"))

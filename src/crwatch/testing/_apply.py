@@ -54,6 +54,7 @@ FIELD_MANAGER_MAX_LENGTH: Final = 128
 # https://github.com/kubernetes/kubernetes/blob/master/staging/src/k8s.io/apimachinery/pkg/util/managedfields/internal/stripmeta.go
 _STRIPPED: Final[frozenset[Path]] = frozenset(
     {
+        (),
         ("f:apiVersion",),
         ("f:kind",),
         ("f:metadata",),

@@ -403,31 +403,47 @@ def _merge_list(live: list[Any], config: list[Any], shape: Shape) -> list[Any]:
     cfg_items = list(_items(shape, config))
     live_by = dict(live_items)
     cfg_by = dict(cfg_items)
+    shared = [pe for pe, _ in cfg_items if pe in live_by]  # in the configuration's order
     out: list[Any] = []
     done: set[str] = set()
+    nxt = 0  # shared[nxt] is the next shared item to place
+
+    def next_shared() -> str | None:
+        nonlocal nxt
+        while nxt < len(shared) and shared[nxt] in done:
+            nxt += 1
+        return shared[nxt] if nxt < len(shared) else None
+
     i = j = 0
-    # Live items the configuration does not name keep their place; named ones follow the
-    # configuration's order.
+    # Live-only items keep their place; items both lists have follow the configuration's
+    # order, and new items go where the configuration puts them (SMD's merge of lists).
     while i < len(live_items) or j < len(cfg_items):
-        if i < len(live_items):
-            pe, item = live_items[i]
-            if pe in done:
-                i += 1
-                continue
-            if pe not in cfg_by:
-                out.append(item)
-                i += 1
-                continue
-            if j < len(cfg_items) and cfg_items[j][0] == pe:
-                out.append(merge(item, cfg_items[j][1], elem))
+        if i < len(live_items) and j < len(cfg_items):
+            pe = live_items[i][0]
+            if pe == cfg_items[j][0]:
+                out.append(merge(live_items[i][1], cfg_items[j][1], elem))
                 done.add(pe)
                 i += 1
                 j += 1
                 continue
+            want = next_shared()
+            if pe in cfg_by and want is not None and want != pe:
+                i += 1  # placed later, when the configuration reaches it
+                continue
+        if i < len(live_items):
+            pe, item = live_items[i]
+            if pe not in cfg_by:
+                out.append(item)
+                i += 1
+                continue
+            if pe in done:
+                i += 1
+                continue
         if j < len(cfg_items):
             pe, item = cfg_items[j]
-            out.append(merge(live_by.get(pe), item, elem))
-            done.add(pe)
+            if pe not in done:
+                out.append(merge(live_by.get(pe), item, elem))
+                done.add(pe)
             j += 1
         else:
             i += 1
@@ -436,7 +452,7 @@ def _merge_list(live: list[Any], config: list[Any], shape: Shape) -> list[Any]:
 
 def remove_paths(obj: Any, paths: Iterable[Path], shape: Shape) -> Any:
     """Return ``obj`` without the nodes at ``paths`` (copying only what changes)."""
-    for path in sorted(paths, key=len, reverse=True):
+    for path in sorted(paths, key=len):  # parents first: they take their children along
         obj = _remove(obj, path, shape)
     return obj
 
@@ -453,7 +469,15 @@ def _remove(node: Any, path: Path, shape: Shape) -> Any:
             return node
         out = dict(node)
         if rest:
-            out[key] = _remove(node[key], rest, shape.child(key))
+            sub = _remove(node[key], rest, shape.child(key))
+            if sub is node[key]:
+                return node
+            if isinstance(sub, (dict, list)) and not sub:
+                # A map or list emptied by the removal goes too (SMD's remove leaves it
+                # null, and null members are dropped when the object is stored).
+                del out[key]
+            else:
+                out[key] = sub
         else:
             del out[key]
         return out
@@ -461,13 +485,15 @@ def _remove(node: Any, path: Path, shape: Shape) -> Any:
         return node
     elem = shape.elem or DEDUCED
     items: list[Any] = []
+    hit = False
     for i, item in enumerate(node):
         if item_pe(shape, item, i) == pe:
+            hit = True
             if rest:
                 items.append(_remove(item, rest, elem))
             continue
         items.append(item)
-    return items
+    return items if hit else node
 
 
 def prefixes(paths: Iterable[Path]) -> set[Path]:
