@@ -128,7 +128,7 @@ class _Entry:
             return f'"{self.manager}" using {self.api_version}'
         return f'"{self.manager}"'
 
-    def encode(self) -> Obj:
+    def encode(self, tree: Obj | None = None) -> Obj:
         if self.raw is not None:
             return self.raw
         entry: Obj = {"manager": self.manager, "operation": self.operation}
@@ -137,16 +137,39 @@ class _Entry:
         if self.time:
             entry["time"] = self.time
         entry["fieldsType"] = "FieldsV1"
-        entry["fieldsV1"] = to_fields_v1(self.fields)
+        entry["fieldsV1"] = tree if tree is not None else to_fields_v1(self.fields)
         if self.subresource:
             entry["subresource"] = self.subresource
         return entry
 
 
-def _decode(managed: Any) -> dict[tuple[str, str, str, str], _Entry]:
-    out: dict[tuple[str, str, str, str], _Entry] = {}
+_Entries = dict[tuple[str, str, str, str], _Entry]
+# Stored objects are never changed in place, so a stored managedFields list decodes to the
+# same entries every time: remember them by the list's identity (the list is kept alive
+# with them, so its id cannot be reused while cached).
+_DECODED: dict[int, tuple[list[Any], _Entries]] = {}
+_DECODED_MAX: Final = 20_000
+
+
+def _decode(managed: Any) -> _Entries:
     if not isinstance(managed, list):
-        return out
+        return {}
+    hit = _DECODED.get(id(managed))
+    if hit is not None and hit[0] is managed:
+        return dict(hit[1])
+    out = _decode_fresh(managed)
+    _remember(managed, out)
+    return dict(out)
+
+
+def _remember(managed: list[Any], entries: _Entries) -> None:
+    if len(_DECODED) >= _DECODED_MAX:
+        _DECODED.clear()
+    _DECODED[id(managed)] = (managed, entries)
+
+
+def _decode_fresh(managed: list[Any]) -> _Entries:
+    out: _Entries = {}
     for raw in managed:
         if not isinstance(raw, dict) or not raw.get("fieldsV1"):
             continue
@@ -281,6 +304,7 @@ class FieldTracker:
         changed = _clean(changed, ignored)
         removed = _clean(removed, ignored)
         me = op.key
+        trees: dict[int, Obj] = {}
         conflicts: list[tuple[str, str]] = []
         for key, entry in entries.items():
             if key == me:
@@ -315,9 +339,10 @@ class FieldTracker:
             ):
                 # The time moves only when the object changed (managedFieldsUpdater.Apply).
                 when = now if touched or mine is None else mine.time
-                entries[me] = _Entry(
-                    op.manager, APPLY, op.api_version, op.subresource, when, fields
-                )
+                entry = _Entry(op.manager, APPLY, op.api_version, op.subresource, when, fields)
+                entries[me] = entry
+                if mine is not None and mine.fields == fields and mine.raw is not None:
+                    trees[id(entry)] = mine.raw["fieldsV1"]  # same fields: same tree
         else:
             taken = changed
             if mine is not None:
@@ -334,7 +359,18 @@ class FieldTracker:
                 entries[me] = _Entry(op.manager, UPDATE, op.api_version, op.subresource, now, taken)
         live = [e for e in entries.values() if e.fields]
         live.sort(key=_sort_key)
-        return [e.encode() for e in live]
+        encoded = [e.encode(trees.get(id(e))) for e in live]
+        # What was just encoded decodes to these entries: keep them for the next write.
+        _remember(
+            encoded,
+            {
+                e.key: _Entry(
+                    e.manager, e.operation, e.api_version, e.subresource, e.time, e.fields, raw
+                )
+                for e, raw in zip(live, encoded, strict=True)
+            },
+        )
+        return encoded
 
 
 def _ignored(subresource: str, reset_status: bool) -> tuple[str, tuple[Path, ...]]:
@@ -376,7 +412,7 @@ def merge_apply(
         return merged, frozenset(applied)
     entries = _decode(live.get("metadata", {}).get("managedFields"))
     last = entries.get(op.key)
-    if last is not None and last.fields:
+    if last is not None and not last.fields <= applied:
         owned: set[Path] = set(applied)
         for key, entry in entries.items():
             if key != op.key:

@@ -230,8 +230,26 @@ def _order(pe: str) -> tuple[int, str]:
     return (_RANK.get(pe[:1], 4), pe)
 
 
+_TREES: dict[frozenset[Path], dict[str, Any]] = {}
+_TREES_MAX: Final = 4_096
+
+
 def to_fields_v1(paths: Iterable[Path]) -> dict[str, Any]:
-    """Encode a set of paths as a ``fieldsV1`` tree (members with children get ``.``)."""
+    """Encode a set of paths as a ``fieldsV1`` tree (members with children get ``.``).
+
+    The tree may be shared with other callers (objects of the same shape own the same
+    fields): never change it.
+    """
+    key = frozenset(paths)
+    tree = _TREES.get(key)
+    if tree is None:
+        if len(_TREES) >= _TREES_MAX:
+            _TREES.clear()
+        tree = _TREES[key] = _encode_tree(key)
+    return tree
+
+
+def _encode_tree(paths: Iterable[Path]) -> dict[str, Any]:
     root: dict[str, Any] = {}
     members: list[dict[str, Any]] = []
     for path in paths:
