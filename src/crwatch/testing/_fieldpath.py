@@ -279,6 +279,9 @@ def _sorted_tree(node: dict[str, Any]) -> dict[str, Any]:
 # -- walks -------------------------------------------------------------------------------------
 
 
+_CONTAINERS: Final = (dict, list)
+
+
 def _items(shape: Shape, value: Any) -> Iterator[tuple[str, Any]]:
     """(path element, item) for the children of a granular list; duplicates keep the first."""
     seen: set[str] = set()
@@ -329,14 +332,15 @@ def _field_set(value: Any, shape: Shape, prefix: Path, out: set[Path]) -> None:
     if not isinstance(value, dict):
         out.add(prefix)
         return
+    declared = shape.fields if shape.kind == STRUCT else {}
+    default = shape.elem or DEDUCED
     for key, child in value.items():
         path = (*prefix, "f:" + key)
-        sub = shape.child(key)
-        if child is None or (isinstance(child, dict) and not child):
-            out.add(path)
+        if child is None or type(child) not in _CONTAINERS or child == {}:
+            out.add(path)  # a scalar, null or empty member is a leaf whatever its shape
             continue
-        _field_set(child, sub, path, out)
-        if not shape.declares(key):
+        _field_set(child, declared.get(key) or default, path, out)
+        if key not in declared:
             out.add(path)
 
 
@@ -379,13 +383,30 @@ def _compare(
         return
     olds_map: dict[str, Any] = old or {}
     news_map: dict[str, Any] = new or {}
+    fields = shape.fields
+    default = shape.elem or DEDUCED
     for key, value in olds_map.items():
         other = news_map.get(key)
-        if other is not value:
-            _compare(value, other, shape.child(key), (*path, "f:" + key), changed, removed)
+        if other is value:
+            continue
+        if type(value) not in _CONTAINERS and type(other) not in _CONTAINERS:
+            # Two scalars (or a scalar gone): a leaf whatever the shape says.
+            if other is None:
+                if value is not None:
+                    removed.add((*path, "f:" + key))
+            elif value != other or type(value) is not type(other):
+                changed.add((*path, "f:" + key))
+            continue
+        sub = fields.get(key) or default
+        _compare(value, other, sub, (*path, "f:" + key), changed, removed)
     for key, value in news_map.items():
         if key not in olds_map:
-            _compare(None, value, shape.child(key), (*path, "f:" + key), changed, removed)
+            sub = fields.get(key) or default
+            if type(value) not in _CONTAINERS:
+                if value is not None:
+                    changed.add((*path, "f:" + key))
+                continue
+            _compare(None, value, sub, (*path, "f:" + key), changed, removed)
 
 
 def merge(live: Any, config: Any, shape: Shape) -> Any:
@@ -407,11 +428,15 @@ def merge(live: Any, config: Any, shape: Shape) -> Any:
     if not isinstance(config, dict) or not isinstance(live, dict):
         return config
     out = dict(live)
+    fields = shape.fields
+    default = shape.elem or DEDUCED
     for key, value in config.items():
         if value is None:
             out.pop(key, None)
+        elif type(value) not in _CONTAINERS:
+            out[key] = value  # scalars replace whatever the shape
         else:
-            out[key] = merge(live.get(key), value, shape.child(key))
+            out[key] = merge(live.get(key), value, fields.get(key) or default)
     return out
 
 
