@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -10,6 +11,8 @@ from fakeserver_helpers import WIDGETS, register_widgets, request, widget
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
+import crwatch
+from _support import widget_cluster
 from crwatch.testing import ApiError, FakeApiServer, ResourceType
 
 pytestmark = pytest.mark.anyio
@@ -481,3 +484,27 @@ async def test_python_api_apply(fake_apiserver: FakeApiServer) -> None:
     assert forced["spec"]["color"] == "blue"
     with pytest.raises(ValueError, match="field_manager"):
         fake_apiserver.apply(widgets, widget("p"), field_manager="")
+
+
+async def test_informer_drop_managed_fields_has_something_to_drop(tmp_path: Path) -> None:
+    """The Informer's drop_managed_fields transform has managedFields to drop.
+
+    Objects from the server carry managedFields: an Informer caching them with
+    transform=drop_managed_fields keeps none, a plain Informer keeps them.
+    """
+    resource = crwatch.Resource("example.com", "v1", "widgets")
+    async with widget_cluster(tmp_path) as (server, rtype, crwatch_client):
+        server.apply(rtype, widget("a", color="red"), field_manager="alice")
+        dropping = crwatch.Informer(
+            crwatch_client, resource, namespace="default", transform=crwatch.drop_managed_fields
+        )
+        keeping = crwatch.Informer(crwatch_client, resource, namespace="default")
+        async with dropping, keeping:
+            await dropping.wait_synced(timeout=5)
+            await keeping.wait_synced(timeout=5)
+            dropped = dropping.store.get("default/a")
+            kept = keeping.store.get("default/a")
+    assert dropped is not None
+    assert kept is not None
+    assert "managedFields" not in dropped["metadata"]
+    assert kept["metadata"]["managedFields"][0]["manager"] == "alice"

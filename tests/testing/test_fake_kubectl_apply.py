@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from fakeserver_helpers import register_widgets, widget
-from test_fake_kubectl import Kubectl
+from test_fake_kubectl import CRD, Kubectl
 
 from crwatch.testing import FakeApiServer, ResourceType
 
@@ -46,12 +46,19 @@ def managers(server: FakeApiServer, widgets: ResourceType, name: str = "w1") -> 
 async def test_kubectl_server_side_apply_and_conflicts(
     fake_apiserver: FakeApiServer, kubectl: Kubectl
 ) -> None:
-    """Kubectl apply --server-side creates, updates, reports a conflict, then forces it.
+    """Kubectl apply --server-side creates (the CRD too), updates, conflicts, then forces.
 
     The conflict between two field managers fails with kube's message; --force-conflicts
     moves the field to the second manager.
     """
-    widgets = register_widgets(fake_apiserver)
+    out = await kubectl.run(
+        "apply", "--server-side", NO_OPENAPI, "-f", kubectl.manifest("crd.json", CRD)
+    )
+    assert (
+        b"customresourcedefinition.apiextensions.k8s.io/widgets.example.com serverside-applied"
+        in out.stdout
+    )
+    widgets = fake_apiserver.resource("example.com", "v1", "widgets")
     out = await kubectl.run("apply", "--server-side", NO_OPENAPI, "-f", manifest(kubectl, size=3))
     assert b"widget.example.com/w1 serverside-applied" in out.stdout
     assert fake_apiserver.get(widgets, "w1")["spec"] == {"size": 3}
