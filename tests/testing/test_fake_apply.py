@@ -508,3 +508,33 @@ async def test_informer_drop_managed_fields_has_something_to_drop(tmp_path: Path
     assert kept is not None
     assert "managedFields" not in dropped["metadata"]
     assert kept["metadata"]["managedFields"][0]["manager"] == "alice"
+
+
+async def test_apply_preconditions_and_namespace(fake_apiserver: FakeApiServer) -> None:
+    """An apply configuration's resourceVersion and uid are preconditions (409 when stale).
+
+    A namespace that differs from the URL's is a 400, and nothing is written.
+    """
+    register_widgets(fake_apiserver)
+    made = fake_apiserver.apply(
+        ("example.com", "v1", "widgets"), widget("a", size=1), field_manager="m"
+    )
+    stale = widget("a", size=2)
+    stale["metadata"]["resourceVersion"] = "1"
+    code, body = await request(fake_apiserver, "PATCH", f"{WIDGETS}/a?fieldManager=m", stale, APPLY)
+    assert code == 409
+    assert "the object has been modified" in body["message"]
+    other_uid = widget("a", size=2)
+    other_uid["metadata"]["uid"] = "not-the-uid"
+    code, body = await request(
+        fake_apiserver, "PATCH", f"{WIDGETS}/a?fieldManager=m", other_uid, APPLY
+    )
+    assert code == 409
+    assert "Precondition failed: UID in precondition: not-the-uid" in body["message"]
+    elsewhere = widget("a", size=2)
+    elsewhere["metadata"]["namespace"] = "kube-system"
+    code, body = await request(
+        fake_apiserver, "PATCH", f"{WIDGETS}/a?fieldManager=m", elsewhere, APPLY
+    )
+    assert code == 400
+    assert fake_apiserver.get(("example.com", "v1", "widgets"), "a") == made

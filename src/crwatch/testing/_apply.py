@@ -420,7 +420,7 @@ def merge_apply(
         still = prefixes(owned)
         gone = [p for p in last.fields if p not in still]
         if gone:
-            merged = remove_paths(merged, gone, shape)
+            merged = remove_paths(merged, gone, shape, owned)
     return merged, frozenset(applied)
 
 

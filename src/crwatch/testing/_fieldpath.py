@@ -493,14 +493,19 @@ def _merge_list(live: list[Any], config: list[Any], shape: Shape) -> list[Any]:
     return out
 
 
-def remove_paths(obj: Any, paths: Iterable[Path], shape: Shape) -> Any:
-    """Return ``obj`` without the nodes at ``paths`` (copying only what changes)."""
+def remove_paths(
+    obj: Any, paths: Iterable[Path], shape: Shape, owned: frozenset[Path] | set[Path] = frozenset()
+) -> Any:
+    """Return ``obj`` without the nodes at ``paths`` (copying only what changes).
+
+    A map or list left empty by the removal goes too, unless it is in ``owned``.
+    """
     for path in sorted(paths, key=len):  # parents first: they take their children along
-        obj = _remove(obj, path, shape)
+        obj = _remove(obj, path, shape, owned)
     return obj
 
 
-def _remove(node: Any, path: Path, shape: Shape) -> Any:
+def _remove(node: Any, path: Path, shape: Shape, owned: Any = frozenset(), at: Path = ()) -> Any:
     if not path:
         return node
     pe, rest = path[0], path[1:]
@@ -512,12 +517,14 @@ def _remove(node: Any, path: Path, shape: Shape) -> Any:
             return node
         out = dict(node)
         if rest:
-            sub = _remove(node[key], rest, shape.child(key))
+            here = (*at, pe)
+            sub = _remove(node[key], rest, shape.child(key), owned, here)
             if sub is node[key]:
                 return node
-            if isinstance(sub, (dict, list)) and not sub:
+            if isinstance(sub, (dict, list)) and not sub and here not in owned:
                 # A map or list emptied by the removal goes too (SMD's remove leaves it
-                # null, and null members are dropped when the object is stored).
+                # null, and null members are dropped when the object is stored), unless
+                # someone owns it as such.
                 del out[key]
             else:
                 out[key] = sub
@@ -533,7 +540,7 @@ def _remove(node: Any, path: Path, shape: Shape) -> Any:
         if item_pe(shape, item, i) == pe:
             hit = True
             if rest:
-                items.append(_remove(item, rest, elem))
+                items.append(_remove(item, rest, elem, owned, (*at, pe)))
             continue
         items.append(item)
     return items if hit else node

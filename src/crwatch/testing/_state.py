@@ -1097,6 +1097,11 @@ class ClusterState:
                 f"the URL ({name})"
             )
         ns = namespace if rtype.namespaced else None
+        if ns and meta.get("namespace") not in (None, "", ns):
+            raise bad_request(
+                "the namespace of the provided object does not match the namespace sent on the "
+                "request"
+            )
         key = _key(ns or "", name)
         live = self.collection(rtype).objects.get(key)
         reset_status = rtype.status_subresource and not rtype.builtin
@@ -1117,6 +1122,13 @@ class ClusterState:
                     name,
                     "the object has been modified; please apply your changes to the latest "
                     "version and try again",
+                )
+            given_uid = meta.get("uid")
+            if given_uid and given_uid != live["metadata"].get("uid"):
+                raise rtype.conflict(
+                    name,
+                    f"Precondition failed: UID in precondition: {given_uid}, UID in object "
+                    f"meta: {live['metadata'].get('uid')}",
                 )
             obj = self._check_body(rtype, merged)
             obj["metadata"].pop("managedFields", None)
