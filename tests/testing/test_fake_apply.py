@@ -538,3 +538,28 @@ async def test_apply_preconditions_and_namespace(fake_apiserver: FakeApiServer) 
     )
     assert code == 400
     assert fake_apiserver.get(("example.com", "v1", "widgets"), "a") == made
+
+
+async def test_json_patch_resets_managed_fields(
+    fake_apiserver: FakeApiServer, k8s_api_client: Any
+) -> None:
+    """A JSON patch replacing managedFields with [{}] clears them.
+
+    That is how the Kubernetes docs reset field management; a patch that does not touch
+    them keeps them.
+    """
+    register_widgets(fake_apiserver)
+    api = client.CustomObjectsApi(k8s_api_client)
+    await apply(api, widget("a", color="red"), "alice")
+    kept = await api.patch_namespaced_custom_object(
+        GROUP, VERSION, "default", "widgets", "a", {"spec": {"size": 1}},
+        field_manager="sizer", _content_type=MERGE,
+    )  # fmt: skip
+    assert set(entries(kept)) == {("alice", "Apply"), ("sizer", "Update")}
+    reset = await api.patch_namespaced_custom_object(
+        GROUP, VERSION, "default", "widgets", "a",
+        [{"op": "replace", "path": "/metadata/managedFields", "value": [{}]}],
+        _content_type="application/json-patch+json",
+    )  # fmt: skip
+    assert "managedFields" not in reset["metadata"]
+    assert reset["spec"] == {"color": "red", "size": 1}

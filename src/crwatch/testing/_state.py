@@ -1064,8 +1064,10 @@ class ClusterState:
                 "and try again",
             )
         obj = self._check_body(rtype, patched)
-        # The patched object carries the stored managedFields: not a client's replacement.
-        obj["metadata"].pop("managedFields", None)
+        if obj["metadata"].get("managedFields") == old["metadata"].get("managedFields"):
+            # Untouched by the patch: the stored ones, not a client's replacement (a patch
+            # that sets them, e.g. to [{}] to reset them, replaces them as an update does).
+            obj["metadata"].pop("managedFields", None)
         return self._store_update(rtype, old, obj, subresource, op=op, dry_run=dry_run)
 
     def apply(
