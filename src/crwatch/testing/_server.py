@@ -220,8 +220,11 @@ class FakeApiServer:
     namespaces, configmaps, leases and any registered custom resource with list/watch
     semantics of a real server, plus scripted faults (`faults`) and deny rules (`deny`).
 
-    The Python API (`create`, `get`, `list`, `update`, `patch`, `delete`) runs the same code
-    as HTTP requests, so open watches see its changes. Call it from the event loop thread.
+    The Python API (`create`, `get`, `list`, `update`, `patch`, `apply`, `delete`) runs the
+    same code as HTTP requests, so open watches see its changes. Call it from the event loop
+    thread. Writes record ``metadata.managedFields`` and take ``dry_run=True``; over HTTP,
+    ``dryRun=All`` and server-side apply (``application/apply-patch+yaml``) work as on
+    kube-apiserver.
 
     Keyword-only knobs:
 
