@@ -148,7 +148,7 @@ _Entries = dict[tuple[str, str, str, str], _Entry]
 # same entries every time: remember them by the list's identity (the list is kept alive
 # with them, so its id cannot be reused while cached).
 _DECODED: dict[int, tuple[list[Any], _Entries]] = {}
-_DECODED_MAX: Final = 20_000
+_DECODED_MAX: Final = 4_096
 
 
 def _decode(managed: Any) -> _Entries:
