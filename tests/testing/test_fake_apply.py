@@ -563,3 +563,26 @@ async def test_json_patch_resets_managed_fields(
     )  # fmt: skip
     assert "managedFields" not in reset["metadata"]
     assert reset["spec"] == {"color": "red", "size": 1}
+
+
+async def test_kubectl_manager_takes_over_client_side_applied_fields(
+    fake_apiserver: FakeApiServer,
+) -> None:
+    """The kubectl manager's apply takes the fields of last-applied-configuration.
+
+    Only while the object still matches that annotation, and only for the manager named
+    kubectl; another manager, or a changed object, still conflicts.
+    """
+    widgets = register_widgets(fake_apiserver)
+    last = orjson.dumps(widget("a", color="red")).decode()
+    csa = widget("a", color="red")
+    csa["metadata"]["annotations"] = {"kubectl.kubernetes.io/last-applied-configuration": last}
+    fake_apiserver.create(widgets, csa, field_manager="kubectl-client-side-apply")
+    with pytest.raises(ApiError):
+        fake_apiserver.apply(widgets, widget("a", color="blue"), field_manager="other")
+    upgraded = fake_apiserver.apply(widgets, widget("a", color="blue"), field_manager="kubectl")
+    assert upgraded["spec"] == {"color": "blue"}
+    fake_apiserver.create(widgets, {**csa, "metadata": {**csa["metadata"], "name": "b"}})
+    fake_apiserver.patch(widgets, "b", {"spec": {"color": "green"}}, field_manager="editor")
+    with pytest.raises(ApiError):  # the object no longer matches last-applied
+        fake_apiserver.apply(widgets, widget("b", color="blue"), field_manager="kubectl")

@@ -130,3 +130,22 @@ async def test_kubectl_diff_shows_the_change_and_changes_nothing(
     assert (fake_apiserver.resource_version, fake_apiserver.list(widgets)) == before
     same = await kubectl.run("diff", "-f", manifest(kubectl, size=1), check=False)
     assert b"size" not in same.stdout
+
+
+async def test_kubectl_upgrade_from_client_side_apply(
+    fake_apiserver: FakeApiServer, kubectl: Kubectl
+) -> None:
+    """Kubectl apply --server-side after a client-side apply takes the fields over.
+
+    As kube-apiserver does for the kubectl manager while the object matches its
+    last-applied-configuration: no conflict with kubectl-client-side-apply.
+    """
+    widgets = register_widgets(fake_apiserver)
+    await kubectl.run("apply", NO_OPENAPI, "-f", manifest(kubectl, color="red"))
+    assert managers(fake_apiserver, widgets) == {"kubectl-client-side-apply/Update"}
+    out = await kubectl.run(
+        "apply", "--server-side", NO_OPENAPI, "-f", manifest(kubectl, color="blue")
+    )
+    assert b"serverside-applied" in out.stdout
+    assert fake_apiserver.get(widgets, "w1")["spec"] == {"color": "blue"}
+    assert "kubectl/Apply" in managers(fake_apiserver, widgets)

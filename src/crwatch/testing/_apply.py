@@ -12,8 +12,8 @@ a field another manager owns, unless ``force=true``.
 `FieldTracker.track` is the one place the write path computes the new managed fields, after
 the object is final (the caller has admitted it). `merge_apply` builds the object an apply
 asks for. Left out (see docs/testing.md): version conversion of managed fields, the
-"ancient-changes" cap on Update entries, the client-side-apply to server-side-apply
-upgrade of ``last-applied-configuration``.
+"ancient-changes" cap on Update entries, keeping ``last-applied-configuration`` in step
+with server-side applies.
 """
 
 from __future__ import annotations
@@ -305,12 +305,17 @@ class FieldTracker:
         removed = _clean(removed, ignored)
         me = op.key
         trees: dict[int, Obj] = {}
+        force = op.force or op.operation != APPLY
+        if not force:
+            conflicting = {p for k, e in entries.items() if k != me for p in e.fields & changed}
+            if conflicting and conflicting <= _client_side_applied(shape, old, op, ignored):
+                force = True
         conflicts: list[tuple[str, str]] = []
         for key, entry in entries.items():
             if key == me:
                 continue
             taken = entry.fields & changed
-            if taken and op.operation == APPLY and not op.force:
+            if taken and not force:
                 conflicts.extend((path_string(p), entry.label()) for p in sorted(taken))
                 continue
             lost = taken | (entry.fields & removed)
@@ -371,6 +376,35 @@ class FieldTracker:
             },
         )
         return encoded
+
+
+LAST_APPLIED: Final = "kubectl.kubernetes.io/last-applied-configuration"
+
+
+def _client_side_applied(
+    shape: Shape, old: Obj | None, op: Operation, ignored: tuple[str, tuple[Path, ...]]
+) -> set[Path]:
+    """Fields ``kubectl apply --server-side`` may take over from client-side apply.
+
+    kube-apiserver lets the ``kubectl`` manager's apply take, without conflicts, the fields
+    of the object's ``last-applied-configuration`` annotation while the object still matches
+    it: the documented upgrade from client-side to server-side apply
+    (https://kubernetes.io/docs/reference/using-api/server-side-apply/#upgrading-from-client-side-apply-to-server-side-apply).
+    """
+    if op.manager != "kubectl" or op.operation != APPLY or old is None:
+        return set()
+    text = (old.get("metadata", {}).get("annotations") or {}).get(LAST_APPLIED)
+    try:
+        last = orjson.loads(text) if isinstance(text, str) and text else None
+    except orjson.JSONDecodeError:
+        return set()
+    if not isinstance(last, dict):
+        return set()
+    fields = _clean(field_set(last, shape), ignored)
+    changed, removed = compare(last, old, shape)
+    if (changed | removed) & fields:
+        return set()  # someone changed the object since: no free upgrade
+    return fields
 
 
 def _ignored(subresource: str, reset_status: bool) -> tuple[str, tuple[Path, ...]]:
