@@ -87,6 +87,10 @@ GROUPS = [
     # Recovery: M objects cached, 2 x 1,000 events around the fault (clients/informer_client.py)
     Group("recovery", "5. Recovery: one informer, a fault after 1,000 watch events", "objects",
           ("--objects", "{R}", "--events", "2000"), "R", min_runs=9),
+    # Writes: the client runs crwatch.testing.FakeApiServer itself (no stream server);
+    # R writes of the ~2 KB Widget (clients/fake_writes.py)
+    Group("writes", "6. Writes: FakeApiServer creates and server-side applies", "writes",
+          (), "R", ref="Python-API creates"),
 ]  # fmt: skip
 
 #: The sync rows' untimed full collection after wait_synced() (see informer_client.sync).
@@ -198,6 +202,19 @@ ROWS = [
         detail="backoff {backoff_ms:.0f} ms (default Backoff: 0-800 ms jitter) + relist "
         "{relist_ms:.0f} ms; {relist_events:.0f} events emitted (the objects the watch had "
         "changed)"),
+    # 6. writes against FakeApiServer (target: >= 5,000 applies/s server side)
+    Row("writes", "fake-create-python", "FakeApiServer.create (server-side cost)",
+        "fake_writes:create_python", "floor", detail="{write_us:.0f} us each"),
+    Row("writes", "fake-apply-python", "FakeApiServer.apply, one field changed each time",
+        "fake_writes:apply_python", "crwatch", "target >= 5,000/s",
+        detail="{write_us:.0f} us each"),
+    Row("writes", "fake-apply-handler", "HTTP apply, timed inside the request handler",
+        "fake_writes:apply_handler", "crwatch", "server side: body decode to encoded answer",
+        detail="{handler_us:.0f} us each"),
+    Row("writes", "fake-create-http", "HTTP POST, one at a time (aiohttp, same process)",
+        "fake_writes:create_http", "other", detail="round trip {round_trip_us:.0f} us"),
+    Row("writes", "fake-apply-http", "HTTP apply, one at a time (aiohttp, same process)",
+        "fake_writes:apply_http", "other", detail="round trip {round_trip_us:.0f} us"),
 ]  # fmt: skip
 
 
@@ -579,7 +596,8 @@ def main() -> None:
         count = group.count(n, m, recovery)
         flags = [f.format(N=n, M=m, R=recovery) for f in group.server]
         print(f"[{group.name}] server {' '.join(flags)}", file=sys.stderr, flush=True)
-        with stream_server(flags) as (base, kubeconfig):
+        serving = stream_server(flags) if group.server else contextlib.nullcontext(("", ""))
+        with serving as (base, kubeconfig):
             group_runs = runs if args.smoke else max(runs, group.min_runs)
             for run in range(group_runs):
                 # Every other round in reverse order, so that no row always runs right

@@ -425,16 +425,30 @@ async def test_merge_and_json_patch_over_http(
     assert status == 404  # built-ins accept strategic merge patch (as merge patch)
 
 
-async def test_delete_returns_object_and_404_after(
+async def test_delete_answers_status_success_and_404_after(
     fake_apiserver: FakeApiServer, k8s_api_client: Any
 ) -> None:
-    """DELETE answers 200 with the object; a second DELETE is 404."""
+    """DELETE of a custom resource without finalizers answers a v1 Status Success.
+
+    Its details carry name, group, resource and uid, like kube-apiserver's registry; a
+    second DELETE is 404.
+    """
     widgets = register_widgets(fake_apiserver)
     api = client.CustomObjectsApi(k8s_api_client)
     made = fake_apiserver.create(widgets, widget("a"))
     gone = await api.delete_namespaced_custom_object("example.com", "v1", "default", "widgets", "a")
-    assert gone["metadata"]["uid"] == made["metadata"]["uid"]
-    assert gone["kind"] == "Widget"
+    assert gone == {
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Success",
+        "details": {
+            "name": "a",
+            "group": "example.com",
+            "kind": "widgets",
+            "uid": made["metadata"]["uid"],
+        },
+    }
     with pytest.raises(ApiException) as err:
         await api.delete_namespaced_custom_object("example.com", "v1", "default", "widgets", "a")
     assert err.value.status == 404

@@ -65,12 +65,21 @@ from ._table import (
     partial_list,
     table,
 )
+from ._writes import (
+    APPLY_PATCH,
+    WriteOptions,
+    decode_apply_body,
+    delete_answer,
+    delete_body,
+    write_options,
+)
 
 __all__ = ["DenyRule", "FakeApiServer", "ServerStatistics"]
 
 ResourceRef = ResourceType | tuple[str, str, str]
 
 _JSON: Final = "application/json"
+_PYTHON_MANAGER: Final = "crwatch-testing"
 _PLAIN_404: Final = b"404 page not found\n"
 _BINARY_MEDIA_TYPES: Final = frozenset({"application/vnd.kubernetes.protobuf", "application/cbor"})
 _NAMESPACE_SUBRESOURCES: Final = frozenset({"status", "finalize"})
@@ -265,8 +274,11 @@ class FakeApiServer:
     faults (`faults`) and deny rules (`deny`). The namespace controller and the garbage
     collector run in-process, synchronously after the write that concerns them.
 
-    The Python API (`create`, `get`, `list`, `update`, `patch`, `delete`) runs the same code
-    as HTTP requests, so open watches see its changes. Call it from the event loop thread.
+    The Python API (`create`, `get`, `list`, `update`, `patch`, `apply`, `delete`) runs the
+    same code as HTTP requests, so open watches see its changes. Call it from the event loop
+    thread. Writes record ``metadata.managedFields`` and take ``dry_run=True``; over HTTP,
+    ``dryRun=All`` and server-side apply (``application/apply-patch+yaml``) work as on
+    kube-apiserver.
 
     Keyword-only knobs:
 
@@ -295,12 +307,14 @@ class FakeApiServer:
       ``False`` behaves like a control plane without kube-controller-manager (envtest).
 
     Not implemented: server-side defaulting of legacy watches into streaming lists
-    (PROTOCOL.md §1.5; behaves like a server where that defaulting is off), server-side
-    apply, protobuf/CBOR, CEL validation rules of CRD schemas.
+    (behaves like a server where that defaulting is off), protobuf/CBOR responses, CEL
+    validation rules of CRD schemas.
 
     Custom resources are pruned, defaulted and validated by their CRD's structural schema
     (422 Invalid like kube-apiserver); ``/openapi/v2`` and ``/openapi/v3`` describe every
-    served kind; ``Table`` and ``PartialObjectMetadata`` views are served on request.
+    served kind; ``Table`` and ``PartialObjectMetadata`` views are served on request;
+    server-side apply tracks ``managedFields`` per manager; ``dryRun=All`` checks every
+    write without storing it.
     """
 
     def __init__(
@@ -618,7 +632,15 @@ class FakeApiServer:
                 return str(meta["namespace"])
         return "default"
 
-    def create(self, resource: ResourceRef, obj: Obj, *, namespace: str | None = None) -> Obj:
+    def create(
+        self,
+        resource: ResourceRef,
+        obj: Obj,
+        *,
+        namespace: str | None = None,
+        field_manager: str = _PYTHON_MANAGER,
+        dry_run: bool = False,
+    ) -> Obj:
         """Create an object and return a copy of what was stored.
 
         For namespaced resources the namespace comes from ``namespace``, else from the
@@ -626,11 +648,22 @@ class FakeApiServer:
         test-setup convenience: over HTTP that create answers 404 like a real server).
         Raises `ApiError` where the HTTP API would answer an error (409 AlreadyExists,
         422, 403 in a terminating namespace, ...).
+        ``field_manager`` owns the fields in ``managedFields`` (an ``Update`` entry);
+        ``dry_run=True`` checks everything and returns the object without storing it.
         """
         rtype = self._rtype(resource)
         ns = self._ns(rtype, namespace, obj)
-        self._ensure_namespace(ns)
-        return _copy(self._state.create(rtype, obj, ns))
+        if not dry_run:
+            self._ensure_namespace(ns)
+        return _copy(
+            self._state.create(
+                rtype,
+                obj,
+                ns,
+                op=WriteOptions(field_manager=field_manager).operation(),
+                dry_run=dry_run,
+            )
+        )
 
     def _ensure_namespace(self, namespace: str | None) -> None:
         namespaces = self.resource("", "v1", "namespaces")
@@ -665,6 +698,8 @@ class FakeApiServer:
         *,
         namespace: str | None = None,
         status: bool = False,
+        field_manager: str = _PYTHON_MANAGER,
+        dry_run: bool = False,
     ) -> Obj:
         """Replace an object like PUT (``status=True``: PUT on ``/status``).
 
@@ -673,13 +708,16 @@ class FakeApiServer:
         """
         rtype = self._rtype(resource)
         name = str((obj.get("metadata") or {}).get("name", ""))
+        sub = "status" if status else ""
         return _copy(
             self._state.update(
                 rtype,
                 obj,
                 name,
                 self._ns(rtype, namespace, obj),
-                subresource="status" if status else "",
+                subresource=sub,
+                op=WriteOptions(field_manager=field_manager).operation(subresource=sub),
+                dry_run=dry_run,
             )
         )
 
@@ -692,9 +730,12 @@ class FakeApiServer:
         namespace: str | None = None,
         patch_type: str = "merge",
         status: bool = False,
+        field_manager: str = _PYTHON_MANAGER,
+        dry_run: bool = False,
     ) -> Obj:
         """Patch an object: ``patch_type`` ``"merge"`` (RFC 7386) or ``"json"`` (RFC 6902)."""
         rtype = self._rtype(resource)
+        sub = "status" if status else ""
         return _copy(
             self._state.patch(
                 rtype,
@@ -702,14 +743,60 @@ class FakeApiServer:
                 patch,
                 self._ns(rtype, namespace),
                 patch_type=patch_type,
-                subresource="status" if status else "",
+                subresource=sub,
+                op=WriteOptions(field_manager=field_manager).operation(subresource=sub),
+                dry_run=dry_run,
             )
         )
 
-    def delete(self, resource: ResourceRef, name: str, *, namespace: str | None = None) -> Obj:
+    def apply(
+        self,
+        resource: ResourceRef,
+        obj: Obj,
+        *,
+        field_manager: str,
+        force: bool = False,
+        namespace: str | None = None,
+        status: bool = False,
+        dry_run: bool = False,
+    ) -> Obj:
+        """Server-side apply ``obj`` (an apply configuration) as ``field_manager``.
+
+        Creates the object when it does not exist. Raises `ApiError` 409 Conflict when the
+        configuration changes fields another manager owns, unless ``force=True`` (then
+        this manager takes them over).
+        """
+        rtype = self._rtype(resource)
+        if not field_manager:
+            raise ValueError("server-side apply needs a field_manager")
+        name = str((obj.get("metadata") or {}).get("name", ""))
+        sub = "status" if status else ""
+        opts = WriteOptions(field_manager=field_manager, force=force)
+        ns = self._ns(rtype, namespace, obj)
+        if not dry_run:
+            self._ensure_namespace(ns)
+        applied, _ = self._state.apply(
+            rtype,
+            name,
+            obj,
+            ns,
+            op=opts.operation(apply=True, subresource=sub),
+            subresource=sub,
+            dry_run=dry_run,
+        )
+        return _copy(applied)
+
+    def delete(
+        self,
+        resource: ResourceRef,
+        name: str,
+        *,
+        namespace: str | None = None,
+        dry_run: bool = False,
+    ) -> Obj:
         """Delete an object (only marks it when it has finalizers); return its last state."""
         rtype = self._rtype(resource)
-        return _copy(self._state.delete(rtype, name, self._ns(rtype, namespace)))
+        return _copy(self._state.delete(rtype, name, self._ns(rtype, namespace), dry_run=dry_run))
 
     # -- HTTP -------------------------------------------------------------------------------
 
@@ -942,10 +1029,12 @@ class FakeApiServer:
                     return await self._watch(request, rtype, ns, opts, fault, view)
                 return self._render_list(request, rtype, await self._list(rtype, ns, opts), view)
             if method == "POST":
+                wopts = self._write_options(request, "create")
                 body = await self._read_body(request)
                 if self.auto_create_namespaces:
                     self._ensure_namespace(ns)
-                return self._render(request, rtype, state.create(rtype, body, ns), view, 201)
+                created = state.create(rtype, body, ns, op=wopts.operation(), dry_run=wopts.dry_run)
+                return self._render(request, rtype, created, view, 201)
             if method == "DELETE":
                 return await self._delete_collection(request, rtype, ns)
             return _method_not_allowed()
@@ -956,15 +1045,26 @@ class FakeApiServer:
                 return await self._watch(request, rtype, ns, opts, fault, view)
             return self._render(request, rtype, state.get(rtype, info.name, ns), view)
         if method == "PUT":
+            wopts = self._write_options(request, "update")
             body = await self._read_body(request)
             return self._render(
                 request,
                 rtype,
-                state.update(rtype, body, info.name, ns, subresource=info.subresource),
+                state.update(
+                    rtype,
+                    body,
+                    info.name,
+                    ns,
+                    subresource=info.subresource,
+                    op=wopts.operation(subresource=info.subresource),
+                    dry_run=wopts.dry_run,
+                ),
                 view,
             )
         if method == "PATCH":
             ctype = request.content_type
+            if ctype == APPLY_PATCH:
+                return await self._apply(request, rtype, info, ns)
             kinds = {
                 "application/merge-patch+json": "merge",
                 "application/json-patch+json": "json",
@@ -975,6 +1075,7 @@ class FakeApiServer:
             if patch_type is None:
                 # CRs do not support strategic merge patch [E1]; SSA is not implemented.
                 return _json(status_body(415, "UnsupportedMediaType", _UNSUPPORTED_PATCH), 415)
+            wopts = self._write_options(request, "patch")
             body = await self._read_body(request)
             return self._render(
                 request,
@@ -986,33 +1087,78 @@ class FakeApiServer:
                     ns,
                     patch_type=patch_type,
                     subresource=info.subresource,
+                    op=wopts.operation(subresource=info.subresource),
+                    dry_run=wopts.dry_run,
                 ),
                 view,
             )
         if method == "DELETE":
-            body = await self._read_body(request)
-            pre = body.get("preconditions") if isinstance(body, dict) else None
-            policy, orphan = delete_options(body, request.query)
+            options = delete_body(await self._read_body(request))
+            wopts = self._write_options(request, "delete", body_dry_run=options.get("dryRun"))
+            policy, orphan = delete_options(options, request.query)
             deleted = state.delete(
                 rtype,
                 info.name,
                 ns,
-                preconditions=pre,
+                preconditions=options.get("preconditions"),
                 propagation=policy,
                 orphan_dependents=orphan,
+                dry_run=wopts.dry_run,
             )
-            if orphan is False and deleted["metadata"].get("deletionTimestamp"):
-                return _json(deleted, 202)  # kept for cascading deletion [handlers/delete.go]
-            return _json(deleted)
+            answer, code = delete_answer(rtype, deleted, orphan_dependents=orphan)
+            return _json(answer, code)
         return _method_not_allowed()
+
+    def _write_options(
+        self, request: web.Request, verb: str, *, apply: bool = False, body_dry_run: Any = None
+    ) -> WriteOptions:
+        return write_options(
+            verb,
+            request.query,
+            user_agent=request.headers.get("User-Agent", ""),
+            apply=apply,
+            body_dry_run=body_dry_run,
+        )
+
+    async def _apply(
+        self, request: web.Request, rtype: ResourceType, info: _RequestInfo, ns: str | None
+    ) -> web.StreamResponse:
+        # Server-side apply (PATCH, application/apply-patch+yaml):
+        # https://kubernetes.io/docs/reference/using-api/server-side-apply/
+        opts = self._write_options(request, "patch", apply=True)
+        try:
+            raw = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            raise ApiError(
+                status_body(
+                    413,
+                    "RequestEntityTooLarge",
+                    f"Request entity too large: limit is {self.max_request_bytes}",
+                )
+            ) from None
+        body = decode_apply_body(raw)
+        if self.auto_create_namespaces and not opts.dry_run:
+            self._ensure_namespace(ns)
+        obj, created = self._state.apply(
+            rtype,
+            info.name,
+            body,
+            ns,
+            op=opts.operation(apply=True, subresource=info.subresource),
+            subresource=info.subresource,
+            dry_run=opts.dry_run,
+        )
+        return _json(obj, 201 if created else 200)
 
     async def _delete_collection(
         self, request: web.Request, rtype: ResourceType, ns: str | None
     ) -> web.StreamResponse:
         # Answers the list of deleted (or deletion-marked) objects, like the generic registry.
+        options = delete_body(await self._read_body(request))
+        write = self._write_options(request, "deletecollection", body_dry_run=options.get("dryRun"))
         opts = self._list_options(rtype, request.query, watch=False)
         body = self._state.list_objects(rtype, ns, opts)
-        policy, orphan = delete_options(await self._read_body(request), request.query)
+        policy, orphan = delete_options(options, request.query)
         deleted = []
         with self._state.controllers.hold():  # collect garbage once, after every delete
             for item in body["items"]:
@@ -1026,6 +1172,7 @@ class FakeApiServer:
                             preconditions={"uid": meta.get("uid")},
                             propagation=policy,
                             orphan_dependents=orphan,
+                            dry_run=write.dry_run,
                         )
                     )
                 except ApiError as exc:
@@ -1226,11 +1373,12 @@ class FakeApiServer:
                     continue
                 due = [t for t in (next_bookmark, last_call) if t is not None and now >= t]
                 if due:
+                    final = last_call is not None and now >= last_call
                     if next_bookmark is not None and now >= next_bookmark:
                         next_bookmark = now + interval
-                    if last_call is not None and now >= last_call:
+                    if final:
                         last_call = None
-                    mark = watcher.bookmark(state.rv)
+                    mark = watcher.bookmark(state.rv, last_call=final)
                     if mark is not None:
                         await writer.write([mark])
                     continue

@@ -22,6 +22,7 @@ from typing import Any, Final
 import orjson
 from attrs import field, frozen
 
+from ._apply import APPLY, ApplyConflict, FieldTracker, Operation, conflict_status, merge_apply
 from ._controllers import Controllers
 from ._eventsapi import CORE_EVENT_FIELDS, EVENTS_GROUP, EventsView, served_as
 from ._gc import check_delete_options, deletion_finalizers
@@ -381,6 +382,7 @@ class Watcher:
         self.field_selector = field_selector
         self.filtered = not (label_selector.empty and field_selector.empty)
         self.seq = seq
+        self.start_rv = min_rv  # the RV the watch started from
         self.last_rv = min_rv  # cursor: every event up to here has been considered
         self.sent_rv = min_rv  # the highest RV this client was actually told about
         self.wake = asyncio.Event()
@@ -447,12 +449,21 @@ class Watcher:
             self.wake.clear()
         return out
 
-    def bookmark(self, rv: int, *, initial_events_end: bool = False) -> bytes | None:
-        """Return a BOOKMARK line at ``rv`` if that moves this watch forward (§3.3)."""
+    def bookmark(
+        self, rv: int, *, initial_events_end: bool = False, last_call: bool = False
+    ) -> bytes | None:
+        """Return a BOOKMARK line at ``rv`` if that moves this watch forward (§3.3).
+
+        ``last_call`` is the bookmark due shortly before ``timeoutSeconds``: it goes out
+        whenever ``rv`` is newer than the RV the watch started from, even if the client was
+        already sent an event at ``rv``, as the cacher only compares a bookmark with the
+        watcher's start RV (cacheWatcher.process:
+        https://github.com/kubernetes/kubernetes/blob/master/staging/src/k8s.io/apiserver/pkg/storage/cacher/cache_watcher.go).
+        """
         # Compared with what the client was sent, not with the history cursor: events this
         # watch filtered out (other namespaces, selectors) still move the cache's RV, and
         # the cacher's periodic bookmarks carry that RV to every watcher [S4 dispatchEvents].
-        if rv <= self.sent_rv and not initial_events_end:
+        if rv <= self.sent_rv and not initial_events_end and not (last_call and rv > self.start_rv):
             return None
         self.sent_rv = max(self.sent_rv, rv)
         self.last_rv = max(self.last_rv, rv)
@@ -738,6 +749,7 @@ class ClusterState:
         self._crd_types: dict[str, list[ResourceType]] = {}  # CRD name -> its types
         self._rv_changed = asyncio.Event()
         self.schemas = SchemaRegistry(invalid, bad_request)
+        self.fields = FieldTracker(self._crd_schema)
         for rtype in BUILTIN_TYPES:
             self.register(rtype)
         self.controllers = Controllers(self, NAMESPACE_TYPE, garbage_collector=garbage_collector)
@@ -892,8 +904,20 @@ class ClusterState:
         meta["namespace"] = ns
         return str(ns)
 
-    def create(self, rtype: ResourceType, body: Any, namespace: str | None = None) -> Obj:
-        """Create an object; 409 AlreadyExists when the name is taken."""
+    def create(
+        self,
+        rtype: ResourceType,
+        body: Any,
+        namespace: str | None = None,
+        *,
+        op: Operation | None = None,
+        dry_run: bool = False,
+    ) -> Obj:
+        """Create an object; 409 AlreadyExists when the name is taken.
+
+        ``op`` names the field manager (no ``managedFields`` without one); ``dry_run``
+        runs every check and returns the object without storing it or moving the RV.
+        """
         if rtype == EVENTS_V1_TYPE:
             return self._events_view.create(body, namespace)
         obj = self._check_body(rtype, body)
@@ -971,6 +995,9 @@ class ClusterState:
             meta["generation"] = 1
         elif rtype.plural == "namespaces":
             prepare_namespace(obj)
+        self._track(rtype, None, obj, op)
+        if dry_run:
+            return obj  # not stored: no resourceVersion, no event (DryRunnableStorage.Create)
         rv = self.next_rv()
         meta["resourceVersion"] = str(rv)
         self._record(rtype, "ADDED", obj, None, rv)
@@ -996,6 +1023,8 @@ class ClusterState:
         namespace: str | None = None,
         *,
         subresource: str = "",
+        op: Operation | None = None,
+        dry_run: bool = False,
     ) -> Obj:
         """Replace an object (PUT); 409 Conflict when ``metadata.resourceVersion`` is stale."""
         if rtype == EVENTS_V1_TYPE:
@@ -1026,10 +1055,20 @@ class ClusterState:
                 f"Precondition failed: UID in precondition: {given_uid}, UID in object meta: "
                 f"{old['metadata'].get('uid')}",
             )
-        return self._store_update(rtype, old, obj, subresource)
+        return self._store_update(rtype, old, obj, subresource, op=op, dry_run=dry_run)
 
-    def _store_update(self, rtype: ResourceType, old: Obj, obj: Obj, subresource: str) -> Obj:
+    def _store_update(
+        self,
+        rtype: ResourceType,
+        old: Obj,
+        obj: Obj,
+        subresource: str,
+        *,
+        op: Operation | None = None,
+        dry_run: bool = False,
+    ) -> Obj:
         old_meta = old["metadata"]
+        incoming = obj["metadata"].get("managedFields")
         if subresource == "status":
             # The status subresource changes only status [E3 statusStrategy].
             new = {**old, "status": obj["status"]} if "status" in obj else dict(old)
@@ -1062,6 +1101,11 @@ class ClusterState:
         new = self.admit(rtype, new, old)
         meta = new["metadata"]
         meta["resourceVersion"] = old_meta["resourceVersion"]
+        if subresource != "status":
+            meta.pop("managedFields", None)
+        self._track(
+            rtype, old, new, op, incoming=None if subresource else incoming, subresource=subresource
+        )
         if (
             old_meta.get("deletionTimestamp")
             and not meta.get("finalizers")
@@ -1071,7 +1115,7 @@ class ClusterState:
         ):
             # Removing the last finalizer of a deleting object deletes it; the DELETED event
             # carries the last *stored* state [S16 ShouldDeleteDuringUpdate].
-            return self._remove(rtype, old)
+            return self._remove(rtype, old, dry_run=dry_run)
         if new == old:
             return old  # no-op writes are not stored and produce no event
         if "generation" in old_meta:
@@ -1080,6 +1124,8 @@ class ClusterState:
                 k: v for k, v in old.items() if k not in skip
             }:
                 meta["generation"] = int(old_meta["generation"]) + 1
+        if dry_run:
+            return new  # keeps the stored resourceVersion (DryRunnableStorage.GuaranteedUpdate)
         rv = self.next_rv()
         meta["resourceVersion"] = str(rv)
         self._record(rtype, "MODIFIED", new, old, rv)
@@ -1096,6 +1142,8 @@ class ClusterState:
         *,
         patch_type: str = "merge",
         subresource: str = "",
+        op: Operation | None = None,
+        dry_run: bool = False,
     ) -> Obj:
         """Apply a ``"merge"`` (RFC 7386) or ``"json"`` (RFC 6902) patch."""
         if rtype == EVENTS_V1_TYPE:
@@ -1136,7 +1184,128 @@ class ClusterState:
                 "and try again",
             )
         obj = self._check_body(rtype, patched)
-        return self._store_update(rtype, old, obj, subresource)
+        if obj["metadata"].get("managedFields") == old["metadata"].get("managedFields"):
+            # Untouched by the patch: the stored ones, not a client's replacement (a patch
+            # that sets them, e.g. to [{}] to reset them, replaces them as an update does).
+            obj["metadata"].pop("managedFields", None)
+        return self._store_update(rtype, old, obj, subresource, op=op, dry_run=dry_run)
+
+    def apply(
+        self,
+        rtype: ResourceType,
+        name: str,
+        body: Any,
+        namespace: str | None = None,
+        *,
+        op: Operation,
+        subresource: str = "",
+        dry_run: bool = False,
+    ) -> tuple[Obj, bool]:
+        """Server-side apply; return the object and whether the apply created it.
+
+        Raises `ApiError` 409 with the conflicting fields and managers (unless ``op.force``).
+        """
+        if not isinstance(body, dict):
+            raise bad_request("the object provided is not a JSON object")
+        meta = body.get("metadata")
+        if not isinstance(meta, dict) or not body.get("apiVersion") or not body.get("kind"):
+            raise bad_request("apiVersion, kind and metadata must be set in an apply configuration")
+        if meta.get("managedFields") is not None:
+            # fieldmanager: "metadata.managedFields must be nil" (a BadRequest)
+            raise bad_request("metadata.managedFields must be nil")
+        if meta.get("name") not in (None, name):
+            raise bad_request(
+                f"the name of the object ({meta.get('name')}) does not match the name on "
+                f"the URL ({name})"
+            )
+        ns = namespace if rtype.namespaced else None
+        if ns and meta.get("namespace") not in (None, "", ns):
+            raise bad_request(
+                "the namespace of the provided object does not match the namespace sent on the "
+                "request"
+            )
+        key = _key(ns or "", name)
+        live = self.collection(rtype).objects.get(key)
+        reset_status = rtype.status_subresource and not rtype.builtin
+        shape = self.fields.shape(rtype.group, rtype.plural, rtype.version, builtin=rtype.builtin)
+        config = {**body, "metadata": {**meta, "name": name}}
+        if live is None and subresource:
+            raise rtype.not_found(name)
+        merged, applied = merge_apply(
+            shape, live, config, _with_applied(op, frozenset()), reset_status=reset_status
+        )
+        op = _with_applied(op, applied)
+        try:
+            if live is None:
+                return self.create(rtype, merged, ns, op=op, dry_run=dry_run), True
+            given_rv = meta.get("resourceVersion")
+            if given_rv and given_rv != live["metadata"]["resourceVersion"]:
+                raise rtype.conflict(
+                    name,
+                    "the object has been modified; please apply your changes to the latest "
+                    "version and try again",
+                )
+            given_uid = meta.get("uid")
+            if given_uid and given_uid != live["metadata"].get("uid"):
+                raise rtype.conflict(
+                    name,
+                    f"Precondition failed: UID in precondition: {given_uid}, UID in object "
+                    f"meta: {live['metadata'].get('uid')}",
+                )
+            obj = self._check_body(rtype, merged)
+            obj["metadata"].pop("managedFields", None)
+            return self._store_update(rtype, live, obj, subresource, op=op, dry_run=dry_run), False
+        except ApplyConflict as exc:
+            raise ApiError(conflict_status(exc)) from None
+
+    def _track(
+        self,
+        rtype: ResourceType,
+        old: Obj | None,
+        new: Obj,
+        op: Operation | None,
+        *,
+        incoming: Any = None,
+        subresource: str = "",
+    ) -> None:
+        """Set ``new``'s ``metadata.managedFields`` for ``op`` (none without a manager)."""
+        meta = new["metadata"]
+        if op is None:
+            if old is not None and "managedFields" in old["metadata"]:
+                meta["managedFields"] = old["metadata"]["managedFields"]
+            return
+        shape = self.fields.shape(rtype.group, rtype.plural, rtype.version, builtin=rtype.builtin)
+        if op.subresource != subresource or op.api_version != rtype.api_version:
+            op = Operation(
+                op.manager,
+                op.operation,
+                rtype.api_version,
+                subresource,
+                op.force,
+                op.applied,
+            )
+        managed = self.fields.track(
+            shape,
+            old,
+            new,
+            op,
+            now=format_time(self._now()),
+            reset_status=rtype.status_subresource and not rtype.builtin,
+            incoming=incoming,
+        )
+        if managed:
+            meta["managedFields"] = managed
+        else:
+            meta.pop("managedFields", None)
+
+    def _crd_schema(self, group: str, plural: str, version: str) -> Any:
+        crd = self.collection(CRD_TYPE).objects.get(f"{plural}.{group}")
+        if crd is None:
+            return None
+        for ver in crd.get("spec", {}).get("versions") or ():
+            if isinstance(ver, dict) and ver.get("name") == version:
+                return (ver.get("schema") or {}).get("openAPIV3Schema")
+        return None
 
     def delete(
         self,
@@ -1147,6 +1316,7 @@ class ClusterState:
         preconditions: Mapping[str, Any] | None = None,
         propagation: str | None = None,
         orphan_dependents: bool | None = None,
+        dry_run: bool = False,
     ) -> Obj:
         """Delete an object (or only mark it, when it has finalizers).
 
@@ -1154,6 +1324,8 @@ class ClusterState:
         ``orphan_dependents`` say what the garbage collector does with its dependents.
         """
         if rtype == EVENTS_V1_TYPE:
+            if dry_run:
+                return self._events_view.get(name, namespace)
             return self._events_view.delete(
                 name,
                 namespace,
@@ -1180,6 +1352,9 @@ class ClusterState:
             )
         if rtype == NAMESPACE_TYPE:
             self.controllers.namespaces.admit_delete(name)
+            if dry_run:  # what the namespace would look like once marked Terminating
+                when = meta.get("deletionTimestamp") or format_time(self._now())
+                return {**old, "metadata": {**meta, "deletionTimestamp": when}}
             return self.controllers.namespaces.delete(old)
         finalizers = list(meta.get("finalizers") or ())
         if self.controllers.gc is not None:
@@ -1188,6 +1363,8 @@ class ClusterState:
             if meta.get("deletionTimestamp"):
                 if finalizers == list(meta.get("finalizers") or ()):
                     return old
+                if dry_run:
+                    return {**old, "metadata": {**meta, "finalizers": finalizers}}
                 # A second DELETE may switch the propagation policy (generic registry
                 # store.go, updateForGracefulDeletionAndFinalizers).
                 return self.store_modified(
@@ -1199,14 +1376,18 @@ class ClusterState:
             new_meta["deletionGracePeriodSeconds"] = 0
             if "generation" in meta:
                 new_meta["generation"] = int(meta["generation"]) + 1
+            if dry_run:
+                return {**old, "metadata": new_meta}
             rv = self.next_rv()
             new_meta["resourceVersion"] = str(rv)
             new = {**old, "metadata": new_meta}
             self._record(rtype, "MODIFIED", new, old, rv)
             return new
-        return self._remove(rtype, old)
+        return self._remove(rtype, old, dry_run=dry_run)
 
-    def _remove(self, rtype: ResourceType, old: Obj) -> Obj:
+    def _remove(self, rtype: ResourceType, old: Obj, *, dry_run: bool = False) -> Obj:
+        if dry_run:
+            return old  # DryRunnableStorage.Delete: checks only
         if rtype == CRD_TYPE:
             self._drop_crd(old)
         rv = self.next_rv()
@@ -1535,3 +1716,7 @@ def _served(obj: Obj, rtype: ResourceType) -> Obj:
     if obj.get("apiVersion") != rtype.api_version:
         return served_as(obj, rtype.api_version)
     return obj
+
+
+def _with_applied(op: Operation, applied: frozenset[tuple[str, ...]]) -> Operation:
+    return Operation(op.manager, APPLY, op.api_version, op.subresource, op.force, applied)
