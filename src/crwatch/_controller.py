@@ -525,12 +525,24 @@ class Controller(Generic[T]):
             InvalidOptionError: the controller does not watch ``resource``.
             CrwatchError: the controller is not running.
         """
+        return self.informer(resource).store
+
+    def informer(self, resource: Resource | str | None = None) -> Informer:
+        """Return the (shared) informer of a watched resource (default: the primary one).
+
+        Use it to wait for a write to reach the cache (:meth:`Informer.wait_for`) or to
+        read its statistics; its subscribers are shared with every user of the informer.
+
+        Raises:
+            InvalidOptionError: the controller does not watch ``resource``.
+            CrwatchError: the controller is not running.
+        """
         wanted = self._resource if resource is None else _as_resource(resource, "resource")
         for watched in self._watched:
             if _same(watched.resource, wanted):
                 if watched.informer is None:
                     raise CrwatchError(f"controller {self.name}: not running")
-                return watched.informer.store
+                return watched.informer
         names = ", ".join(str(w.resource) for w in self._watched)
         raise InvalidOptionError(
             f"controller {self.name} does not watch {wanted}; it watches {names}"
@@ -568,7 +580,7 @@ class Controller(Generic[T]):
         self._informers = informers
         try:
             for watched in self._watched:
-                self._subscribe(informers, watched)
+                await self._subscribe(informers, watched)
             task_group = anyio.create_task_group()
             await task_group.__aenter__()
         except BaseException:
@@ -578,11 +590,11 @@ class Controller(Generic[T]):
         task_group.start_soon(self._start, name=f"crwatch.controller {self.name}")
         return self
 
-    def _subscribe(self, informers: SharedInformers, watched: _Watched) -> None:
+    async def _subscribe(self, informers: SharedInformers, watched: _Watched) -> None:
         resource = watched.resource
         namespace = self._namespace if resource.namespaced is not False else None
         if watched.kind == "primary":
-            informer = informers.acquire(
+            informer = await informers.acquire(
                 self._client,
                 resource,
                 namespace=namespace,
@@ -594,7 +606,7 @@ class Controller(Generic[T]):
                 self._on_primary, *self._predicates, name=f"controller {self.name}"
             )
             return
-        informer = informers.acquire(self._client, resource, namespace=namespace)
+        informer = await informers.acquire(self._client, resource, namespace=namespace)
         watched.informer = informer
         if watched.kind == "owns":
             callback = self._owner_callback(watched)
@@ -624,15 +636,17 @@ class Controller(Generic[T]):
     ) -> bool | None:
         task_group = self._task_group
         assert task_group is not None
-        with anyio.CancelScope(shield=True):
-            try:
+        try:
+            with anyio.CancelScope(shield=True):
                 await self._stop_workers()
+        finally:
+            # Task groups are left in the task and order they were entered in, outside
+            # any new cancel scope (anyio's rule); leaving one waits for its tasks anyway.
+            task_group.cancel_scope.cancel()
+            try:
+                await task_group.__aexit__(None, None, None)
             finally:
-                task_group.cancel_scope.cancel()
-                try:
-                    await task_group.__aexit__(None, None, None)
-                finally:
-                    await self._release()
+                await self._release()
         fatal = self._fatal
         if fatal is not None and (exc is None or isinstance(exc, anyio.get_cancelled_exc_class())):
             raise fatal

@@ -20,7 +20,7 @@ from types import TracebackType
 from typing import Any
 
 import anyio
-from anyio.abc import TaskGroup
+from anyio.abc import TaskGroup, TaskStatus
 
 from ._client import Client
 from ._exceptions import CrwatchError, InvalidOptionError
@@ -123,7 +123,7 @@ class SharedInformers:
             self._owner = None
         return None
 
-    def acquire(
+    async def acquire(
         self,
         client: Client,
         resource: Resource,
@@ -134,7 +134,8 @@ class SharedInformers:
     ) -> Informer:
         """Return the shared informer of this selection, starting it if it is new.
 
-        Each ``acquire`` must be paired with a :meth:`release` of the same informer.
+        Returns once the informer runs (it may not have synced yet). Each ``acquire``
+        must be paired with a :meth:`release` of the same informer.
 
         Raises:
             CrwatchError: the registry is not running.
@@ -164,8 +165,10 @@ class SharedInformers:
             )
             entry = _Entry(key, informer)
             self._entries[key] = entry
-            task_group.start_soon(self._host, entry, name=f"crwatch.shared {resource}")
-        entry.users += 1
+            entry.users += 1
+            await task_group.start(self._host, entry, name=f"crwatch.shared {resource}")
+        else:
+            entry.users += 1
         return entry.informer
 
     def release(self, informer: Informer) -> None:
@@ -193,12 +196,19 @@ class SharedInformers:
                 return entry.error
         return None
 
-    async def _host(self, entry: _Entry) -> None:
+    async def _host(
+        self, entry: _Entry, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        started = False
         try:
             with entry.scope:
                 async with entry.informer:
+                    task_status.started()
+                    started = True
                     await anyio.sleep_forever()
         except Exception as exc:
+            if not started:
+                task_status.started()
             # The informer failed for good (a 403 with on_auth_error="raise"...): its users
             # see the error through wait_synced() and wait_stopped().
             entry.error = exc
