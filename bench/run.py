@@ -50,12 +50,12 @@ class Group:
     title: str
     unit: str  # "events" or "objects"
     server: tuple[str, ...]  # _stream_server.py flags, {N} = events, {M} = objects
-    size: str  # "N" (events), "M" (objects) or "R" (recovery objects): ``--count``
+    size: str  # "N" (events), "M" (objects), "R" (recovery), "C" (controller objects)
     ref: str = "floor"  # what the ×floor column compares against, in the table's header
     min_runs: int = 0  # at least this many runs (a jittered figure needs more than five)
 
-    def count(self, n: int, m: int, r: int) -> int:
-        return {"N": n, "M": m, "R": r}[self.size]
+    def count(self, n: int, m: int, r: int, c: int = 10_000) -> int:
+        return {"N": n, "M": m, "R": r, "C": c}[self.size]
 
 
 @dataclass(frozen=True)
@@ -87,6 +87,11 @@ GROUPS = [
     # Recovery: M objects cached, 2 x 1,000 events around the fault (clients/informer_client.py)
     Group("recovery", "5. Recovery: one informer, a fault after 1,000 watch events", "objects",
           ("--objects", "{R}", "--events", "2000"), "R", min_runs=9),
+    # The queue rows need no server traffic (bench/clients/controller_client.py).
+    Group("queue", "6. Work queue: N keys added in bursts of 100, 4 workers, no-op reconcile",
+          "keys", ("--events", "1"), "N"),
+    Group("controller", "7. Controller: first reconcile of every object (4 workers, no-op)",
+          "objects", ("--objects", "{C}"), "C"),
 ]  # fmt: skip
 
 #: The sync rows' untimed full collection after wait_synced() (see informer_client.sync).
@@ -198,6 +203,18 @@ ROWS = [
         detail="backoff {backoff_ms:.0f} ms (default Backoff: 0-800 ms jitter) + relist "
         "{relist_ms:.0f} ms; {relist_events:.0f} events emitted (the objects the watch had "
         "changed)"),
+    # 6. work queue
+    Row("queue", "queue-floor", "floor: asyncio.Queue put_nowait/get/task_done",
+        "controller_client:queue_floor", "floor", "no dedup, no processing set"),
+    Row("queue", "queue-crwatch", "crwatch.WorkQueue add/get/done",
+        "controller_client:queue_crwatch", "crwatch", "target >= 0.5x floor",
+        detail="mean queue latency {latency_mean_us:.0f} us"),
+    # 7. controller
+    Row("controller", "controller-floor", "floor: Informer wait_synced()",
+        "controller_client:informer_sync", "floor"),
+    Row("controller", "controller-crwatch", "crwatch.Controller: every key reconciled once",
+        "controller_client:controller_first_pass", "crwatch", "target <= 1.3x floor (time)",
+        detail="{reconciles:.0f} reconciles"),
 ]  # fmt: skip
 
 
@@ -371,7 +388,10 @@ def table(outcomes: list[Outcome], machine: dict[str, Any], config: dict[str, An
         if not members:
             continue
         size = group.count(
-            config["events"], config["objects"], config.get("recovery_objects", 10_000)
+            config["events"],
+            config["objects"],
+            config.get("recovery_objects", 10_000),
+            config.get("controller_objects", 10_000),
         )
         ref = f" (×floor: against {group.ref})" if group.ref != "floor" else ""
         sections.append((len(lines), f"{group.title} — {size:,} {group.unit}{ref}"))
@@ -549,11 +569,13 @@ def main() -> None:
     n = args.events or (20_000 if args.quick else 200_000)
     m = args.objects or (10_000 if args.quick else 100_000)
     recovery = 1_000 if args.smoke else 10_000  # recovery: objects cached before the fault
+    controller_objects = 200 if args.smoke else 10_000  # controller: objects reconciled
     runs = args.runs or (3 if args.quick else 5)
     config = {
         "events": n,
         "objects": m,
         "recovery_objects": recovery,
+        "controller_objects": controller_objects,
         "runs": runs,
         "quick": args.quick,
         "only": args.only,
@@ -576,8 +598,8 @@ def main() -> None:
         members = [o for o in outcomes if o.row.group == group.name and o.row.target]
         if not members:
             continue
-        count = group.count(n, m, recovery)
-        flags = [f.format(N=n, M=m, R=recovery) for f in group.server]
+        count = group.count(n, m, recovery, controller_objects)
+        flags = [f.format(N=n, M=m, R=recovery, C=controller_objects) for f in group.server]
         print(f"[{group.name}] server {' '.join(flags)}", file=sys.stderr, flush=True)
         with stream_server(flags) as (base, kubeconfig):
             group_runs = runs if args.smoke else max(runs, group.min_runs)

@@ -25,18 +25,20 @@ from __future__ import annotations
 import inspect
 import logging
 import math
+import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Final, Generic, Literal, Protocol, TypeVar, runtime_checkable
 
 import anyio
 import anyio.from_thread
+import anyio.lowlevel
 import anyio.to_thread
 from anyio.abc import TaskGroup
 from attrs import field, frozen
 
 from ._client import Client
-from ._clock import Clock, validate_clock
+from ._clock import Clock, default_clock, validate_clock
 from ._events import Event, EventType, object_key
 from ._exceptions import (
     CrwatchError,
@@ -73,7 +75,6 @@ T = TypeVar("T")
 Mapper = Callable[[dict[str, Any]], "Iterable[str | Mapping[str, Any]] | str | None"]
 
 _DELETED: Final = EventType.DELETED
-_TIMED_OUT: Final = object()
 
 
 @frozen
@@ -123,6 +124,11 @@ class Action:
     def await_change(cls) -> Action:
         """Do nothing until the object (or something mapped to it) changes; same as ``None``."""
         return cls("await_change")
+
+
+_AWAIT_CHANGE: Final = Action("await_change")
+_YIELD_EVERY: Final = 32  # reconciles a worker runs at most without yielding to the loop
+_BACKOFF: Final = Action("backoff")
 
 
 @runtime_checkable
@@ -313,6 +319,20 @@ def _positive_or_none(name: str, value: object) -> float | None:
     return float(value)
 
 
+class _Slot:
+    """One worker's state, for the watchdog and the shutdown."""
+
+    __slots__ = ("deadline", "key", "reported", "scope", "started", "timed_out")
+
+    def __init__(self) -> None:
+        self.key: str | None = None  # the key being reconciled, None between reconciles
+        self.started = 0.0
+        self.deadline = math.inf
+        self.reported = False  # the watchdog has dealt with this reconcile's deadline
+        self.timed_out = False  # the watchdog cancelled ``scope`` for the deadline
+        self.scope: anyio.CancelScope | None = None
+
+
 class _Watched:
     """One informer the controller uses, and how its events become keys."""
 
@@ -484,7 +504,14 @@ class Controller(Generic[T]):
         self._fatal: BaseException | None = None
         self._kind = self._resource.kind
         self._thread_limiter = anyio.CapacityLimiter(workers)
-        self._in_flight: dict[str, anyio.CancelScope] = {}
+        self._slots = tuple(_Slot() for _ in range(workers))
+        self._stopping = False
+        self._watchdog_idle: anyio.Event | None = None
+        self._get_object: Callable[[str], dict[str, Any] | None] = lambda key: None
+        # The default clock is the event loop's, which on asyncio is time.monotonic().
+        self._now: Callable[[], float] = (
+            time.monotonic if self._clock is default_clock() else self._clock.now
+        )
         self._durations = _Histogram()
         self._reconciles = 0
         self._errors = 0
@@ -500,7 +527,7 @@ class Controller(Generic[T]):
     def __repr__(self) -> str:
         return (
             f"<crwatch.Controller {self.name!r} workers={self._workers} "
-            f"active={len(self._in_flight)} depth={len(self._queue)}>"
+            f"active={self._active()} depth={len(self._queue)}>"
         )
 
     @property
@@ -656,24 +683,28 @@ class Controller(Generic[T]):
         """Stop taking keys; let running reconciles finish until the deadline, then cancel."""
         queue = self._queue
         queue.shutdown()
-        if self._in_flight:
+        running = [slot for slot in self._slots if slot.key is not None]
+        if running:
             log.info(
                 "controller %s: stopping; waiting up to %g s for %d running reconciles",
                 self.name,
                 self._shutdown_timeout,
-                len(self._in_flight),
+                len(running),
             )
             with self._clock.move_on_at(self._clock.now() + self._shutdown_timeout):
                 await queue.wait_idle()
-        for key, scope in list(self._in_flight.items()):
-            log.warning(
-                "controller %s: reconcile of %s cancelled: still running %g s after shutdown",
-                self.name,
-                key,
-                self._shutdown_timeout,
-            )
-            self._cancelled += 1
-            scope.cancel()
+        self._stopping = True
+        for slot in self._slots:
+            if slot.key is not None:
+                log.warning(
+                    "controller %s: reconcile of %s cancelled: still running %g s after shutdown",
+                    self.name,
+                    slot.key,
+                    self._shutdown_timeout,
+                )
+                self._cancelled += 1
+            if slot.scope is not None:
+                slot.scope.cancel()
 
     def _fail(self, error: BaseException) -> None:
         if self._fatal is None:
@@ -698,10 +729,15 @@ class Controller(Generic[T]):
         except CrwatchError as exc:
             self._fail(exc)
             return
+        primary = self._watched[0].informer
+        assert primary is not None
+        self._get_object = primary.store.get
         self._synced = True
         log.info("controller %s: caches synced; starting %d workers", self.name, self._workers)
-        for i in range(self._workers):
-            task_group.start_soon(self._worker, name=f"crwatch.worker {self.name} {i}")
+        for i, slot in enumerate(self._slots):
+            task_group.start_soon(self._worker, slot, name=f"crwatch.worker {self.name} {i}")
+        if self._reconcile_timeout is not None:
+            task_group.start_soon(self._watchdog, name=f"crwatch.watchdog {self.name}")
         if self._resync is not None:
             task_group.start_soon(self._resync_loop, name=f"crwatch.resync {self.name}")
 
@@ -873,37 +909,61 @@ class Controller(Generic[T]):
         log.error("%s", error, exc_info=cause)
 
     # --- workers ---
+    #
+    # Each worker runs its reconciles inside one long-lived cancel scope, shielded so that a
+    # shutdown lets running reconciles finish (_stop_workers cancels the scopes once
+    # shutdown_timeout has passed). One watchdog task cancels the scope of a worker whose
+    # async reconcile ran past reconcile_timeout; that worker then opens a new scope. A
+    # cancel scope per reconcile (two, with the deadline) cost more than the rest of the
+    # controller's per-key work together (bench/, the controller row).
 
-    async def _worker(self) -> None:
+    async def _worker(self, slot: _Slot) -> None:
         queue = self._queue
-        in_flight = self._in_flight
-        while True:
-            try:
-                key = await queue.get()
-            except QueueShutDown:
-                return
-            # Shielded: a shutdown lets running reconciles finish (_stop_workers cancels
-            # this scope once shutdown_timeout has passed).
+        taken = 0
+        while not self._stopping:
             with anyio.CancelScope(shield=True) as scope:
-                in_flight[key] = scope
-                try:
-                    await self._process(key)
-                finally:
-                    del in_flight[key]
-                    queue.done(key)
+                slot.scope = scope
+                while True:
+                    taken += 1
+                    if not taken % _YIELD_EVERY:
+                        # get() does not yield while keys wait, nor may a reconcile: let
+                        # the informers and the other workers run now and then.
+                        await anyio.lowlevel.checkpoint()
+                    try:
+                        key = await queue.get()
+                    except QueueShutDown:
+                        return
+                    try:
+                        await self._process(key, slot)
+                    finally:
+                        slot.key = None
+                        queue.done(key)
+                    if slot.timed_out:
+                        # The watchdog cancelled this scope as the reconcile was ending:
+                        # leave it before the cancellation hits the next key.
+                        break
+            slot.timed_out = False
 
-    async def _process(self, key: str) -> None:
-        queue = self._queue
-        primary = self._watched[0].informer
-        assert primary is not None
-        ctx: Context[T] = Context(self, key, primary.store.get(key), queue.num_requeues(key))  # type: ignore[arg-type]
-        clock = self._clock
-        started = clock.now()
+    async def _process(self, key: str, slot: _Slot) -> None:
+        ctx: Context[T] = Context(self, key, self._get_object(key), self._queue.num_requeues(key))  # type: ignore[arg-type]
+        now = self._now
+        started = now()
+        slot.key = key
+        slot.started = started
+        slot.reported = False
+        timeout = self._reconcile_timeout
+        if timeout is not None:
+            slot.deadline = started + timeout
+            if self._watchdog_idle is not None:
+                self._watchdog_idle.set()
         action: Action
         try:
-            result = await self._call(ctx, started)
+            if self._async:
+                result = await self._reconcile(ctx)  # type: ignore[misc]
+            else:
+                result = await self._call_sync(ctx)
             if result is None:
-                action = Action("await_change")
+                action = _AWAIT_CHANGE
             elif isinstance(result, Action):
                 action = result
             else:
@@ -915,66 +975,67 @@ class Controller(Generic[T]):
                 )
         except Exception as exc:
             action = self._failed(ctx, exc)
+        except anyio.get_cancelled_exc_class():
+            if slot.timed_out and not self._stopping:
+                assert timeout is not None
+                self._timeouts += 1
+                self._apply(
+                    key,
+                    self._failed(
+                        ctx,
+                        ReconcileTimeout(
+                            f"controller {self.name}: reconcile of {key} ran past its "
+                            f"{timeout:g} s deadline and was cancelled",
+                            key=key,
+                            controller=self.name,
+                            timeout=timeout,
+                        ),
+                    ),
+                )
+            raise
         finally:
             self._reconciles += 1
-            self._durations.observe(max(0.0, clock.now() - started))
+            self._durations.observe(max(0.0, now() - started))
         self._apply(key, action)
 
-    async def _call(self, ctx: Context[T], started: float) -> object:
-        timeout = self._reconcile_timeout
-        if self._async:
-            if timeout is None:
-                return await self._reconcile(ctx)  # type: ignore[misc]
-            result: object = _TIMED_OUT
-            with self._clock.move_on_at(started + timeout):
-                result = await self._reconcile(ctx)  # type: ignore[misc]
-            if result is not _TIMED_OUT:
-                return result
-            # Only the deadline's cancellation is absorbed by the block.
-            self._timeouts += 1
-            raise ReconcileTimeout(
-                f"controller {self.name}: reconcile of {ctx.key} ran past its "
-                f"{timeout:g} s deadline and was cancelled",
-                key=ctx.key,
-                controller=self.name,
-                timeout=timeout,
-            )
+    async def _call_sync(self, ctx: Context[T]) -> object:
+        """Run a sync reconcile in a worker thread (it cannot be cancelled)."""
         ctx._in_thread = True
-        if timeout is None:
-            return await anyio.to_thread.run_sync(
-                self._reconcile, ctx, limiter=self._thread_limiter
-            )
-        outcome: list[tuple[bool, Any]] = []
-        async with anyio.create_task_group() as task_group:
+        return await anyio.to_thread.run_sync(self._reconcile, ctx, limiter=self._thread_limiter)
 
-            async def watchdog() -> None:
-                await self._clock.sleep_until(started + timeout)
-                self._timeouts += 1
-                log.error(
-                    "controller %s: reconcile of %s still running past its %g s deadline "
-                    "(a sync reconcile cannot be cancelled)",
-                    self.name,
-                    ctx.key,
-                    timeout,
-                )
-
-            task_group.start_soon(watchdog)
-            try:
-                outcome.append(
-                    (
-                        True,
-                        await anyio.to_thread.run_sync(
-                            self._reconcile, ctx, limiter=self._thread_limiter
-                        ),
+    async def _watchdog(self) -> None:
+        """Cancel async reconciles past their deadline; report sync ones."""
+        timeout = self._reconcile_timeout
+        assert timeout is not None
+        clock = self._clock
+        slots = self._slots
+        while True:
+            running = [s.deadline for s in slots if s.key is not None and not s.reported]
+            if not running:
+                idle = anyio.Event()
+                self._watchdog_idle = idle
+                await idle.wait()
+                self._watchdog_idle = None
+                continue
+            await clock.sleep_until(min(running))
+            now = self._now()
+            for slot in slots:
+                if slot.key is None or slot.reported or slot.deadline > now:
+                    continue
+                slot.reported = True
+                if self._async:
+                    slot.timed_out = True
+                    if slot.scope is not None:
+                        slot.scope.cancel()
+                else:
+                    self._timeouts += 1
+                    log.error(
+                        "controller %s: reconcile of %s still running past its %g s deadline "
+                        "(a sync reconcile cannot be cancelled)",
+                        self.name,
+                        slot.key,
+                        timeout,
                     )
-                )
-            except Exception as exc:  # raised below, outside the task group (not grouped)
-                outcome.append((False, exc))
-            task_group.cancel_scope.cancel()
-        ok, value = outcome[0]
-        if not ok:
-            raise value
-        return value
 
     def _failed(self, ctx: Context[T], error: Exception) -> Action:
         self._errors += 1
@@ -993,7 +1054,7 @@ class Controller(Generic[T]):
             )
         policy = self._error_policy
         if policy is None:
-            return Action("backoff")
+            return _BACKOFF
         try:
             action: object = policy(ctx, error)
         except Exception as exc:
@@ -1004,9 +1065,9 @@ class Controller(Generic[T]):
                 exc,
                 exc_info=exc,
             )
-            return Action("backoff")
+            return _BACKOFF
         if action is None:
-            return Action("await_change")
+            return _AWAIT_CHANGE
         if not isinstance(action, Action):
             log.error(
                 "controller %s: error_policy returned %r for %s, not an Action; backing off",
@@ -1014,7 +1075,7 @@ class Controller(Generic[T]):
                 action,
                 ctx.key,
             )
-            return Action("backoff")
+            return _BACKOFF
         return action
 
     def _apply(self, key: str, action: Action) -> None:
@@ -1034,12 +1095,15 @@ class Controller(Generic[T]):
 
     # --- counters ---
 
+    def _active(self) -> int:
+        return sum(1 for slot in self._slots if slot.key is not None)
+
     def statistics(self) -> ControllerStatistics:
         """Return a snapshot of the controller's, its queue's and its informers' counters."""
         return ControllerStatistics(
             name=self.name,
             workers=self._workers,
-            active=len(self._in_flight),
+            active=self._active(),
             synced=self._synced,
             reconciles=self._reconciles,
             errors=self._errors,

@@ -80,16 +80,20 @@ class Durations:
 
 
 class _Histogram:
-    __slots__ = ("count", "counts", "maximum", "total")
+    """Observed durations: per-bucket counts (the last is +Inf), their sum and maximum."""
+
+    __slots__ = ("counts", "maximum", "total")
 
     def __init__(self) -> None:
-        self.count = 0
         self.total = 0.0
         self.maximum = 0.0
         self.counts = [0] * (len(_BOUNDS) + 1)
 
+    @property
+    def count(self) -> int:
+        return sum(self.counts)
+
     def observe(self, seconds: float) -> None:
-        self.count += 1
         self.total += seconds
         if seconds > self.maximum:
             self.maximum = seconds
@@ -201,9 +205,9 @@ class WorkQueue(Generic[K]):
         "_latency",
         "_limiter",
         "_now",
-        "_processed",
         "_processing",
         "_queue",
+        "_requeues",
         "_retries",
         "_seq",
         "_shut_down",
@@ -245,6 +249,9 @@ class WorkQueue(Generic[K]):
         self._delayed: list[tuple[float, int, K]] = []  # heap of (ready at, seq, key)
         self._delayed_at: dict[K, float] = {}  # the live entry of each delayed key
         self._seq = itertools.count()
+        # Rate-limited adds per key since it was last forgotten: keys that never failed (most
+        # of them) cost no call into the rate limiter on forget() and num_requeues().
+        self._requeues: dict[K, int] = {}
         self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
         self._idle_waiters: list[asyncio.Future[None]] = []
         self._shut_down = False
@@ -252,7 +259,6 @@ class WorkQueue(Generic[K]):
         self._adds = 0
         self._deduplicated = 0
         self._retries = 0
-        self._processed = 0
         self._latency = _Histogram()
         self._work = _Histogram()
 
@@ -294,7 +300,22 @@ class WorkQueue(Generic[K]):
             return
         if self._delayed:
             self._promote()
-        self._add(key, self._now())
+        # _add, inlined: this runs once per event a controller maps to a key.
+        dirty = self._dirty
+        if key in dirty:
+            self._deduplicated += 1
+            return
+        self._adds += 1
+        dirty[key] = self._now()
+        if key in self._processing:
+            return  # done() queues it
+        self._queue.append(key)
+        waiters = self._waiters
+        while waiters:
+            waiter = waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                break
 
     def _add(self, key: K, now: float) -> None:
         dirty = self._dirty
@@ -347,15 +368,21 @@ class WorkQueue(Generic[K]):
         """
         if self._shut_down:
             return
+        self._requeues[key] = self._requeues.get(key, 0) + 1
         self.add_after(key, self._limiter.when(key))
 
     def forget(self, key: K) -> None:
         """Reset ``key``'s backoff in the rate limiter (call it when the key succeeded)."""
-        self._limiter.forget(key)
+        if self._requeues.pop(key, None) is not None:
+            self._limiter.forget(key)
 
     def num_requeues(self, key: K) -> int:
-        """Return how many times ``key`` was rate-limited since it was last forgotten."""
-        return self._limiter.retries(key)
+        """Return how many times ``key`` was rate-limited since it was last forgotten.
+
+        Counted by the queue (:meth:`add_rate_limited` adds one, :meth:`forget` resets), so
+        the rate limiter is asked nothing for keys that never failed.
+        """
+        return self._requeues.get(key, 0)
 
     def _promote(self) -> None:
         """Move the delayed keys whose time has come into the queue."""
@@ -394,32 +421,43 @@ class WorkQueue(Generic[K]):
         """
         if self._delayed:
             self._promote()
-        queue = self._queue
-        if not queue:
-            # Draining, a key re-added while in flight is still to come (dirty, not queued).
-            if self._shut_down and len(self._dirty) == 0:
-                raise QueueShutDown(f"work queue {self.name!r} is shut down")
-            raise anyio.WouldBlock
-        key = queue.popleft()
+        if self._queue:
+            return self._take()
+        # Draining, a key re-added while in flight is still to come (dirty, not queued).
+        if self._shut_down and not self._dirty:
+            raise QueueShutDown(f"work queue {self.name!r} is shut down")
+        raise anyio.WouldBlock
+
+    def _take(self) -> K:
+        key = self._queue.popleft()
         now = self._now()
-        added = self._dirty.pop(key)
-        self._latency.observe(now - added)
+        waited = now - self._dirty.pop(key)
+        # _Histogram.observe, inlined (the per-key path).
+        latency = self._latency
+        latency.total += waited
+        if waited > latency.maximum:
+            latency.maximum = waited
+        latency.counts[bisect.bisect_left(_BOUNDS, waited)] += 1
         self._processing[key] = now
         return key
 
     async def get(self) -> K:
         """Wait for a key and take it: it is in flight until :meth:`done`.
 
-        Cancelling a waiting ``get()`` loses nothing: the key stays queued.
+        Cancelling a waiting ``get()`` loses nothing: the key stays queued. Like
+        :meth:`asyncio.Queue.get`, it returns without yielding to the event loop when a
+        key is waiting.
 
         Raises:
             QueueShutDown: the queue was shut down (and, with ``drain``, is empty).
         """
         while True:
-            try:
-                return self.get_nowait()
-            except anyio.WouldBlock:
-                pass
+            if self._delayed:
+                self._promote()
+            if self._queue:
+                return self._take()
+            if self._shut_down and not self._dirty:
+                raise QueueShutDown(f"work queue {self.name!r} is shut down")
             waiter = asyncio.get_running_loop().create_future()
             self._waiters.append(waiter)
             ready = self._next_ready()
@@ -449,6 +487,8 @@ class WorkQueue(Generic[K]):
 
     async def __anext__(self) -> K:
         """``async for key in queue``: :meth:`get` until the queue is shut down."""
+        if self._queue and not self._delayed:
+            return self._take()  # get()'s fast path, without a second coroutine
         try:
             return await self.get()
         except QueueShutDown:
@@ -466,14 +506,18 @@ class WorkQueue(Generic[K]):
             raise InvalidOptionError(
                 f"done({key!r}): that key is not in flight in work queue {self.name!r}"
             ) from None
-        self._processed += 1
-        self._work.observe(self._now() - started)
+        took = self._now() - started
+        work = self._work  # _Histogram.observe, inlined (the per-key path)
+        work.total += took
+        if took > work.maximum:
+            work.maximum = took
+        work.counts[bisect.bisect_left(_BOUNDS, took)] += 1
         if key in self._dirty:
             self._queue.append(key)
             self._wake_one()
         elif self._shut_down and not self._dirty:
             self._wake_all()  # drained: the waiting get()s end
-        if not self._processing and not self._queue:
+        if self._idle_waiters and not self._processing and not self._queue:
             self._wake_idle()
 
     # --- stopping ---
@@ -560,7 +604,7 @@ class WorkQueue(Generic[K]):
             adds=self._adds,
             deduplicated=self._deduplicated,
             retries=self._retries,
-            processed=self._processed,
+            processed=self._work.count,
             longest_running=max(running, default=0.0),
             unfinished_work=sum(running, 0.0),
             queue_latency=self._latency.snapshot(),
