@@ -322,11 +322,10 @@ def _positive_or_none(name: str, value: object) -> float | None:
 class _Slot:
     """One worker's state, for the watchdog and the shutdown."""
 
-    __slots__ = ("deadline", "key", "reported", "scope", "started", "timed_out")
+    __slots__ = ("deadline", "key", "reported", "scope", "timed_out")
 
     def __init__(self) -> None:
         self.key: str | None = None  # the key being reconciled, None between reconciles
-        self.started = 0.0
         self.deadline = math.inf
         self.reported = False  # the watchdog has dealt with this reconcile's deadline
         self.timed_out = False  # the watchdog cancelled ``scope`` for the deadline
@@ -945,34 +944,32 @@ class Controller(Generic[T]):
             slot.timed_out = False
 
     async def _process(self, key: str, slot: _Slot) -> None:
-        ctx: Context[T] = Context(self, key, self._get_object(key), self._queue.num_requeues(key))  # type: ignore[arg-type]
+        queue = self._queue
+        ctx: Context[T] = Context(self, key, self._get_object(key), queue.num_requeues(key))  # type: ignore[arg-type]
         now = self._now
         started = now()
         slot.key = key
-        slot.started = started
         slot.reported = False
         timeout = self._reconcile_timeout
         if timeout is not None:
             slot.deadline = started + timeout
             if self._watchdog_idle is not None:
                 self._watchdog_idle.set()
-        action: Action
+        action: Action | None = None
         try:
             if self._async:
                 result = await self._reconcile(ctx)  # type: ignore[misc]
             else:
                 result = await self._call_sync(ctx)
-            if result is None:
-                action = _AWAIT_CHANGE
-            elif isinstance(result, Action):
+            if result is not None:
+                if not isinstance(result, Action):
+                    raise ReconcileResultError(
+                        f"controller {self.name}: reconcile of {key} returned {result!r}; "
+                        "expected a crwatch.Action or None",
+                        key=key,
+                        controller=self.name,
+                    )
                 action = result
-            else:
-                raise ReconcileResultError(
-                    f"controller {self.name}: reconcile of {key} returned {result!r}; "
-                    "expected a crwatch.Action or None",
-                    key=key,
-                    controller=self.name,
-                )
         except Exception as exc:
             action = self._failed(ctx, exc)
         except anyio.get_cancelled_exc_class():
@@ -995,8 +992,12 @@ class Controller(Generic[T]):
             raise
         finally:
             self._reconciles += 1
-            self._durations.observe(max(0.0, now() - started))
-        self._apply(key, action)
+            took = now() - started
+            self._durations.observe(took if took > 0 else 0.0)
+        if action is None:
+            queue.forget(key)  # the common case: wait for a change
+        else:
+            self._apply(key, action)
 
     async def _call_sync(self, ctx: Context[T]) -> object:
         """Run a sync reconcile in a worker thread (it cannot be cancelled)."""
