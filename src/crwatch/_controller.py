@@ -219,12 +219,6 @@ class Context(Generic[T]):
         self._controller._recorder.record(obj, reason, message, type=type)
 
 
-#: A reconcile function: sync or async, ``(ctx) -> Action | None``.
-Reconcile = Callable[[Context[Any]], "Awaitable[Action | None] | Action | None"]
-#: An error policy: ``(ctx, error) -> Action | None`` (``None``: wait for a change).
-ErrorPolicy = Callable[[Context[Any], Exception], "Action | None"]
-
-
 @frozen
 class ControllerStatistics:
     """A snapshot of a :class:`Controller`, from :meth:`Controller.statistics`.
@@ -412,7 +406,7 @@ class Controller(Generic[T]):
         self,
         client: Client,
         resource: Resource | str,
-        reconcile: Reconcile,
+        reconcile: Callable[[Context[T]], Awaitable[Action | None] | Action | None],
         *,
         owns: Sequence[Resource | str] = (),
         watches: Sequence[tuple[Resource | str, Mapper]] = (),
@@ -425,7 +419,7 @@ class Controller(Generic[T]):
         reconcile_timeout: float | None = 300.0,
         shutdown_timeout: float = 30.0,
         rate_limiter: RateLimiter | None = None,
-        error_policy: ErrorPolicy | None = None,
+        error_policy: Callable[[Context[T], Exception], Action | None] | None = None,
         recorder: Recorder | None = None,
         informers: SharedInformers | None = None,
         clock: Clock | None = None,
@@ -783,12 +777,15 @@ class Controller(Generic[T]):
 
         def kind() -> str | None:
             if self._kind is None:
-                # Learn the primary kind from the cache (custom resources' items carry it).
+                # Learn the primary kind from the cache: custom resources' list items carry
+                # it (built-in types' do not: give Resource(kind=...) for those).
                 assert primary.informer is not None
-                for obj in primary.informer.store.list()[:1]:
-                    found = obj.get("kind")
-                    if isinstance(found, str) and found:
-                        self._kind = found
+                store = primary.informer.store
+                first = next(iter(store), None)
+                obj = store.get(first) if first is not None else None
+                found = obj.get("kind") if obj is not None else None
+                if isinstance(found, str) and found:
+                    self._kind = found
             return self._kind
 
         def owner_key(obj: dict[str, Any]) -> str | None:
@@ -822,7 +819,15 @@ class Controller(Generic[T]):
                 namespace = meta.get("namespace")
                 if cluster_scoped or not namespace:
                     return name
-                return f"{namespace}/{name}"
+                key = f"{namespace}/{name}"
+                if self._resource.namespaced is None:
+                    # Scope unknown: a namespaced object may be owned by a cluster-scoped
+                    # one; the cache tells which key exists.
+                    assert primary.informer is not None
+                    store = primary.informer.store
+                    if key not in store and name in store:
+                        return name
+                return key
             return None
 
         queue = self._queue
