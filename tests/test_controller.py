@@ -779,3 +779,69 @@ async def test_error_policy_decides_the_next_step(cluster: Cluster) -> None:
         await controller.queue.wait_idle()
         assert controller.queue.statistics().delayed == 0
     assert seen == [("default/w", "KeyError('missing')")]
+
+
+async def test_api_server_failing_for_a_while_loses_no_change(cluster: Cluster) -> None:
+    """While the API server answers 503, nothing is lost.
+
+    Once it recovers, the changes made meanwhile are reconciled.
+    """
+    cluster.widget("a", v=0)
+    calls = Calls()
+
+    async def reconcile(ctx: crwatch.Context[dict[str, Any]]) -> None:
+        calls.add(ctx)
+
+    controller = crwatch.Controller(
+        cluster.client, WIDGETS, reconcile, informers=cluster.informers()
+    )
+    server = cluster.server
+    async with running(controller):
+        await calls.until(lambda c: len(c.items) == 1)
+        outage = server.faults.add(Fault.status(503), resource="widgets", times=None)
+        server.close_watches()
+        with anyio.fail_after(GUARD):
+            # The server runs in this event loop: yield until the informer's retries
+            # have met the outage twice (no timer involved).
+            while outage.fired < 2:
+                await anyio.lowlevel.checkpoint()
+        cluster.patch("a", {"spec": {"v": 1}})  # changes made during the outage
+        cluster.widget("b", v=1)
+        outage.remove()
+        await calls.until(
+            lambda c: c.of("default/a")[-1][1] == {"v": 1} and len(c.of("default/b")) == 1
+        )
+        assert controller.statistics().informers[0].errors >= 2
+
+
+async def test_an_owned_object_moving_to_another_owner_enqueues_both(cluster: Cluster) -> None:
+    """When an owned object's controller reference changes, both owners are reconciled."""
+    first = cluster.widget("first")
+    second = cluster.widget("second")
+    cluster.configmap("cm", first)
+    calls = Calls()
+
+    async def reconcile(ctx: crwatch.Context[dict[str, Any]]) -> None:
+        calls.add(ctx)
+
+    controller = crwatch.Controller(
+        cluster.client, WIDGETS, reconcile, owns=[CONFIGMAPS], informers=cluster.informers()
+    )
+    async with running(controller):
+        await calls.until(lambda c: len(c.items) == 2)
+        ref = {
+            "apiVersion": "example.com/v1",
+            "kind": "Widget",
+            "name": "second",
+            "uid": second["metadata"]["uid"],
+            "controller": True,
+        }
+        cluster.server.patch(
+            cluster.configmaps,
+            "cm",
+            {"metadata": {"ownerReferences": [ref]}},
+            namespace="default",
+        )
+        await calls.until(
+            lambda c: len(c.of("default/first")) == 2 and len(c.of("default/second")) == 2
+        )
