@@ -742,15 +742,26 @@ class Controller(Generic[T]):
     async def wait_synced(self, timeout: float | None = None) -> None:
         """Wait until every cache has synced (reconciles start then).
 
+        Args:
+            timeout: seconds to wait at most, for all the caches together. Default
+                ``None``: no limit.
+
         Raises:
             SyncTimeout: not synced within ``timeout``.
+            InvalidOptionError: ``timeout`` is not a number >= 0.
             CrwatchError: an informer failed for good, or the controller is not running.
         """
         if self._task_group is None:
             raise CrwatchError("the controller is not running: use `async with controller:`")
+        if timeout is not None and (
+            isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout < 0
+        ):
+            raise InvalidOptionError(f"timeout must be a number >= 0 or None, got {timeout!r}")
+        deadline = None if timeout is None else time.monotonic() + timeout
         for watched in self._watched:
             assert watched.informer is not None
-            await watched.informer.wait_synced(timeout)
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            await watched.informer.wait_synced(left)
 
     async def _resync_loop(self) -> None:
         assert self._resync is not None
