@@ -20,14 +20,35 @@ class QueueMachine(RuleBasedStateMachine):
 
     def __init__(self) -> None:
         super().__init__()
-        self.queue: crwatch.WorkQueue[str] = crwatch.WorkQueue(clock=crwatch.ManualClock())
+        self.clock = crwatch.ManualClock()
+        self.queue: crwatch.WorkQueue[str] = crwatch.WorkQueue(clock=self.clock)
         self.held: dict[str, int] = {}  # key -> worker holding it
         self.pending: set[str] = set()  # added since it was last taken (must be processed)
         self.added_while_held: set[str] = set()
+        self.delayed: dict[str, float] = {}  # key -> earliest time it is due
 
     @rule(key=KEYS)
     def add(self, key: str) -> None:
         self.queue.add(key)
+        self.pending.add(key)
+        if key in self.held:
+            self.added_while_held.add(key)
+
+    @rule(key=KEYS, delay=st.integers(1, 5))
+    def add_after(self, key: str, delay: int) -> None:
+        self.queue.add_after(key, delay)
+        due = self.clock.now() + delay
+        self.delayed[key] = min(due, self.delayed.get(key, due))
+
+    @rule(seconds=st.integers(1, 3))
+    def advance(self, seconds: int) -> None:
+        self.clock.advance(seconds)
+        for key, due in list(self.delayed.items()):
+            if due <= self.clock.now():
+                del self.delayed[key]
+                self.add_model(key)
+
+    def add_model(self, key: str) -> None:
         self.pending.add(key)
         if key in self.held:
             self.added_while_held.add(key)
@@ -55,11 +76,15 @@ class QueueMachine(RuleBasedStateMachine):
 
     @invariant()
     def dedup(self) -> None:
-        # Each pending key not held waits exactly once; held ones wait in none.
-        assert len(self.queue) == len(self.pending - set(self.held))
-        assert self.queue.statistics().in_flight == len(self.held)
+        # Each pending key not held waits exactly once; held ones wait in none; a delayed
+        # key appears at its time (statistics() moves due keys in first).
+        stats = self.queue.statistics()
+        assert stats.depth == len(self.pending - set(self.held))
+        assert stats.in_flight == len(self.held)
+        assert stats.delayed == len(self.delayed)
 
     def teardown(self) -> None:
+        self.advance(10)
         # Finish: every worker finishes, then one worker drains the queue.
         for key in list(self.held):
             del self.held[key]
@@ -437,3 +462,27 @@ async def test_bad_delay_is_refused() -> None:
     for bad in (float("nan"), float("inf"), "1", True):
         with pytest.raises(crwatch.InvalidOptionError, match="delay"):
             queue.add_after("k", bad)  # type: ignore[arg-type]
+
+
+async def test_delayed_keys_reach_waiters_that_slept_before_they_were_added() -> None:
+    """Two idle workers, two delayed keys: each key is handed out at its own time."""
+    clock = crwatch.ManualClock()
+    queue: crwatch.WorkQueue[str] = crwatch.WorkQueue(clock=clock)
+    got: list[tuple[str, float]] = []
+    async with anyio.create_task_group() as tg:
+
+        async def worker() -> None:
+            key = await queue.get()
+            got.append((key, clock.now()))
+
+        tg.start_soon(worker)
+        tg.start_soon(worker)
+        await anyio.wait_all_tasks_blocked()
+        queue.add_after("first", 1)
+        queue.add_after("second", 2)
+        await anyio.wait_all_tasks_blocked()
+        clock.advance(1)
+        await anyio.wait_all_tasks_blocked()
+        assert got == [("first", 1.0)]
+        clock.advance(1)
+    assert got == [("first", 1.0), ("second", 2.0)]
