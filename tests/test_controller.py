@@ -845,3 +845,26 @@ async def test_an_owned_object_moving_to_another_owner_enqueues_both(cluster: Cl
         await calls.until(
             lambda c: len(c.of("default/first")) == 2 and len(c.of("default/second")) == 2
         )
+
+
+async def test_shutdown_timeout_zero_cancels_running_reconciles_at_once(cluster: Cluster) -> None:
+    """shutdown_timeout=0 (for leader election) cancels a running reconcile on exit."""
+    cluster.widget("busy")
+    calls = Calls()
+    cancelled: list[bool] = []
+
+    async def reconcile(ctx: crwatch.Context[dict[str, Any]]) -> None:
+        calls.add(ctx)
+        try:
+            await anyio.sleep_forever()
+        except anyio.get_cancelled_exc_class():
+            cancelled.append(True)
+            raise
+
+    controller = crwatch.Controller(
+        cluster.client, WIDGETS, reconcile, shutdown_timeout=0, informers=cluster.informers()
+    )
+    async with controller:
+        await calls.until(lambda c: len(c.items) == 1)
+    assert cancelled == [True]
+    assert controller.statistics().cancelled == 1

@@ -387,7 +387,9 @@ class Controller(Generic[T]):
             cancelled (a sync one cannot be) and the key retried with backoff, both logged
             and counted. Default 300; ``None``: no limit.
         shutdown_timeout: at shutdown, seconds the running reconciles get to finish before
-            they are cancelled. Default 30.
+            they are cancelled. Default 30; 0 cancels them at once (under leader election,
+            keep it below the lease's duration minus its renew deadline, so a new leader
+            never overlaps a reconcile of the old one).
         rate_limiter: the queue's backoff. Default :func:`crwatch.default_rate_limiter`.
         error_policy: ``error_policy(ctx, error) -> Action | None`` for a failed reconcile,
             after the error is logged. Default: :meth:`Action.backoff`.
@@ -434,10 +436,16 @@ class Controller(Generic[T]):
             raise InvalidOptionError(f"workers must be an int >= 1, got {workers!r}")
         self._resync = _positive_or_none("resync", resync)
         self._reconcile_timeout = _positive_or_none("reconcile_timeout", reconcile_timeout)
-        timeout = _positive_or_none("shutdown_timeout", shutdown_timeout)
-        if timeout is None:
-            raise InvalidOptionError("shutdown_timeout must be a positive number")
-        self._shutdown_timeout = timeout
+        if (
+            isinstance(shutdown_timeout, bool)
+            or not isinstance(shutdown_timeout, (int, float))
+            or not math.isfinite(shutdown_timeout)
+            or shutdown_timeout < 0
+        ):
+            raise InvalidOptionError(
+                f"shutdown_timeout must be a number >= 0, got {shutdown_timeout!r}"
+            )
+        self._shutdown_timeout = float(shutdown_timeout)
         if error_policy is not None and not callable(error_policy):
             raise InvalidOptionError(f"error_policy must be a callable, got {error_policy!r}")
         if recorder is not None and not isinstance(recorder, Recorder):
@@ -677,7 +685,7 @@ class Controller(Generic[T]):
         queue = self._queue
         queue.shutdown()
         running = [slot for slot in self._slots if slot.key is not None]
-        if running:
+        if running and self._shutdown_timeout > 0:
             log.info(
                 "controller %s: stopping; waiting up to %g s for %d running reconciles",
                 self.name,
