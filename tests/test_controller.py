@@ -229,6 +229,8 @@ async def test_mapped_objects_enqueue_what_the_mapper_names(
             raise RuntimeError("mapper bug")
         if target == "junk":
             return [42, None]
+        if target == "leak":
+            return [{"data": {"token": "hunter2"}}]  # an object by mistake: no metadata
         if target == "object":
             return [controller.store().get("default/w2")]
         return f"default/{target}"
@@ -255,18 +257,21 @@ async def test_mapped_objects_enqueue_what_the_mapper_names(
         await calls.until(lambda c: len(c.items) == 2)
         gadget("g-boom", "boom")
         gadget("g-junk", "junk")
+        gadget("g-leak", "leak")
         gadget("g1", "w1")
         await calls.until(lambda c: len(c.of("default/w1")) == 2)
         gadget("g2", "object")
         await calls.until(lambda c: len(c.of("default/w2")) == 2)
         stats = controller.statistics()
-    assert stats.mapper_errors == 2
+    assert stats.mapper_errors == 3
     assert isinstance(stats.last_error, crwatch.MapperError)
     messages = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
     assert any("raised on gadgets.v1.example.com default/g-boom" in m for m in messages)
     assert any(
         "non-keys for gadgets.v1.example.com default/g-junk: [42, None]" in m for m in messages
     )
+    assert any("default/g-leak: [<dict>]" in m for m in messages)
+    assert "hunter2" not in caplog.text  # what a mapper returns by mistake is not logged
 
 
 async def test_predicates_filter_the_primary_events(cluster: Cluster) -> None:

@@ -906,7 +906,8 @@ class Controller(Generic[T]):
                 self._mapper_failed(
                     MapperError(
                         f"controller {self.name}: mapper {_name(mapper)} returned non-keys "
-                        f"for {resource_name} {event_key}: {bad[:3]!r} (expected "
+                        f"for {resource_name} {event_key}: "
+                        f"[{', '.join(_describe(item) for item in bad[:3])}] (expected "
                         "'namespace/name' strings or objects of the primary resource)",
                         key=event_key,
                         resource=resource_name,
@@ -988,7 +989,8 @@ class Controller(Generic[T]):
             if result is not None:
                 if not isinstance(result, Action):
                     raise ReconcileResultError(
-                        f"controller {self.name}: reconcile of {key} returned {result!r}; "
+                        f"controller {self.name}: reconcile of {key} returned "
+                        f"{_describe(result)}; "
                         "expected a crwatch.Action or None",
                         key=key,
                         controller=self.name,
@@ -1150,3 +1152,17 @@ class Controller(Generic[T]):
 
 def _name(fn: object) -> str:
     return getattr(fn, "__qualname__", None) or repr(fn)
+
+
+def _describe(value: object) -> str:
+    """Describe a wrong value for a log line without its contents.
+
+    Scalars are shown (shortened); anything else only by its type, because a mapper or a
+    reconcile that returns an object by mistake may return a Secret, and secrets must not
+    reach logs.
+    """
+    if value is None or isinstance(value, (bool, int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return repr(value if len(value) <= 60 else value[:57] + "...")
+    return f"<{type(value).__name__}>"
