@@ -954,7 +954,12 @@ class Controller(Generic[T]):
                         # the informers and the other workers run now and then.
                         await anyio.lowlevel.checkpoint()
                     try:
-                        key = await queue.get()
+                        # get()'s fast path without its coroutine: keys usually wait.
+                        key = (
+                            queue._take()
+                            if queue._queue and not queue._delayed
+                            else (await queue.get())
+                        )
                     except QueueShutDown:
                         return
                     try:
