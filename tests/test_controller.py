@@ -873,3 +873,21 @@ async def test_shutdown_timeout_zero_cancels_running_reconciles_at_once(cluster:
         await calls.until(lambda c: len(c.items) == 1)
     assert cancelled == [True]
     assert controller.statistics().cancelled == 1
+
+
+async def test_a_plain_function_returning_a_coroutine_is_awaited(cluster: Cluster) -> None:
+    """reconcile=lambda ctx: async_fn(ctx) works: the coroutine it returns is awaited."""
+    cluster.widget("w")
+    calls = Calls()
+
+    async def reconcile(ctx: crwatch.Context[dict[str, Any]]) -> crwatch.Action | None:
+        calls.add(ctx)
+        return None
+
+    controller = crwatch.Controller(
+        cluster.client, WIDGETS, lambda ctx: reconcile(ctx), informers=cluster.informers()
+    )
+    async with running(controller):
+        await calls.until(lambda c: len(c.items) == 1)
+        await controller.queue.wait_idle()
+        assert controller.statistics().errors == 0

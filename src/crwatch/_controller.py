@@ -991,6 +991,11 @@ class Controller(Generic[T]):
                 result = await self._reconcile(ctx)  # type: ignore[misc]
             else:
                 result = await self._call_sync(ctx)
+                if inspect.isawaitable(result):
+                    # A plain function that returned a coroutine (a lambda around an
+                    # async def): run it here, on the loop.
+                    ctx._in_thread = False
+                    result = await result
             if result is not None:
                 if not isinstance(result, Action):
                     raise ReconcileResultError(
