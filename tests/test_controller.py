@@ -891,3 +891,35 @@ async def test_a_plain_function_returning_a_coroutine_is_awaited(cluster: Cluste
         await calls.until(lambda c: len(c.items) == 1)
         await controller.queue.wait_idle()
         assert controller.statistics().errors == 0
+
+
+async def test_an_error_policy_returning_no_action_backs_off(
+    cluster: Cluster, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An async error_policy (a coroutine, not an Action) is logged and the key backs off."""
+    cluster.widget("w")
+    clock = crwatch.ManualClock()
+    calls = Calls()
+
+    async def reconcile(ctx: crwatch.Context[dict[str, Any]]) -> None:
+        calls.add(ctx)
+        if ctx.retries == 0:
+            raise RuntimeError("first try fails")
+
+    async def policy(ctx: crwatch.Context[Any], error: Exception) -> crwatch.Action:
+        raise AssertionError("never run")
+
+    controller = crwatch.Controller(
+        cluster.client,
+        WIDGETS,
+        reconcile,
+        error_policy=policy,  # type: ignore[arg-type]
+        clock=clock,
+        informers=cluster.informers(),
+    )
+    async with running(controller):
+        await calls.until(lambda c: len(c.items) == 1)
+        await anyio.wait_all_tasks_blocked()
+        clock.advance(0.005)
+        await calls.until(lambda c: len(c.items) == 2)
+    assert "error_policy returned <coroutine> for default/w, not an Action" in caplog.text

@@ -391,8 +391,8 @@ class Controller(Generic[T]):
             keep it below the lease's duration minus its renew deadline, so a new leader
             never overlaps a reconcile of the old one).
         rate_limiter: the queue's backoff. Default :func:`crwatch.default_rate_limiter`.
-        error_policy: ``error_policy(ctx, error) -> Action | None`` for a failed reconcile,
-            after the error is logged. Default: :meth:`Action.backoff`.
+        error_policy: ``error_policy(ctx, error) -> Action | None``, a plain function, for a
+            failed reconcile, after the error is logged. Default: :meth:`Action.backoff`.
         recorder: where :meth:`Context.record` goes (a :class:`Recorder`). Default ``None``:
             a DEBUG log line.
         informers: a :class:`crwatch.SharedInformers` to take the informers from, to share
@@ -1106,10 +1106,13 @@ class Controller(Generic[T]):
         if action is None:
             return _AWAIT_CHANGE
         if not isinstance(action, Action):
+            if inspect.iscoroutine(action):
+                action.close()  # an async error_policy: never run (it must be a plain function)
             log.error(
-                "controller %s: error_policy returned %r for %s, not an Action; backing off",
+                "controller %s: error_policy returned %s for %s, not an Action (it must be a "
+                "plain function returning an Action or None); backing off",
                 self.name,
-                action,
+                _describe(action),
                 ctx.key,
             )
             return _BACKOFF
