@@ -923,3 +923,35 @@ async def test_an_error_policy_returning_no_action_backs_off(
         clock.advance(0.005)
         await calls.until(lambda c: len(c.items) == 2)
     assert "error_policy returned <coroutine> for default/w, not an Action" in caplog.text
+
+
+async def test_record_logs_at_debug_without_a_recorder_and_never_raises(
+    cluster: Cluster, caplog: pytest.LogCaptureFixture
+) -> None:
+    """ctx.record goes to a DEBUG line without a recorder; a failing recorder is logged."""
+    cluster.widget("w")
+    calls = Calls()
+
+    async def reconcile(ctx: crwatch.Context[dict[str, Any]]) -> None:
+        assert ctx.object is not None
+        ctx.record(ctx.object, "Synced", "all good")
+        calls.add(ctx)
+
+    class Broken:
+        def record(self, obj: Any, reason: str, message: str, *, type: str = "Normal") -> None:
+            raise OSError("event sink down")
+
+    caplog.set_level(logging.DEBUG, logger="crwatch")
+    plain = crwatch.Controller(cluster.client, WIDGETS, reconcile, informers=cluster.informers())
+    async with running(plain):
+        await calls.until(lambda c: len(c.items) == 1)
+    assert "event Normal Synced on default/w: all good" in caplog.text
+
+    broken = crwatch.Controller(
+        cluster.client, WIDGETS, reconcile, recorder=Broken(), informers=cluster.informers()
+    )
+    async with running(broken):
+        await calls.until(lambda c: len(c.items) == 2)
+        await broken.queue.wait_idle()
+        assert broken.statistics().errors == 0
+    assert "recording an event for default/w failed" in caplog.text
