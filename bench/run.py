@@ -50,12 +50,12 @@ class Group:
     title: str
     unit: str  # "events" or "objects"
     server: tuple[str, ...]  # _stream_server.py flags, {N} = events, {M} = objects
-    size: str  # "N" (events), "M" (objects) or "R" (recovery objects): ``--count``
+    size: str  # "N" (events), "M" (objects), "R" (recovery), "C" (controller objects)
     ref: str = "floor"  # what the ×floor column compares against, in the table's header
     min_runs: int = 0  # at least this many runs (a jittered figure needs more than five)
 
-    def count(self, n: int, m: int, r: int) -> int:
-        return {"N": n, "M": m, "R": r}[self.size]
+    def count(self, n: int, m: int, r: int, c: int = 10_000) -> int:
+        return {"N": n, "M": m, "R": r, "C": c}[self.size]
 
 
 @dataclass(frozen=True)
@@ -91,6 +91,11 @@ GROUPS = [
     # R writes of the ~2 KB Widget (clients/fake_writes.py)
     Group("writes", "6. Writes: FakeApiServer creates and server-side applies", "writes",
           (), "R", ref="Python-API creates"),
+    # The queue rows need no server traffic (bench/clients/controller_client.py).
+    Group("queue", "7. Work queue: N keys added in bursts of 100, 4 workers, no-op reconcile",
+          "keys", ("--events", "1"), "N"),
+    Group("controller", "8. Controller: first reconcile of every object (4 workers, no-op)",
+          "objects", ("--objects", "{C}"), "C"),
 ]  # fmt: skip
 
 #: The sync rows' untimed full collection after wait_synced() (see informer_client.sync).
@@ -215,6 +220,18 @@ ROWS = [
         "fake_writes:create_http", "other", detail="round trip {round_trip_us:.0f} us"),
     Row("writes", "fake-apply-http", "HTTP apply, one at a time (aiohttp, same process)",
         "fake_writes:apply_http", "other", detail="round trip {round_trip_us:.0f} us"),
+    # 7. work queue
+    Row("queue", "queue-floor", "floor: asyncio.Queue put_nowait/get/task_done",
+        "controller_client:queue_floor", "floor", "no dedup, no processing set"),
+    Row("queue", "queue-crwatch", "crwatch.WorkQueue add/get/done",
+        "controller_client:queue_crwatch", "crwatch", "target >= 0.5x floor",
+        detail="mean queue latency {latency_mean_us:.0f} us"),
+    # 8. controller
+    Row("controller", "controller-floor", "floor: Informer wait_synced()",
+        "controller_client:informer_sync", "floor"),
+    Row("controller", "controller-crwatch", "crwatch.Controller: every key reconciled once",
+        "controller_client:controller_first_pass", "crwatch", "target <= 1.3x floor (time)",
+        detail="{reconciles:.0f} reconciles"),
 ]  # fmt: skip
 
 
@@ -388,7 +405,10 @@ def table(outcomes: list[Outcome], machine: dict[str, Any], config: dict[str, An
         if not members:
             continue
         size = group.count(
-            config["events"], config["objects"], config.get("recovery_objects", 10_000)
+            config["events"],
+            config["objects"],
+            config.get("recovery_objects", 10_000),
+            config.get("controller_objects", 10_000),
         )
         ref = f" (×floor: against {group.ref})" if group.ref != "floor" else ""
         sections.append((len(lines), f"{group.title} — {size:,} {group.unit}{ref}"))
@@ -566,11 +586,13 @@ def main() -> None:
     n = args.events or (20_000 if args.quick else 200_000)
     m = args.objects or (10_000 if args.quick else 100_000)
     recovery = 1_000 if args.smoke else 10_000  # recovery: objects cached before the fault
+    controller_objects = 200 if args.smoke else 10_000  # controller: objects reconciled
     runs = args.runs or (3 if args.quick else 5)
     config = {
         "events": n,
         "objects": m,
         "recovery_objects": recovery,
+        "controller_objects": controller_objects,
         "runs": runs,
         "quick": args.quick,
         "only": args.only,
@@ -593,8 +615,8 @@ def main() -> None:
         members = [o for o in outcomes if o.row.group == group.name and o.row.target]
         if not members:
             continue
-        count = group.count(n, m, recovery)
-        flags = [f.format(N=n, M=m, R=recovery) for f in group.server]
+        count = group.count(n, m, recovery, controller_objects)
+        flags = [f.format(N=n, M=m, R=recovery, C=controller_objects) for f in group.server]
         print(f"[{group.name}] server {' '.join(flags)}", file=sys.stderr, flush=True)
         serving = stream_server(flags) if group.server else contextlib.nullcontext(("", ""))
         with serving as (base, kubeconfig):

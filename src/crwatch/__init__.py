@@ -11,6 +11,7 @@ import contextlib as _contextlib
 from ._backoff import Backoff
 from ._client import Client
 from ._clock import Clock, ManualClock
+from ._controller import Action, Context, Controller, ControllerStatistics, Mapper, Recorder
 from ._events import Event, EventType, object_key
 from ._exceptions import (
     ApiError,
@@ -23,7 +24,12 @@ from ._exceptions import (
     InvalidError,
     InvalidOptionError,
     MalformedLineError,
+    MapperError,
     NotFoundError,
+    QueueShutDown,
+    ReconcileError,
+    ReconcileResultError,
+    ReconcileTimeout,
     ResourceVersionTooLargeError,
     ServerError,
     StallTimeout,
@@ -66,25 +72,41 @@ from ._predicates import (
     not_,
     resource_version_differs,
 )
+from ._ratelimit import (
+    BucketRateLimiter,
+    ExponentialRateLimiter,
+    MaxOfRateLimiter,
+    RateLimiter,
+    default_rate_limiter,
+)
 from ._resource import Resource
+from ._shared import SharedInformers
 from ._store import Store
 from ._version import __version__
 from ._watcher import EventStream, Watch, WatchStatistics, watch
+from ._workqueue import Durations, WorkQueue, WorkQueueStatistics
 
 __all__ = [
+    "Action",
     "ApiError",
     "Backoff",
     "BadRequestError",
     "Batch",
+    "BucketRateLimiter",
     "Client",
     "Clock",
     "ConflictError",
+    "Context",
+    "Controller",
+    "ControllerStatistics",
     "CrwatchError",
+    "Durations",
     "Event",
     "EventStream",
     "EventTooLargeError",
     "EventType",
     "ExpiredError",
+    "ExponentialRateLimiter",
     "ForbiddenError",
     "Informer",
     "InformerStatistics",
@@ -93,13 +115,23 @@ __all__ = [
     "InvalidOptionError",
     "MalformedLineError",
     "ManualClock",
+    "Mapper",
+    "MapperError",
+    "MaxOfRateLimiter",
     "Middleware",
     "NotFoundError",
     "Pipeline",
     "Predicate",
+    "QueueShutDown",
+    "RateLimiter",
+    "ReconcileError",
+    "ReconcileResultError",
+    "ReconcileTimeout",
+    "Recorder",
     "Resource",
     "ResourceVersionTooLargeError",
     "ServerError",
+    "SharedInformers",
     "StallTimeout",
     "Store",
     "StreamError",
@@ -112,6 +144,8 @@ __all__ = [
     "UnauthorizedError",
     "Watch",
     "WatchStatistics",
+    "WorkQueue",
+    "WorkQueueStatistics",
     "__version__",
     "all_of",
     "annotations_differ",
@@ -119,6 +153,7 @@ __all__ = [
     "batch",
     "changed",
     "debounce",
+    "default_rate_limiter",
     "drop_managed_fields",
     "finalizers_differ",
     "generation_changed",

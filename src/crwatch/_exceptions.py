@@ -20,7 +20,12 @@ the meaning, the class derives from it too, so ``except TimeoutError`` keeps wor
     │   ├── EventTooLargeError                   a line over ``max_event_bytes``
     │   └── StallTimeout (TimeoutError)          no byte for ``stall_timeout`` seconds
     ├── SyncTimeout (TimeoutError)               initial state not complete in time
-    └── SubscriberOverflowError                  an ``overflow="fail"`` subscriber fell behind
+    ├── SubscriberOverflowError                  an ``overflow="fail"`` subscriber fell behind
+    ├── QueueShutDown                            a work queue was shut down: ``get()`` ends
+    ├── ReconcileError                           a reconcile failed; ``key`` names the object
+    │   ├── ReconcileTimeout (TimeoutError)      it ran past ``reconcile_timeout``
+    │   └── ReconcileResultError (TypeError)     it returned neither an Action nor None
+    └── MapperError                              a mapper raised or returned something not a key
 
 Third-party errors (aiohttp, kubernetes-asyncio) are translated at exactly one boundary,
 ``crwatch._transport``; nothing above it sees them.
@@ -41,7 +46,12 @@ __all__ = [
     "InvalidError",
     "InvalidOptionError",
     "MalformedLineError",
+    "MapperError",
     "NotFoundError",
+    "QueueShutDown",
+    "ReconcileError",
+    "ReconcileResultError",
+    "ReconcileTimeout",
     "ResourceVersionTooLargeError",
     "ServerError",
     "StallTimeout",
@@ -223,6 +233,74 @@ class SubscriberOverflowError(CrwatchError):
         self.subscriber = subscriber
         self.buffer_size = buffer_size
         super().__init__(message)
+
+
+class QueueShutDown(CrwatchError):
+    """The :class:`crwatch.WorkQueue` was shut down: ``get()`` has no key to give any more.
+
+    ``async for key in queue`` ends instead of raising it.
+    """
+
+
+class ReconcileError(CrwatchError):
+    """A reconcile failed; the controller logged it and retries the key with backoff.
+
+    The user's own exception (when the reconcile raised) is the ``__cause__``.
+
+    Attributes:
+        key: the key of the object that was reconciled (``namespace/name``).
+        controller: the controller's name.
+    """
+
+    def __init__(self, message: str, *, key: str = "", controller: str = "") -> None:
+        self.key = key
+        self.controller = controller
+        super().__init__(message)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild, (type(self), self.args, self.__dict__.copy()))
+
+
+class ReconcileTimeout(ReconcileError, TimeoutError):
+    """A reconcile ran past the controller's ``reconcile_timeout``.
+
+    Attributes:
+        timeout: the deadline, in seconds.
+    """
+
+    def __init__(self, message: str, *, key: str = "", controller: str = "", timeout: float = 0):
+        self.timeout = timeout
+        super().__init__(message, key=key, controller=controller)
+
+
+class ReconcileResultError(ReconcileError, TypeError):
+    """A reconcile returned something other than a :class:`crwatch.Action` or ``None``."""
+
+
+class MapperError(CrwatchError):
+    """A mapper of ``Controller(watches=...)`` raised, or returned something not a key.
+
+    The event is skipped for the keys it could not give; the controller goes on.
+
+    Attributes:
+        key: the key of the watched object the mapper was given.
+        resource: the watched resource (``secrets.v1``).
+    """
+
+    def __init__(self, message: str, *, key: str = "", resource: str = "") -> None:
+        self.key = key
+        self.resource = resource
+        super().__init__(message)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild, (type(self), self.args, self.__dict__.copy()))
+
+
+def _rebuild(cls: type[Exception], args: tuple[Any, ...], state: dict[str, Any]) -> Exception:
+    err = cls.__new__(cls)
+    err.__dict__.update(state)
+    Exception.__init__(err, *args)
+    return err
 
 
 _BY_CODE: dict[int, type[ApiError]] = {

@@ -59,3 +59,63 @@ def errors(err: crwatch.ApiError) -> float | None:
         return err.retry_after
     assert_type(err.code, int)
     return None
+
+
+async def run_a_controller(client: crwatch.Client) -> None:
+    widgets = crwatch.Resource("example.com", "v1", "widgets", kind="Widget")
+    configmaps = crwatch.Resource("", "v1", "configmaps")
+
+    async def reconcile(ctx: crwatch.Context[dict[str, Any]]) -> crwatch.Action | None:
+        assert_type(ctx.key, str)
+        assert_type(ctx.object, dict[str, Any] | None)
+        assert_type(ctx.retries, int)
+        assert_type(ctx.store(configmaps), crwatch.Store)
+        ctx.record({"metadata": {"name": "w"}}, "Synced", "ok", type="Normal")
+        return crwatch.Action.requeue(after=300)
+
+    def sync_reconcile(ctx: crwatch.Context[dict[str, Any]]) -> None:
+        return None
+
+    def mapper(obj: dict[str, Any]) -> list[str]:
+        return [crwatch.object_key(obj)]
+
+    async with crwatch.SharedInformers(transform=crwatch.drop_managed_fields) as informers:
+        controller = crwatch.Controller(
+            client,
+            widgets,
+            reconcile,
+            owns=[configmaps],
+            watches=[("secrets", mapper)],
+            predicates=[crwatch.generation_differs, crwatch.generation_changed()],
+            workers=4,
+            resync=None,
+            reconcile_timeout=60.0,
+            rate_limiter=crwatch.default_rate_limiter(),
+            informers=informers,
+        )
+        crwatch.Controller(client, "widgets.v1.example.com", sync_reconcile)
+        async with controller:
+            stats = controller.statistics()
+            assert_type(stats, crwatch.ControllerStatistics)
+            assert_type(stats.queue, crwatch.WorkQueueStatistics)
+            assert_type(stats.queue.queue_latency, crwatch.Durations)
+
+
+async def use_a_work_queue() -> None:
+    queue: crwatch.WorkQueue[str] = crwatch.WorkQueue(
+        rate_limiter=crwatch.MaxOfRateLimiter(
+            crwatch.ExponentialRateLimiter(base=0.1, maximum=10),
+            crwatch.BucketRateLimiter(rate=5, burst=10, clock=crwatch.ManualClock()),
+        ),
+    )
+    queue.add("a")
+    queue.add_after("a", 1.5)
+    queue.add_rate_limited("a")
+    assert_type(await queue.get(), str)
+    assert_type(queue.get_nowait(), str)
+    assert_type(queue.num_requeues("a"), int)
+    async for key in queue:
+        assert_type(key, str)
+        queue.done(key)
+    queue.shutdown(drain=True)
+    await queue.wait_idle()
