@@ -34,6 +34,7 @@ from ._exceptions import (
     TransportError,
     UnauthorizedError,
 )
+from ._finalizer import finalizer
 from ._informer import (
     Informer,
     InformerStatistics,
@@ -120,6 +121,7 @@ __all__ = [
     "changed",
     "debounce",
     "drop_managed_fields",
+    "finalizer",
     "finalizers_differ",
     "generation_changed",
     "generation_differs",
