@@ -43,6 +43,7 @@ from ._informer import (
     Subscription,
     drop_managed_fields,
 )
+from ._leader import LeaderElection, LeaderElectionStatistics, LeadershipLost
 from ._middleware import (
     Batch,
     Middleware,
@@ -92,6 +93,9 @@ __all__ = [
     "InformerStream",
     "InvalidError",
     "InvalidOptionError",
+    "LeaderElection",
+    "LeaderElectionStatistics",
+    "LeadershipLost",
     "MalformedLineError",
     "ManualClock",
     "Middleware",
