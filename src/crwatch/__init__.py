@@ -68,6 +68,7 @@ from ._predicates import (
     not_,
     resource_version_differs,
 )
+from ._recorder import EventRecorder, EventRecorderStatistics
 from ._resource import Resource
 from ._store import Store
 from ._version import __version__
@@ -83,6 +84,8 @@ __all__ = [
     "ConflictError",
     "CrwatchError",
     "Event",
+    "EventRecorder",
+    "EventRecorderStatistics",
     "EventStream",
     "EventTooLargeError",
     "EventType",
