@@ -33,6 +33,7 @@ class DrivenClock(crwatch.ManualClock):
         super().__init__()
         self.sleepers = 0
         self.woken = 0
+        self.waits: list[float] = []
         self._changed = anyio.Event()
 
     def _poke(self) -> None:
@@ -40,6 +41,7 @@ class DrivenClock(crwatch.ManualClock):
         self._changed = anyio.Event()
 
     async def sleep_until(self, deadline: float) -> None:
+        self.waits.append(deadline - self.now())
         self.sleepers += 1
         self._poke()
         try:
@@ -132,6 +134,13 @@ async def test_a_holder_that_renews_forever_keeps_the_other_waiting(
             assert stats.attempts > 10 * LEASE_DURATION / (RETRY * 2.2)
             assert stats.acquisitions == 0
             assert stats.holder == "a"
+    # The leader renews every retry period; the follower's waits are jittered by up to
+    # 120 % (client-go's JitterFactor 1.2), so they spread over [2, 4.4] s.
+    assert min(clock.waits) == RETRY
+    follower_waits = [w for w in clock.waits if w != RETRY]
+    assert len(follower_waits) > 10
+    assert all(RETRY < w <= RETRY * 2.2 for w in follower_waits)
+    assert max(follower_waits) - min(follower_waits) > RETRY * 0.5
     assert lease(server)["spec"]["leaseTransitions"] == 0
 
 

@@ -6,12 +6,15 @@ the watch path types them.
 
 from __future__ import annotations
 
+import copy
 import datetime
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 import crwatch
 from crwatch._writes import delete_request, patch_request
@@ -410,3 +413,44 @@ async def test_dry_run_stores_nothing(client: crwatch.Client) -> None:
     await client.create(WIDGETS, widget("b"))
     await client.delete(WIDGETS, "b", namespace="default", dry_run=True)
     await client.get(WIDGETS, "b", namespace="default")
+
+
+_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=5),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3)
+    ),
+    max_leaves=10,
+)
+
+
+@given(
+    patch=st.dictionaries(
+        st.text(max_size=8).filter(lambda k: k != "metadata"), _VALUES, max_size=4
+    ),
+    rv=st.text(min_size=1, max_size=6),
+)
+def test_merge_patch_precondition_keeps_the_patch_and_the_input(
+    patch: dict[str, Any], rv: str
+) -> None:
+    """A resource_version lands in the patch's metadata; nothing else of the patch changes.
+
+    The caller's patch is never modified.
+    """
+    before = copy.deepcopy(patch)
+    request = patch_request(
+        WIDGETS,
+        "a",
+        patch,
+        namespace="ns",
+        patch_type=None,
+        resource_version=rv,
+        dry_run=False,
+        field_manager=None,
+    )
+    assert patch == before
+    body = request.body
+    assert body["metadata"]["resourceVersion"] == rv
+    assert {k: v for k, v in body.items() if k != "metadata"} == {
+        k: v for k, v in patch.items() if k != "metadata"
+    }

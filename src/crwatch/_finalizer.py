@@ -58,8 +58,10 @@ async def _call(fn: Callable[[dict[str, Any]], Awaitable[T] | T], obj: dict[str,
 
 
 def _lost_race(exc: InvalidError, resource: Resource, name: str, what: str) -> ConflictError:
-    # A failed JSON patch "test" is a 422 without causes (apiserver patch handler); say
-    # what it means here: the finalizers changed since the object was read.
+    # A failed JSON patch "test" is a 422 without causes: the apiserver's patch handler
+    # answers NewGenericServerResponse(422, ...) for any error applying a JSON patch
+    # (https://github.com/kubernetes/kubernetes/blob/master/staging/src/k8s.io/apiserver/pkg/endpoints/handlers/patch.go).
+    # Say what it means here: the finalizers changed since the object was read.
     return ConflictError(
         f"{what}: the finalizers of {name!r} changed since the object was read ({exc.message})",
         code=409,
