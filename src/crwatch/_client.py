@@ -38,6 +38,10 @@ class Client:
     block exits. A client wrapping an ``ApiClient`` you pass borrows it: it is usable at once,
     and never closed by crwatch.
 
+    Besides watching, it reads and writes single objects (raw dicts in and out):
+    :meth:`get`, :meth:`create`, :meth:`replace`, :meth:`replace_status`, :meth:`patch`,
+    :meth:`patch_status`, :meth:`apply`, :meth:`apply_status`, :meth:`delete`.
+
     Requests go through the ``ApiClient``: its TLS settings (verification stays on unless
     your configuration turns it off), proxy, client certificates and bearer token (including
     exec plugins and token refresh, as kubernetes-asyncio supports them). Secrets never
