@@ -925,10 +925,13 @@ async def test_an_error_policy_returning_no_action_backs_off(
     assert "error_policy returned <coroutine> for default/w, not an Action" in caplog.text
 
 
-async def test_record_logs_at_debug_without_a_recorder_and_never_raises(
+async def test_record_writes_events_without_a_recorder_and_never_raises(
     cluster: Cluster, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """ctx.record goes to a DEBUG line without a recorder; a failing recorder is logged."""
+    """Without a recorder, ctx.record writes a core/v1 Event; a failing one is only logged.
+
+    The controller runs an EventRecorder named after itself while it runs.
+    """
     cluster.widget("w")
     calls = Calls()
 
@@ -942,10 +945,19 @@ async def test_record_logs_at_debug_without_a_recorder_and_never_raises(
             raise OSError("event sink down")
 
     caplog.set_level(logging.DEBUG, logger="crwatch")
-    plain = crwatch.Controller(cluster.client, WIDGETS, reconcile, informers=cluster.informers())
+    plain = crwatch.Controller(
+        cluster.client, WIDGETS, reconcile, name="widgets", informers=cluster.informers()
+    )
     async with running(plain):
         await calls.until(lambda c: len(c.items) == 1)
-    assert "event Normal Synced on default/w: all good" in caplog.text
+    # Leaving the controller flushes its recorder: the Event is on the server by now.
+    (event,) = cluster.server.list(cluster.server.resource("", "v1", "events"), namespace="default")
+    assert event["reason"] == "Synced"
+    assert event["message"] == "all good"
+    assert event["type"] == "Normal"
+    assert event["source"]["component"] == "widgets"
+    assert event["involvedObject"]["name"] == "w"
+    assert event["involvedObject"]["kind"] == "Widget"
 
     broken = crwatch.Controller(
         cluster.client, WIDGETS, reconcile, recorder=Broken(), informers=cluster.informers()

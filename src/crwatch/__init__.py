@@ -40,6 +40,7 @@ from ._exceptions import (
     TransportError,
     UnauthorizedError,
 )
+from ._finalizer import finalizer
 from ._informer import (
     Informer,
     InformerStatistics,
@@ -48,6 +49,7 @@ from ._informer import (
     Subscription,
     drop_managed_fields,
 )
+from ._leader import LeaderElection, LeaderElectionStatistics, LeadershipLost
 from ._middleware import (
     Batch,
     Middleware,
@@ -79,6 +81,7 @@ from ._ratelimit import (
     RateLimiter,
     default_rate_limiter,
 )
+from ._recorder import EventRecorder, EventRecorderStatistics
 from ._resource import Resource
 from ._shared import SharedInformers
 from ._store import Store
@@ -102,6 +105,8 @@ __all__ = [
     "CrwatchError",
     "Durations",
     "Event",
+    "EventRecorder",
+    "EventRecorderStatistics",
     "EventStream",
     "EventTooLargeError",
     "EventType",
@@ -113,6 +118,9 @@ __all__ = [
     "InformerStream",
     "InvalidError",
     "InvalidOptionError",
+    "LeaderElection",
+    "LeaderElectionStatistics",
+    "LeadershipLost",
     "MalformedLineError",
     "ManualClock",
     "Mapper",
@@ -155,6 +163,7 @@ __all__ = [
     "debounce",
     "default_rate_limiter",
     "drop_managed_fields",
+    "finalizer",
     "finalizers_differ",
     "generation_changed",
     "generation_differs",

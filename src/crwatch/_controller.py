@@ -52,6 +52,7 @@ from ._exceptions import (
 from ._informer import Informer, InformerStatistics, Subscription
 from ._middleware import Middleware, changed
 from ._ratelimit import RateLimiter
+from ._recorder import EventRecorder
 from ._resource import Resource
 from ._shared import SharedInformers
 from ._store import Store
@@ -394,7 +395,8 @@ class Controller(Generic[T]):
         error_policy: ``error_policy(ctx, error) -> Action | None``, a plain function, for a
             failed reconcile, after the error is logged. Default: :meth:`Action.backoff`.
         recorder: where :meth:`Context.record` goes (a :class:`Recorder`). Default ``None``:
-            a DEBUG log line.
+            a :class:`crwatch.EventRecorder` the controller runs while it runs, writing
+            core/v1 Events with ``source.component`` set to the controller's name.
         informers: a :class:`crwatch.SharedInformers` to take the informers from, to share
             them with other controllers. Default ``None``: the controller's own.
         clock: where time comes from. Default ``None``: the event loop's clock.
@@ -492,7 +494,13 @@ class Controller(Generic[T]):
         self._clock = validate_clock(clock)
         #: The controller's name, in logs and statistics.
         self.name = name or str(self._resource)
+        # Until the default EventRecorder runs (it owns a task), records go to the log.
         self._recorder: Recorder = recorder if recorder is not None else _LogRecorder(self.name)
+        self._own_recorder = (
+            EventRecorder(client, component=self.name)
+            if recorder is None and isinstance(client, Client)
+            else None
+        )
         self._queue: WorkQueue[str] = WorkQueue(
             rate_limiter=rate_limiter, clock=clock, name=self.name
         )
@@ -607,6 +615,9 @@ class Controller(Generic[T]):
             self._owns_informers = True
         self._informers = informers
         try:
+            if self._own_recorder is not None:
+                await self._own_recorder.__aenter__()
+                self._recorder = self._own_recorder
             for watched in self._watched:
                 await self._subscribe(informers, watched)
             task_group = anyio.create_task_group()
@@ -652,6 +663,10 @@ class Controller(Generic[T]):
                 watched.subscription = None
             if watched.informer is not None and informers is not None:
                 informers.release(watched.informer)
+        if self._recorder is self._own_recorder and self._own_recorder is not None:
+            # Entered after the informers, so left before them (anyio's task group order).
+            self._recorder = _LogRecorder(self.name)
+            await self._own_recorder.__aexit__(None, None, None)
         if self._owns_informers and informers is not None:
             self._owns_informers = False
             await informers.__aexit__(None, None, None)

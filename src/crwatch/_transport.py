@@ -30,6 +30,7 @@ __all__ = [
     "WatchStream",
     "api_client_from_incluster",
     "api_client_from_kubeconfig",
+    "send_request",
 ]
 
 log = logging.getLogger("crwatch")
@@ -338,3 +339,76 @@ async def _error_from(response: Any, verb: str, resource: str) -> ApiError:
 def _explain(exc: BaseException) -> str:
     text = str(exc)
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+# --- single-object requests (writes and GET) ----------------------------------------------
+
+#: Seconds a single-object request may wait for its answer. kube-apiserver ends a
+#: non-long-running request after 60 s itself (``--request-timeout``), so waiting longer
+#: only hides a dead connection.
+REQUEST_TIMEOUT: Final = 70.0
+
+
+async def send_request(
+    api_client: Any,
+    method: str,
+    path: str,
+    *,
+    query: Sequence[tuple[str, str]] = (),
+    body: Any = None,
+    content_type: str = "application/json",
+    verb: str,
+    resource: str,
+) -> Any:
+    """Send one request about one object and return its parsed JSON answer.
+
+    ``body`` is a JSON-serializable value (kubernetes-asyncio's REST client encodes it for
+    any JSON content type and for ``application/apply-patch+yaml``: JSON is YAML).
+
+    Raises:
+        ApiError: the server answered an error status (typed by status code).
+        TransportError: no usable answer (network failure, a body that is not JSON).
+        InvalidOptionError: ``body`` cannot be encoded as JSON.
+    """
+    api = api_client
+    url = api_client_host(api) + path
+    params = list(query)
+    headers: dict[str, str] = dict(api.default_headers)
+    headers["Accept"] = "application/json"
+    headers["Content-Type"] = content_type
+    if getattr(api, "cookie", None):
+        headers["Cookie"] = api.cookie
+    timeout = aiohttp.ClientTimeout(
+        total=REQUEST_TIMEOUT, sock_connect=CONNECT_TIMEOUT, connect=CONNECT_TIMEOUT
+    )
+    try:
+        await api.update_params_for_auth(headers, params, ["BearerToken"])
+        response = await api.rest_client.request(
+            method,
+            url,
+            query_params=params,
+            headers=headers,
+            body=body,
+            _preload_content=False,
+            _request_timeout=timeout,
+        )
+    except _NETWORK_ERRORS as exc:
+        raise TransportError(f"{verb} {resource}: {_explain(exc)}") from exc
+    except (TypeError, ValueError) as exc:
+        # json.dumps in the REST client: a value that JSON cannot carry (a datetime, bytes).
+        raise InvalidOptionError(f"{verb} {resource}: the body is not JSON: {exc}") from None
+    except k8s_config.ConfigException as exc:  # a credential plugin failed
+        raise TransportError(f"{verb} {resource}: credentials: {exc}") from exc
+    try:
+        if not 200 <= response.status < 300:
+            raise await _error_from(response, verb, resource)
+        try:
+            data = await response.read()
+        except _NETWORK_ERRORS as exc:
+            raise TransportError(f"{verb} {resource}: body not read: {_explain(exc)}") from exc
+    finally:
+        response.release()
+    try:
+        return loads(data)
+    except ValueError:
+        raise TransportError(f"{verb} {resource}: response is not JSON") from None

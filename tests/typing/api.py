@@ -119,3 +119,32 @@ async def use_a_work_queue() -> None:
         queue.done(key)
     queue.shutdown(drain=True)
     await queue.wait_idle()
+
+
+async def controller_toolkit(client: crwatch.Client) -> None:
+    widgets = crwatch.Resource("example.com", "v1", "widgets", kind="Widget", namespaced=True)
+    obj = await client.get(widgets, "a", namespace="default")
+    assert_type(obj, dict[str, Any])
+    assert_type(await client.patch(widgets, obj, {"spec": {}}), dict[str, Any])
+    await client.patch(widgets, obj, [{"op": "remove", "path": "/spec/x"}], resource_version="7")
+    await client.patch_status(widgets, obj, {"phase": "Ready"})
+    await client.apply(widgets, obj, field_manager="me", force=True, dry_run=True)
+    await client.delete(widgets, obj, uid="u", propagation_policy="Foreground")
+
+    async def ensure(o: dict[str, Any]) -> int:
+        return 1
+
+    def clean(o: dict[str, Any]) -> int:
+        return 2
+
+    result = await crwatch.finalizer(
+        client, widgets, obj, "example.com/x", apply=ensure, cleanup=clean
+    )
+    assert_type(result, int | None)
+    async with crwatch.EventRecorder(client, component="widgets") as events:
+        events.record(obj, "Synced", "ok", type="Warning", action="Reconcile")
+        assert_type(events.statistics(), crwatch.EventRecorderStatistics)
+    async with crwatch.LeaderElection(client, "widgets", namespace="ops") as leader:
+        assert_type(leader.is_leader, bool)
+        async with leader.leading():
+            await leader.wait_leading()
