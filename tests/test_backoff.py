@@ -28,6 +28,29 @@ def test_cap_grows_monotonically_to_the_maximum(attempt: int) -> None:
     assert backoff.cap(0) == 0.8
 
 
+def test_cap_doubles_from_the_first_failure() -> None:
+    """The cap is exact at each attempt: 0.8, 1.6, 3.2, ... up to 30 (client-go's numbers).
+
+    Regression (a surviving mutation): ``cap(1)`` returning the initial value passed every
+    bound-only check.
+    """
+    backoff = Backoff()
+    assert [backoff.cap(n) for n in range(7)] == pytest.approx(
+        [0.8, 1.6, 3.2, 6.4, 12.8, 25.6, 30.0]
+    )
+    assert backoff.cap(-3) == 0.8
+    assert Backoff(initial=1.0, maximum=8.0).cap(3) == 8.0
+    assert Backoff(initial=1.0, maximum=8.0).cap(2) == 4.0
+    assert Backoff(initial=2.0, maximum=100.0, multiplier=3.0).cap(1) == 6.0
+    assert Backoff(initial=2.0, maximum=100.0, multiplier=1.0).cap(50) == 2.0
+    assert Backoff().cap(10**9) == 30.0
+    assert Backoff().delay(1, 0.5) == pytest.approx(0.8)
+    assert Backoff().delay(6, 1.5) == 30.0  # uniform clamped to 1
+    assert Backoff().delay(5, -1.0) == 0.0
+    assert Backoff().delay(0, 0.5, -1.0) == 0.4  # a negative Retry-After is ignored
+    assert Backoff().delay(0, 0.5, 0.0) == 0.0
+
+
 def test_full_jitter_scales_the_cap() -> None:
     """The uniform value picks a point between 0 and the cap."""
     backoff = Backoff(initial=1.0, maximum=8.0)

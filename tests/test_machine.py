@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import attrs
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -324,6 +325,80 @@ def test_relists_for_skipped_lines_back_off_until_a_clean_watch() -> None:
     state, acts = _run(state, _ev("BOOKMARK", "30"), StreamEnded(), now=now + 300)
     assert isinstance(acts[-1], StartWatch)
     assert state.resyncs == 0
+
+
+def test_watch_failures_grow_the_backoff_while_lists_succeed() -> None:
+    """Consecutive failed watches (after a good list) back off ever longer, up to the cap.
+
+    Regression (a surviving mutation): resetting the attempt count whenever a watch starts
+    kept every retry under the first cap (0.8 s by default) while the list kept succeeding.
+    Only a watch that delivers, or a complete list, is progress.
+    """
+    state = _watching()
+    now = 0.0
+    sleeps: list[float] = []
+    for n in range(8):
+        state, acts = _run(state, Failed(ServerError("boom", code=500)), now=now)
+        (sleep,) = acts
+        assert isinstance(sleep, Sleep)
+        assert state.attempt == n + 1
+        assert sleep.until - now <= BACKOFF.cap(n) + 1e-9
+        sleeps.append(sleep.until - now)
+        now = sleep.until
+        state, acts = _run(state, SleepDone(), now=now)
+        assert isinstance(acts[0], StartWatch)  # the watch is retried, no relist
+    assert max(sleeps) > BACKOFF.cap(1)
+    # A watch that delivers is progress: the next failure starts from the first cap again.
+    state, _ = _run(state, _ev("MODIFIED", "11"), now=now)
+    state, acts = _run(state, Failed(ServerError("boom", code=500)), now=now)
+    assert state.attempt == 1
+    (sleep,) = acts
+    assert isinstance(sleep, Sleep)
+    assert sleep.until - now <= BACKOFF.cap(0)
+
+
+def test_clean_watch_end_keeps_the_skip_backoff_while_a_relist_is_pending() -> None:
+    """A watch that ends cleanly while a skip's relist is pending keeps the skip count.
+
+    Regression (a surviving mutation): starting the count over on every clean end let a
+    proxy that corrupts a line per watch relist at the first backoff forever. The count
+    starts over only at a clean end with no relist pending.
+    """
+    state = _watching()
+    state, _ = _run(state, _skipped(), now=0.0)
+    state, _ = _run(state, RelistDue(), PageReceived([], "20", None), now=state.relist_at or 0.0)
+    assert state.resyncs == 1
+    state, _ = _run(state, _skipped(), now=1.0)
+    pending = state.relist_at
+    assert pending is not None
+    assert state.resyncs == 2
+    # The stream ends cleanly after progress, before the relist is due: a plain re-watch.
+    state, acts = _run(state, _ev("BOOKMARK", "21"), now=1.0)
+    if pending > 1.0:
+        state, acts = _run(state, StreamEnded(), now=min(pending, 2.0) - 1e-6)
+        assert isinstance(acts[-1], StartWatch)
+        assert state.relist_at == pending
+        assert state.resyncs == 2
+    # The third skip's relist waits up to the third cap, not the first.
+    state, _ = _run(state, RelistDue(), PageReceived([], "22", None), now=pending)
+    state, _ = _run(state, _skipped(), now=50.0)
+    assert state.resyncs == 3
+    assert state.relist_at is not None
+    assert state.relist_at - 50.0 <= BACKOFF.cap(2) + 1e-9
+
+
+def test_clean_end_with_a_relist_pending_keeps_the_count_at_any_seed() -> None:
+    """Whatever the jitter, a clean end before a pending relist does not reset the count."""
+    for seed in range(20):
+        state = initial_state(Config(streaming_list=False, backoff=BACKOFF), seed=seed)
+        state, _ = _run(state, Start(), PageReceived([], "10", None))
+        state, _ = _run(state, _ev("MODIFIED", "11"), _skipped(), now=0.0)
+        assert state.relist_at is not None
+        # Force "not due yet" by ending the stream at the very start of the schedule.
+        state = attrs.evolve(state, relist_at=1e9)
+        state, acts = _run(state, StreamEnded(), now=10.0)
+        assert isinstance(acts[-1], StartWatch)
+        assert (state.resyncs, state.relist_at) == (1, 1e9)
 
 
 def test_due_relist_wins_over_a_rewatch() -> None:
