@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+import os
+import random
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -52,3 +54,19 @@ class WidgetEnv:
             f"default/{o['metadata']['name']}": o["metadata"]["resourceVersion"]
             for o in self.server.list(self.rtype, namespace="default")
         }
+
+
+def seeded(cases: Sequence[tuple[object, ...]]) -> list[tuple[object, ...]]:
+    """Return the fixed ``(seed, ...)`` cases of a randomized test, plus fresh ones on demand.
+
+    ``CRWATCH_CHAOS_SEEDS=N`` (set by ``nox -s chaos``) appends N cases with random seeds,
+    cycling through the fixed cases' other parameters. The seed is part of the test id, so
+    a failure is replayed with ``pytest -k <seed>``.
+    """
+    extra = int(os.environ.get("CRWATCH_CHAOS_SEEDS", "0") or 0)
+    fresh = random.SystemRandom()
+    out = list(cases)
+    for i in range(extra):
+        base = cases[i % len(cases)]
+        out.append((fresh.randrange(1 << 32), *base[1:]))
+    return out

@@ -17,7 +17,7 @@ import anyio
 import pytest
 
 import crwatch
-from _support import WidgetEnv, widget_cluster
+from _support import WidgetEnv, seeded, widget_cluster
 from crwatch import Backoff, Event, EventType
 from crwatch.testing import FakeApiServer, Fault
 
@@ -847,7 +847,7 @@ async def test_consumer_frames_bytes_that_arrived_while_it_was_busy(env: Env) ->
         assert (stats.watches, stats.errors) == (1, 0)
 
 
-@pytest.mark.parametrize(("seed", "buffer_size"), [(0, 0), (1, 3), (2, 128), (3, 128)])
+@pytest.mark.parametrize(("seed", "buffer_size"), seeded([(0, 0), (1, 3), (2, 128), (3, 128)]))
 async def test_random_changes_faults_and_a_fickle_consumer_converge(
     tmp_path: Path, seed: int, buffer_size: int
 ) -> None:
