@@ -5,9 +5,11 @@ from __future__ import annotations
 import contextlib
 import os
 import random
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Any
+
+import anyio
 
 import crwatch
 from crwatch.testing import FakeApiServer, ResourceType
@@ -70,3 +72,17 @@ def seeded(cases: Sequence[tuple[object, ...]]) -> list[tuple[object, ...]]:
         base = cases[i % len(cases)]
         out.append((fresh.randrange(1 << 32), *base[1:]))
     return out
+
+
+async def until(predicate: Callable[[], object], timeout: float = 5.0) -> None:
+    """Wait for a condition on client-side state that has no event to wait on.
+
+    For what the fake server knows (watches, requests, fault firings, writes flushed), wait
+    on its awaitables instead: ``server.wait_for_watchers``, ``rule.wait_fired``, ...
+
+    Raises:
+        TimeoutError: the condition still fails after ``timeout`` seconds.
+    """
+    with anyio.fail_after(timeout):
+        while not predicate():  # noqa: ASYNC110 - a subscriber's view has no event to wait on
+            await anyio.sleep(0.005)

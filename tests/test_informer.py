@@ -9,7 +9,7 @@ import logging
 import os
 import random
 import warnings
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +20,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import crwatch
-from _support import WidgetEnv, seeded, widget_cluster
+from _support import WidgetEnv, seeded, until, widget_cluster
 from crwatch import Backoff, Event, EventType, _gc
 from crwatch._store import Cache
 from crwatch._watcher import Lane, Overflow
@@ -107,13 +107,6 @@ def cache_state(informer: crwatch.Informer) -> dict[str, str]:
     return {
         k: o["metadata"]["resourceVersion"] for k, o in zip(store.keys(), store.list(), strict=True)
     }
-
-
-async def until(predicate: Callable[[], object], timeout: float = 5.0) -> None:
-    """Wait for a condition on state that has no event to wait on (counters)."""
-    with anyio.fail_after(timeout):
-        while not predicate():  # noqa: ASYNC110
-            await anyio.sleep(0.01)
 
 
 # --- one list/watch, many subscribers ------------------------------------------------------------
