@@ -11,7 +11,8 @@ pytestmark = pytest.mark.anyio
 
 def _samples(tasks: list[int], depth: list[int] | None = None) -> list[Sample]:
     depth = depth or [0] * len(tasks)
-    return [Sample(float(i), 100.0, t, 10, (d,), 10) for i, (t, d) in enumerate(zip(tasks, depth, strict=True))]
+    pairs = enumerate(zip(tasks, depth, strict=True))
+    return [Sample(float(i), 100.0, t, 10, (d,), 10) for i, (t, d) in pairs]
 
 
 def test_trends_flag_steady_growth_only() -> None:
