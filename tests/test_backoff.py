@@ -88,3 +88,33 @@ def test_invalid_values_raise_at_construction(kwargs: dict[str, float]) -> None:
     """Bad numbers are rejected when the Backoff is built, as InvalidOptionError."""
     with pytest.raises(InvalidOptionError):
         Backoff(**kwargs)
+
+
+def test_errors_name_the_field_and_the_value() -> None:
+    """A rejected value is named with its field, so the message points at the fix."""
+    with pytest.raises(InvalidOptionError) as info:
+        Backoff(initial=-2)
+    assert str(info.value) == "Backoff.initial must be a positive number, got -2"
+    with pytest.raises(InvalidOptionError) as info:
+        Backoff(max_retry_after=0)
+    assert str(info.value) == "Backoff.max_retry_after must be a positive number, got 0"
+    with pytest.raises(InvalidOptionError) as info:
+        Backoff(multiplier=0.5)
+    assert str(info.value) == "Backoff.multiplier must be >= 1, got 0.5"
+    with pytest.raises(InvalidOptionError) as info:
+        Backoff(initial=5, maximum=1)
+    assert str(info.value) == "Backoff.maximum (1) must be >= initial (5)"
+
+
+def test_a_constant_backoff_is_allowed() -> None:
+    """Maximum equal to initial is a constant cap, not an error."""
+    backoff = Backoff(initial=2.0, maximum=2.0)
+    assert [backoff.cap(n) for n in range(4)] == [2.0, 2.0, 2.0, 2.0]
+
+
+def test_slowest_pace_spans_half_to_all_of_the_maximum() -> None:
+    """The slowest pace is linear in the uniform value, clamped to [maximum / 2, maximum]."""
+    backoff = Backoff(maximum=8.0)
+    assert backoff.slowest(0.5) == 6.0
+    assert backoff.slowest(2.0) == 8.0
+    assert backoff.slowest(-1.0) == 4.0
