@@ -420,11 +420,18 @@ def test_skipped_line_in_a_streaming_list_restarts_the_list_after_a_backoff() ->
     The snapshot may miss an object; a list response has no per-line limit.
     """
     state, _ = _run(initial_state(Config(backoff=BACKOFF), seed=1), Start())
-    state, acts = _run(state, _ev("ADDED", "3"), _skipped(), now=1.0)
+    skipped = _skipped()
+    state, acts = _run(state, _ev("ADDED", "3"), skipped, now=1.0)
     assert isinstance(acts[0], Collect)
     assert isinstance(acts[1], DiscardCollected)
-    assert isinstance(acts[2], Sleep)
-    assert state.phase is Phase.BACKING_OFF
+    sleep = acts[2]
+    assert isinstance(sleep, Sleep)
+    assert sleep.error is skipped.error  # the driver logs why it waits
+    assert (state.phase, state.resume, state.streaming) == (
+        Phase.BACKING_OFF,
+        Phase.LISTING,
+        False,
+    )
     _, acts = _run(state, SleepDone(), now=100.0)
     assert acts == [ListPage("", None, 500)]
 
@@ -732,12 +739,18 @@ def test_a_due_relist_restarts_a_streaming_list_with_a_fresh_deadline() -> None:
         False,
     )
     assert state.relist_at is None
-    # A relist due exactly now is due.
+    # A relist due exactly now is due, whether the stream ends or the timer fires then;
+    # each streaming list draws its own timeout (the seed moves on).
+    before = state.seed
     state, _ = _run(state, _ev("BOOKMARK", "12", end=True), _skipped(), now=50.0)
     at = state.relist_at
     assert at is not None
     _, acts = _run(state, RelistDue(), now=at)
     assert isinstance(acts[0], StartStreamingList)
+    progressed, _ = _run(state, _ev("MODIFIED", "13"), now=at)
+    relisting, acts = _run(progressed, StreamEnded(), now=at)
+    assert isinstance(acts[0], StartStreamingList)
+    assert relisting.seed != progressed.seed != before
 
 
 def test_the_end_bookmark_completes_the_initial_state() -> None:

@@ -252,4 +252,5 @@ def test_index_function_errors_are_logged_with_index_and_key(
     store = Store({"broken": broken})
     with caplog.at_level("ERROR", logger="crwatch"):
         store.apply("ADDED", _obj("a", "1"))
-    assert "index 'broken' failed on default/a; object not indexed" in caplog.text
+    messages = [r.getMessage() for r in caplog.records]
+    assert messages == ["index 'broken' failed on default/a; object not indexed"]

@@ -238,7 +238,7 @@ def test_parse_retry_after() -> None:
 
 def test_splitter_messages_and_whitespace_tail() -> None:
     """Errors say what is wrong; a tail of whitespace only is no line at all."""
-    with pytest.raises(ValueError, match="max_line_bytes must be positive"):
+    with pytest.raises(ValueError, match=r"^max_line_bytes must be positive$"):
         LineSplitter(0)
     splitter = LineSplitter(4)
     (err,) = splitter.feed(b"123456789\n")
