@@ -144,9 +144,14 @@ async def cluster(
 
 @pytest.mark.parametrize("restore", [False, True], ids=["restart", "restore"])
 async def test_informer_converges_after_restart_and_restore(
-    cluster: tuple[FakeApiServer, ResourceType, crwatch.Client], restore: bool
+    cluster: tuple[FakeApiServer, ResourceType, crwatch.Client],
+    restore: bool,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
-    """The Informer's cache and a subscriber's view converge after a restart and a restore."""
+    """The Informer's cache and a subscriber's view converge after a restart and a restore.
+
+    Going back in resourceVersions is logged once, as a warning.
+    """
     server, rtype, client = cluster
     view: dict[str, dict[str, Any]] = {}
     informer = crwatch.Informer(client, WIDGETS, namespace="default", backoff=FAST)
@@ -159,7 +164,10 @@ async def test_informer_converges_after_restart_and_restore(
 
     async with informer:
         await informer.wait_synced(timeout=5)
-        await _restart_scenario(server, rtype, converged, restore=restore)
+        with caplog.at_level("WARNING", logger="crwatch"):
+            await _restart_scenario(server, rtype, converged, restore=restore)
+        went_back = [r for r in caplog.records if "resourceVersion went back" in r.getMessage()]
+        assert len(went_back) == (1 if restore else 0)
         # After a plain restart the client was up to date: resuming at the current
         # resourceVersion is allowed, no relist needed. After a restore one is.
         assert informer.statistics().relists >= (1 if restore else 0)

@@ -1024,7 +1024,7 @@ class _Core:
                 if isinstance(observation, Failed):
                     self._note_failure(observation.error)
                 self._fold()
-                before = self.state.resource_version if self._waiters else ""
+                before = self.state.resource_version  # for _check_rollback
                 self.state, actions = step(self.state, observation, anyio.current_time())
                 observation = None
                 for action in actions:
