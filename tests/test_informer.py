@@ -1347,12 +1347,13 @@ async def test_sync_callable_returning_an_awaitable_never_runs_concurrently(
     active = 0
     overlaps = 0
     done: list[tuple[str, int]] = []
+    gate = anyio.Event()  # holds the first call until both changes have arrived
 
     async def work(event: Event) -> None:
         nonlocal active, overlaps
         active += 1
         overlaps += active > 1
-        await anyio.sleep(0.05)
+        await gate.wait()
         active -= 1
         done.append((str(event.type), event.object["spec"].get("size", -1)))
 
@@ -1369,6 +1370,9 @@ async def test_sync_callable_returning_an_awaitable_never_runs_concurrently(
         await until(lambda: active == 1)  # the ADDED is being awaited by its task
         env.patch("a", size=1)
         env.patch("a", size=2)
+        await informer.wait_for(env.server.resource_version, timeout=5)
+        await anyio.wait_all_tasks_blocked()  # a second call, if any, has started by now
+        gate.set()
         await until(lambda: len(done) == 3)
     assert overlaps == 0
     assert done == [("ADDED", -1), ("MODIFIED", 1), ("MODIFIED", 2)]

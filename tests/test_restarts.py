@@ -79,7 +79,8 @@ async def test_watch_relists_and_converges_after_a_restart(tmp_path: Path) -> No
             server.create(rtype, _widget("b", size=2), namespace="default")  # a new uid
             server.delete(rtype, "c", namespace="default")
             server.compact()  # the new watch cache has no history
-            await anyio.sleep(0)  # noqa: ASYNC115 - let the client meet the closed port
+            errors = events.statistics().errors
+            await until(lambda: events.statistics().errors > errors)  # refused, retrying
             await server.start()
             await until(lambda: _view_state(view) == _state(server, rtype))
             server.create(rtype, _widget("d"), namespace="default")
