@@ -31,18 +31,24 @@ async def test_wait_fired_returns_the_nth_firing(fake_apiserver: FakeApiServer) 
 
 
 async def test_wait_for_watchers_counts_registered_watches(fake_apiserver: FakeApiServer) -> None:
-    """wait_for_watchers(n) returns when n watches are registered, and 0 once they are gone.
+    """wait_for_watchers(n) returns once n watches are registered, and 0 once they are gone.
 
-    A change made right after it returns is delivered on the watch.
+    A change made right after it returns follows the streaming list's initial-events-end
+    bookmark: the watch was registered before the change, not merely requested.
     """
     widgets = register_widgets(fake_apiserver)
-    rv = fake_apiserver.resource_version
-    async with watch(fake_apiserver, resourceVersion=rv) as stream:
+    params = {
+        "sendInitialEvents": "true",
+        "resourceVersionMatch": "NotOlderThan",
+        "allowWatchBookmarks": "true",
+    }
+    async with watch(fake_apiserver, **params) as stream:
         await fake_apiserver.wait_for_watchers(1, resource=widgets)
         assert fake_apiserver.open_watches(widgets) == 1
         fake_apiserver.create(widgets, widget("a"), namespace="default")
-        event = await stream.event()
-        assert (event["type"], event["object"]["metadata"]["name"]) == ("ADDED", "a")
+        first, second = await stream.events(2)
+        assert first["type"] == "BOOKMARK"
+        assert (second["type"], second["object"]["metadata"]["name"]) == ("ADDED", "a")
         with pytest.raises(TimeoutError, match="1 open watches, not 2"):
             await fake_apiserver.wait_for_watchers(2, timeout=0.01)
     await fake_apiserver.wait_for_watchers(0)
@@ -59,7 +65,8 @@ async def test_wait_for_request_sees_a_list_before_it_is_answered() -> None:
         target = server.resource_version + 1
         listing = asyncio.ensure_future(get_json(server, WIDGETS, {"resourceVersion": target}))
         await server.wait_for_request(verb="list", resource="widgets")
-        assert not listing.done()
+        assert server.statistics().requests == 1  # it has arrived...
+        assert not listing.done()  # ...and waits
         server.create(widgets, widget("late"), namespace="default")
         status, body, _ = await asyncio.wait_for(listing, 5)
     assert status == 200
@@ -69,14 +76,22 @@ async def test_wait_for_request_sees_a_list_before_it_is_answered() -> None:
 
 
 async def test_wait_flushed_means_every_change_was_written(fake_apiserver: FakeApiServer) -> None:
-    """After wait_flushed, every change made so far is in flight to the watch's client."""
+    """After wait_flushed, every change made so far has been written to the watch's socket.
+
+    The watch writes slowly (30 ms an event, 1.5 s for all): once wait_flushed returns,
+    reading all 50 takes no time.
+    """
     widgets = register_widgets(fake_apiserver)
+    fake_apiserver.faults.add(Fault.slow(0.03), verb="watch")
     async with watch(fake_apiserver, resourceVersion=fake_apiserver.resource_version) as stream:
         await fake_apiserver.wait_for_watchers(1)
         for i in range(50):
             fake_apiserver.create(widgets, widget(f"w{i}"), namespace="default")
         await fake_apiserver.wait_flushed()
+        loop = asyncio.get_running_loop()
+        start = loop.time()
         names = [(await stream.event())["object"]["metadata"]["name"] for _ in range(50)]
+        assert loop.time() - start < 0.5
     assert names == [f"w{i}" for i in range(50)]
 
 
