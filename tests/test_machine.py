@@ -933,3 +933,25 @@ def test_skip_schedules_use_fresh_randomness() -> None:
     state = _watching()
     new, _ = _run(state, _skipped(), now=0.0)
     assert new.seed != state.seed
+
+
+def test_a_watch_silent_from_its_start_relists_after_its_stall() -> None:
+    """A stall on a watch that delivered nothing (not even a bookmark) ends in a relist.
+
+    kube-apiserver keeps a watch from a resourceVersion it has not reached silent (after a
+    restore to an older state): resuming from it would stay silent forever. A watch that
+    delivered something and then went quiet resumes as usual.
+    """
+    state = _watching()
+    stall = StallTimeout("no byte for 90 s")
+    silent, acts = _run(state, Failed(stall), now=100.0)
+    assert isinstance(acts[0], Sleep)
+    assert acts[0].error is stall
+    assert silent.resume is Phase.LISTING
+    _, acts = _run(silent, SleepDone(), now=200.0)
+    assert acts == [ListPage("", None, 500)]
+    busy, _ = _run(state, _ev("BOOKMARK", "12"), Failed(stall), now=100.0)
+    assert busy.resume is Phase.WATCHING
+    _, acts = _run(busy, SleepDone(), now=200.0)
+    assert isinstance(acts[0], StartWatch)
+    assert acts[0].resource_version == "12"

@@ -213,3 +213,32 @@ async def test_wait_for_fails_when_the_server_goes_back_in_time(
         await informer.wait_for(written["metadata"]["resourceVersion"], timeout=5)
         assert informer.store.get("default/after") is not None
         assert informer.store.get("default/w0") is None
+
+
+async def test_a_silent_watch_after_a_restore_ends_in_a_relist(tmp_path: Path) -> None:
+    """A restored server that keeps a future-version watch silent still gets a relist.
+
+    kube-apiserver's watch cache sends nothing at all on a plain watch from a version it
+    has not reached (and no bookmark, since it has nothing newer): the watch is dropped
+    after ``stall_timeout`` and, having delivered nothing, replaced by a relist.
+    """
+    async with widget_cluster(tmp_path) as (server, rtype, client):
+        view: dict[str, dict[str, Any]] = {}
+        options: dict[str, Any] = {"namespace": "default", "backoff": FAST, "stall_timeout": 0.3}
+        async with (
+            crwatch.watch(client, WIDGETS, **options) as events,
+            anyio.create_task_group() as tg,
+        ):
+            tg.start_soon(_consume, events, view)
+            server.create(rtype, _widget("a"), namespace="default")
+            snapshot = server.snapshot()
+            server.create(rtype, _widget("b"), namespace="default")
+            await until(lambda: _view_state(view) == _state(server, rtype))
+            await server.restore(snapshot)
+            server.reject_future_watches = False  # silent, as a plain watch is
+            server.create(rtype, _widget("c"), namespace="default")  # below our version
+            await until(lambda: _view_state(view) == _state(server, rtype))
+            stats = events.statistics()
+            tg.cancel_scope.cancel()
+    assert stats.stalls >= 1
+    assert sorted(view) == ["default/a", "default/c"]

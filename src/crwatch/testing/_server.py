@@ -304,10 +304,11 @@ class FakeApiServer:
         self._closing = False
         self._requests = 0
         self.reject_future_watches = False
-        """Answer a watch from a resourceVersion the server has not reached, after waiting
-        ``too_large_rv_wait``, with an ERROR 504 "Too large resource version" (what the watch
-        cache of kube-apiserver answers; off by default: such a watch then waits silently).
-        `restore` turns it on."""
+        """Answer a plain watch from a resourceVersion the server has not reached, after
+        ``too_large_rv_wait``, with an ERROR 504 "Too large resource version", as
+        kube-apiserver does for a streaming list. Off by default: such a watch then stays
+        silent until that version comes, as kube-apiserver's watch cache keeps it.
+        `restore` turns it on; turn it off again to test the silent case."""
         # (verb, resource, namespace) of the last requests, for wait_for_request.
         self._request_log: deque[tuple[str, str, str]] = deque(maxlen=10_000)
         self._changed = asyncio.Event()
