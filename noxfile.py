@@ -23,9 +23,78 @@ def _install(session: nox.Session, *groups: str, project: bool = True) -> None:
 
 @nox.session
 def tests(session: nox.Session) -> None:
-    """Run the whole test suite."""
+    """Run the whole test suite (Hypothesis derandomized: the same examples every run)."""
     _install(session, "test")
-    session.run("pytest", *session.posargs)
+    session.run("pytest", *session.posargs, env={"HYPOTHESIS_PROFILE": "ci"})
+
+
+#: The randomized suites: Hypothesis properties and the seeded fault-schedule tests.
+RANDOMIZED = [
+    "tests/test_machine.py",
+    "tests/test_backoff.py",
+    "tests/test_wire.py",
+    "tests/test_store.py",
+    "tests/test_middleware.py",
+    "tests/test_predicates.py",
+    "tests/testing/test_fake_state_model.py",
+    "tests/test_watch.py",
+    "tests/test_informer.py",
+]
+
+
+@nox.session
+def chaos(session: nox.Session) -> None:
+    """Run the randomized suites with fresh random examples and seeds (nightly style).
+
+    ``nox -s chaos -- --hypothesis-seed=N`` replays a Hypothesis run; a failing fault
+    schedule names its seed in the test id. ``CRWATCH_CHAOS_SEEDS`` (default 12) sets how
+    many fresh schedules each seeded test adds; ``HYPOTHESIS_PROFILE=nightly`` draws more.
+    """
+    _install(session, "test")
+    env = {
+        "HYPOTHESIS_PROFILE": session.env.get("HYPOTHESIS_PROFILE", "chaos"),
+        "CRWATCH_CHAOS_SEEDS": session.env.get("CRWATCH_CHAOS_SEEDS", "12"),
+    }
+    session.run(
+        "pytest",
+        *RANDOMIZED,
+        *session.posargs,
+        env=env,
+    )
+
+
+@nox.session
+def mutate(session: nox.Session) -> None:
+    """Mutation testing (mutmut) of the pure core: _machine, _wire, _store, _backoff.
+
+    Configured in pyproject.toml ([tool.mutmut]); prints the score. Takes minutes.
+    ``nox -s mutate -- <mutant-name-glob>`` runs a subset.
+    """
+    _install(session, "mutate")
+    session.run("mutmut", "run", *session.posargs)
+    session.run("mutmut", "export-cicd-stats")
+    session.run("python", "-c", _MUTATION_SCORE)
+
+
+_MUTATION_SCORE = """
+import json
+s = json.load(open("mutants/mutmut-cicd-stats.json"))
+done = s["killed"] + s["survived"] + s["timeout"] + s["suspicious"]
+print(f"mutants: {s['total']}, killed {s['killed']}, timeout {s['timeout']}, "
+      f"survived {s['survived']}, no tests {s['no_tests']}, skipped {s['skipped']}")
+print(f"score: {(s['killed'] + s['timeout']) / max(1, done):.1%} of mutants that ran")
+"""
+
+
+@nox.session
+def soak(session: nox.Session) -> None:
+    """Soak an Informer over 10,000 objects: ``nox -s soak -- --minutes 10``.
+
+    Steady churn and periodic faults against FakeApiServer; samples RSS, tasks, fds and
+    subscriber depths, prints their slopes after warm-up and fails on steady growth.
+    """
+    _install(session)
+    session.run("python", "tests/soak.py", *session.posargs)
 
 
 @nox.session

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+import os
+import random
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Any
+
+import anyio
 
 import crwatch
 from crwatch.testing import FakeApiServer, ResourceType
@@ -52,3 +56,33 @@ class WidgetEnv:
             f"default/{o['metadata']['name']}": o["metadata"]["resourceVersion"]
             for o in self.server.list(self.rtype, namespace="default")
         }
+
+
+def seeded(cases: Sequence[tuple[object, ...]]) -> list[tuple[object, ...]]:
+    """Return the fixed ``(seed, ...)`` cases of a randomized test, plus fresh ones on demand.
+
+    ``CRWATCH_CHAOS_SEEDS=N`` (set by ``nox -s chaos``) appends N cases with random seeds,
+    cycling through the fixed cases' other parameters. The seed is part of the test id, so
+    a failure is replayed with ``pytest -k <seed>``.
+    """
+    extra = int(os.environ.get("CRWATCH_CHAOS_SEEDS", "0") or 0)
+    fresh = random.SystemRandom()
+    out = list(cases)
+    for i in range(extra):
+        base = cases[i % len(cases)]
+        out.append((fresh.randrange(1 << 32), *base[1:]))
+    return out
+
+
+async def until(predicate: Callable[[], object], timeout: float = 5.0) -> None:
+    """Wait for a condition on client-side state that has no event to wait on.
+
+    For what the fake server knows (watches, requests, fault firings, writes flushed), wait
+    on its awaitables instead: ``server.wait_for_watchers``, ``rule.wait_fired``, ...
+
+    Raises:
+        TimeoutError: the condition still fails after ``timeout`` seconds.
+    """
+    with anyio.fail_after(timeout):
+        while not predicate():  # noqa: ASYNC110 - a subscriber's view has no event to wait on
+            await anyio.sleep(0.005)

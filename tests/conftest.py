@@ -2,9 +2,40 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
 import pytest
+from hypothesis import HealthCheck, settings
+
+# Hypothesis profiles. "ci" is derandomized, so a CI run is reproducible (the same examples
+# every run); it is the default when $CI is set, and `nox -s tests` selects it. "chaos" and
+# "nightly" draw fresh random examples, more of them (`nox -s chaos`). Pick one with
+# HYPOTHESIS_PROFILE=<name>.
+settings.register_profile(
+    "ci",
+    derandomize=True,
+    deadline=None,
+    print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+settings.register_profile("dev", deadline=None)
+settings.register_profile(
+    "chaos",
+    derandomize=False,
+    deadline=None,
+    max_examples=500,
+    print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+settings.register_profile(
+    "nightly",
+    parent=settings.get_profile("chaos"),
+    max_examples=2000,
+)
+settings.load_profile(
+    os.environ.get("HYPOTHESIS_PROFILE") or ("ci" if os.environ.get("CI") else "dev")
+)
 
 # The public plugin, opted into as users do: fake_apiserver, crwatch_client, ...
 pytest_plugins = ["crwatch.testing.pytest_plugin"]

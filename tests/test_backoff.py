@@ -28,6 +28,29 @@ def test_cap_grows_monotonically_to_the_maximum(attempt: int) -> None:
     assert backoff.cap(0) == 0.8
 
 
+def test_cap_doubles_from_the_first_failure() -> None:
+    """The cap is exact at each attempt: 0.8, 1.6, 3.2, ... up to 30 (client-go's numbers).
+
+    Regression (a surviving mutation): ``cap(1)`` returning the initial value passed every
+    bound-only check.
+    """
+    backoff = Backoff()
+    assert [backoff.cap(n) for n in range(7)] == pytest.approx(
+        [0.8, 1.6, 3.2, 6.4, 12.8, 25.6, 30.0]
+    )
+    assert backoff.cap(-3) == 0.8
+    assert Backoff(initial=1.0, maximum=8.0).cap(3) == 8.0
+    assert Backoff(initial=1.0, maximum=8.0).cap(2) == 4.0
+    assert Backoff(initial=2.0, maximum=100.0, multiplier=3.0).cap(1) == 6.0
+    assert Backoff(initial=2.0, maximum=100.0, multiplier=1.0).cap(50) == 2.0
+    assert Backoff().cap(10**9) == 30.0
+    assert Backoff().delay(1, 0.5) == pytest.approx(0.8)
+    assert Backoff().delay(6, 1.5) == 30.0  # uniform clamped to 1
+    assert Backoff().delay(5, -1.0) == 0.0
+    assert Backoff().delay(0, 0.5, -1.0) == 0.4  # a negative Retry-After is ignored
+    assert Backoff().delay(0, 0.5, 0.0) == 0.0
+
+
 def test_full_jitter_scales_the_cap() -> None:
     """The uniform value picks a point between 0 and the cap."""
     backoff = Backoff(initial=1.0, maximum=8.0)
@@ -65,3 +88,33 @@ def test_invalid_values_raise_at_construction(kwargs: dict[str, float]) -> None:
     """Bad numbers are rejected when the Backoff is built, as InvalidOptionError."""
     with pytest.raises(InvalidOptionError):
         Backoff(**kwargs)
+
+
+def test_errors_name_the_field_and_the_value() -> None:
+    """A rejected value is named with its field, so the message points at the fix."""
+    with pytest.raises(InvalidOptionError) as info:
+        Backoff(initial=-2)
+    assert str(info.value) == "Backoff.initial must be a positive number, got -2"
+    with pytest.raises(InvalidOptionError) as info:
+        Backoff(max_retry_after=0)
+    assert str(info.value) == "Backoff.max_retry_after must be a positive number, got 0"
+    with pytest.raises(InvalidOptionError) as info:
+        Backoff(multiplier=0.5)
+    assert str(info.value) == "Backoff.multiplier must be >= 1, got 0.5"
+    with pytest.raises(InvalidOptionError) as info:
+        Backoff(initial=5, maximum=1)
+    assert str(info.value) == "Backoff.maximum (1) must be >= initial (5)"
+
+
+def test_a_constant_backoff_is_allowed() -> None:
+    """Maximum equal to initial is a constant cap, not an error."""
+    backoff = Backoff(initial=2.0, maximum=2.0)
+    assert [backoff.cap(n) for n in range(4)] == [2.0, 2.0, 2.0, 2.0]
+
+
+def test_slowest_pace_spans_half_to_all_of_the_maximum() -> None:
+    """The slowest pace is linear in the uniform value, clamped to [maximum / 2, maximum]."""
+    backoff = Backoff(maximum=8.0)
+    assert backoff.slowest(0.5) == 6.0
+    assert backoff.slowest(2.0) == 8.0
+    assert backoff.slowest(-1.0) == 4.0

@@ -9,7 +9,7 @@ import logging
 import os
 import random
 import warnings
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +20,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import crwatch
-from _support import WidgetEnv, widget_cluster
+from _support import WidgetEnv, seeded, until, widget_cluster
 from crwatch import Backoff, Event, EventType, _gc
 from crwatch._store import Cache
 from crwatch._watcher import Lane, Overflow
@@ -107,13 +107,6 @@ def cache_state(informer: crwatch.Informer) -> dict[str, str]:
     return {
         k: o["metadata"]["resourceVersion"] for k, o in zip(store.keys(), store.list(), strict=True)
     }
-
-
-async def until(predicate: Callable[[], object], timeout: float = 5.0) -> None:
-    """Wait for a condition on state that has no event to wait on (counters)."""
-    with anyio.fail_after(timeout):
-        while not predicate():  # noqa: ASYNC110
-            await anyio.sleep(0.01)
 
 
 # --- one list/watch, many subscribers ------------------------------------------------------------
@@ -1354,12 +1347,13 @@ async def test_sync_callable_returning_an_awaitable_never_runs_concurrently(
     active = 0
     overlaps = 0
     done: list[tuple[str, int]] = []
+    gate = anyio.Event()  # holds the first call until both changes have arrived
 
     async def work(event: Event) -> None:
         nonlocal active, overlaps
         active += 1
         overlaps += active > 1
-        await anyio.sleep(0.05)
+        await gate.wait()
         active -= 1
         done.append((str(event.type), event.object["spec"].get("size", -1)))
 
@@ -1376,12 +1370,15 @@ async def test_sync_callable_returning_an_awaitable_never_runs_concurrently(
         await until(lambda: active == 1)  # the ADDED is being awaited by its task
         env.patch("a", size=1)
         env.patch("a", size=2)
+        await informer.wait_for(env.server.resource_version, timeout=5)
+        await anyio.wait_all_tasks_blocked()  # a second call, if any, has started by now
+        gate.set()
         await until(lambda: len(done) == 3)
     assert overlaps == 0
     assert done == [("ADDED", -1), ("MODIFIED", 1), ("MODIFIED", 2)]
 
 
-@pytest.mark.parametrize(("seed", "overflow"), [(0, "wait"), (1, "coalesce"), (2, "wait")])
+@pytest.mark.parametrize(("seed", "overflow"), seeded([(0, "wait"), (1, "coalesce"), (2, "wait")]))
 @anyio_mark
 async def test_random_changes_faults_and_subscribers_converge(
     tmp_path: Path, seed: int, overflow: Overflow

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import math
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from typing import Any
 
 import anyio
@@ -19,6 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import crwatch
+from _support import until
 from crwatch import Batch, Event, EventType, ManualClock
 
 pytestmark = pytest.mark.anyio
@@ -1019,7 +1020,7 @@ async def test_informer_subscriber_behind_middlewares(
 
     async with informer:
         await informer.wait_synced(timeout=5)
-        await poll(converged)
+        await until(converged)
         for i in range(3):
             for title in ("v1", "v2"):
                 fake_apiserver.patch(
@@ -1029,7 +1030,7 @@ async def test_informer_subscriber_behind_middlewares(
             rtype, "s5", {"status": {"ok": True}}, namespace="default", status=True
         )
         fake_apiserver.delete(rtype, "s4", namespace="default")
-        await poll(converged)
+        await until(converged)
         assert any(e.key == "default/s5" and e.type is MODIFIED for e in plain)
     assert all(n <= 4 for _, n in calls)
     assert len(calls) < 6 + 6 + 1  # fewer calls than events
@@ -1060,9 +1061,3 @@ async def test_informer_stream_behind_middlewares(
             second = await batches.__anext__()
             assert summary(second) == [("DELETED", "mine")]
     no_tasks_left()
-
-
-async def poll(condition: Callable[[], bool], timeout: float = 5.0) -> None:
-    with anyio.fail_after(timeout):
-        while not condition():  # noqa: ASYNC110 - the subscriber's view has no event to wait on
-            await anyio.sleep(0.01)

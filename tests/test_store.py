@@ -192,3 +192,65 @@ def test_indexes_match_a_recomputation_after_any_changes(
     for owner in ("o1", "o2", "o3"):
         expected = sorted(k for k, owners in truth.items() if owner in owners)
         assert [object_key(o) for o in store.by_index("owner", owner)] == expected
+
+
+def test_replace_updates_every_index_and_fills_every_event() -> None:
+    """A relist moves index entries for changed, re-created, new and vanished objects.
+
+    Each event carries its key, the new object and the state it replaces (``old``).
+    """
+    store = Store({"owner": _owner_index})
+    keep = _owned("keep", "1", ["o1"], uid="k")
+    move = _owned("move", "2", ["o1"], uid="m")
+    again = _owned("again", "3", ["o2"], uid="a1")
+    gone = _owned("gone", "4", ["o3"], uid="g")
+    store.replace([keep, move, again, gone])
+
+    def owned(owner: str) -> list[tuple[str, str]]:
+        return [(object_key(o), o["metadata"]["uid"]) for o in store.by_index("owner", owner)]
+
+    assert owned("o1") == [("default/keep", "k"), ("default/move", "m")]
+    assert owned("o3") == [("default/gone", "g")]
+    moved = _owned("move", "5", ["o2"], uid="m")
+    recreated = _owned("again", "6", ["o2"], uid="a2")
+    new = _owned("new", "7", ["o3"], uid="n")
+    events = store.replace([keep, moved, recreated, new])
+    assert owned("o1") == [("default/keep", "k")]
+    assert owned("o2") == [("default/again", "a2"), ("default/move", "m")]
+    assert owned("o3") == [("default/new", "n")]
+    got = [(e.type, e.key, e.object, e.old, e.synthetic) for e in events]
+    assert got == [
+        (EventType.MODIFIED, "default/move", moved, move, False),
+        (EventType.DELETED, "default/again", again, again, True),
+        (EventType.ADDED, "default/again", recreated, None, False),
+        (EventType.ADDED, "default/new", new, None, False),
+        (EventType.DELETED, "default/gone", gone, gone, True),
+    ]
+
+
+def test_apply_events_carry_key_and_are_not_synthetic() -> None:
+    """Watch changes are real events (never synthetic), keyed, for every type."""
+    store = Store({"owner": _owner_index})
+    for kind in ("ADDED", "MODIFIED", EventType.MODIFIED, "DELETED"):
+        event = store.apply(kind, _owned("a", "1", ["o1"]))
+        assert event is not None
+        assert event.key == "default/a"
+        assert event.synthetic is False
+    assert store.by_index("owner", "o1") == []
+    with pytest.raises(ValueError):
+        store.apply("BOOKMARK", _obj("a", "2"))
+
+
+def test_index_function_errors_are_logged_with_index_and_key(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The log of a failing index function names the index and the object's key."""
+
+    def broken(obj: dict[str, Any]) -> list[str]:
+        raise RuntimeError("bug")
+
+    store = Store({"broken": broken})
+    with caplog.at_level("ERROR", logger="crwatch"):
+        store.apply("ADDED", _obj("a", "1"))
+    messages = [r.getMessage() for r in caplog.records]
+    assert messages == ["index 'broken' failed on default/a; object not indexed"]

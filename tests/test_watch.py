@@ -9,7 +9,7 @@ import logging
 import random
 import time
 import warnings
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +17,7 @@ import anyio
 import pytest
 
 import crwatch
-from _support import WidgetEnv, widget_cluster
+from _support import WidgetEnv, seeded, until, widget_cluster
 from crwatch import Backoff, Event, EventType
 from crwatch.testing import FakeApiServer, Fault
 
@@ -74,13 +74,6 @@ async def nothing_more(events: crwatch.EventStream, wait: float = 0.3) -> None:
     with anyio.move_on_after(wait):
         event = await events.__anext__()
         raise AssertionError(f"unexpected event {event}")
-
-
-async def until(predicate: Callable[[], object], timeout: float = 3.0) -> None:
-    """Wait for a condition on state that has no event to wait on (fault firings, counters)."""
-    with anyio.fail_after(timeout):
-        while not predicate():  # noqa: ASYNC110
-            await anyio.sleep(0.01)
 
 
 def summary(events: list[Event]) -> list[tuple[str, str]]:
@@ -837,7 +830,10 @@ async def test_consumer_frames_bytes_that_arrived_while_it_was_busy(env: Env) ->
         first = await take(events, 1)  # the loop parks with nine lines still to use
         for i in range(10, 20):
             env.patch("a", size=i)
-        await anyio.sleep(0.05)  # they reach the client's buffer; nothing reads them yet
+        # The server has sent them all; with every task parked, the loop has read them into
+        # the client's buffer, and nothing has framed them yet.
+        await env.server.wait_flushed()
+        await anyio.wait_all_tasks_blocked()
         rest = await take(events, 19)
         got = first + rest
         assert [e.object["spec"]["size"] for e in got] == list(range(20))
@@ -847,7 +843,7 @@ async def test_consumer_frames_bytes_that_arrived_while_it_was_busy(env: Env) ->
         assert (stats.watches, stats.errors) == (1, 0)
 
 
-@pytest.mark.parametrize(("seed", "buffer_size"), [(0, 0), (1, 3), (2, 128), (3, 128)])
+@pytest.mark.parametrize(("seed", "buffer_size"), seeded([(0, 0), (1, 3), (2, 128), (3, 128)]))
 async def test_random_changes_faults_and_a_fickle_consumer_converge(
     tmp_path: Path, seed: int, buffer_size: int
 ) -> None:

@@ -20,6 +20,7 @@ from crwatch import (
     TooManyRequestsError,
 )
 from crwatch._wire import (
+    SNIPPET_BYTES,
     LineSplitter,
     compare_resource_versions,
     loads,
@@ -233,3 +234,83 @@ def test_parse_retry_after() -> None:
     assert parse_retry_after("soon") is None
     assert parse_retry_after("-1") is None
     assert parse_retry_after("Wed, 21 Oct 2015 07:28:10 GMT", now=1445412480.0) == 10.0
+
+
+def test_splitter_messages_and_whitespace_tail() -> None:
+    """Errors say what is wrong; a tail of whitespace only is no line at all."""
+    with pytest.raises(ValueError, match=r"^max_line_bytes must be positive$"):
+        LineSplitter(0)
+    splitter = LineSplitter(4)
+    (err,) = splitter.feed(b"123456789\n")
+    assert isinstance(err, EventTooLargeError)
+    assert str(err) == "watch event of 9 bytes is over max_event_bytes=4; skipped"
+    assert (err.size, err.limit) == (9, 4)
+    splitter = LineSplitter()
+    assert splitter.feed(b"ok\n \t ") == [b"ok"]
+    assert splitter.close() == b""
+
+
+def test_parse_event_messages_name_the_problem() -> None:
+    """A malformed line's error says whether it was not JSON, not an object, or not an event."""
+    with pytest.raises(MalformedLineError, match=r"^watch line is not JSON: "):
+        parse_event(b"nope")
+    with pytest.raises(MalformedLineError) as info:
+        parse_event(b"[1]")
+    assert str(info.value) == "watch line is not a JSON object"
+    with pytest.raises(MalformedLineError) as info:
+        parse_event(b'{"type":"NOPE","object":{}}')
+    assert str(info.value) == "watch line is not a watch event (type='NOPE')"
+
+
+@pytest.mark.parametrize(("rv", "expected"), [("7", "7"), (7, "7"), (None, ""), (0, ""), ("", "")])
+def test_parse_event_resource_version_is_always_a_string(rv: object, expected: str) -> None:
+    """A resourceVersion that is a number (a non-conformant server) still reads as text."""
+    for kind in ("MODIFIED", "BOOKMARK"):
+        obj = {"metadata": {"name": "a", "resourceVersion": rv}}
+        event = parse_event(orjson.dumps({"type": kind, "object": obj}))
+        assert event.resource_version == expected
+        assert event.type == kind
+        assert event.object == obj
+        assert event.initial_events_end is False
+
+
+def test_status_to_error_fields_from_a_status() -> None:
+    """Message, reason, details and continue token come from the Status, defaults when absent."""
+    details = {"name": "w", "causes": [{"reason": "FieldValueInvalid"}]}
+    err = status_to_error(_status(422, "Invalid", details=details), verb="list")
+    assert (err.message, err.reason, err.details) == ("m422", "Invalid", details)
+    assert err.continue_token is None
+    assert err.retry_after is None
+    bare = status_to_error({"kind": "Status", "code": 503})
+    assert (bare.message, bare.reason, bare.details, bare.code) == ("HTTP 503", "", {}, 503)
+    # The HTTP code given wins over the Status code; a Status without one defaults to 500.
+    assert status_to_error(_status(404, "NotFound"), code=403).code == 403
+    assert status_to_error({"kind": "Status", "message": "x"}).code == 500
+    assert status_to_error(_status(500, "X", metadata={"continue": ""})).continue_token is None
+    # A retryAfterSeconds of 0 is no advice.
+    zero = status_to_error(_status(429, "TooManyRequests", details={"retryAfterSeconds": 0}))
+    assert zero.retry_after is None
+
+
+def test_status_to_error_without_a_status() -> None:
+    """Anything but a Status (no kind, another kind) falls back to the body and the code."""
+    not_status = {"code": 404, "message": "from a proxy", "kind": "Pod"}
+    err = status_to_error(not_status, code=502, body=b"bad gateway\n")
+    assert (err.code, err.message, err.reason, err.details) == (502, "bad gateway", "", {})
+    assert err.continue_token is None
+    assert status_to_error(None, body="  text body  ").message == "text body"
+    assert status_to_error(None).code == 500
+    assert status_to_error(None, code=500).message == "HTTP 500"
+    assert status_to_error(None, code=500, body=b"caf\xe9").message == "caf\ufffd"
+    long = status_to_error(None, code=500, body=b"x" * 100_000).message
+    assert len(long) == 5 * SNIPPET_BYTES  # a snippet, not the whole page
+
+
+def test_parse_retry_after_edges() -> None:
+    """Zero and fractions are honoured; a date in the past means now; the clock is real."""
+    assert parse_retry_after("0") == 0.0
+    assert parse_retry_after("0.5") == 0.5
+    assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT", now=1445412490.0) == 0.0
+    far = parse_retry_after("Fri, 01 Jan 2100 00:00:00 GMT")
+    assert far is not None
+    assert far > 1e9

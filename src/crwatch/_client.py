@@ -84,7 +84,9 @@ class Client:
         """Make a client from a kubeconfig file; it connects on ``async with``.
 
         Args:
-            path: the kubeconfig file. Default ``None``: ``$KUBECONFIG``, else
+            path: the kubeconfig file. Default ``None``: ``$KUBECONFIG`` as it is when the
+                ``async with`` block is entered (a list of files separated by ``os.pathsep``
+                is merged as kubectl does: the first file to set a value wins), else
                 ``~/.kube/config``.
             context: the context to use. Default ``None``: the file's current context.
 
@@ -94,7 +96,10 @@ class Client:
 
         Raises:
             InvalidOptionError: ``path`` does not exist or an argument has the wrong type
-                (now); the kubeconfig cannot be loaded (on entering ``async with``).
+                (now); the kubeconfig cannot be read or is incomplete, for example a
+                cluster without ``server``, a context or user that does not exist,
+                certificate data that is not PEM (on entering ``async with``; the message
+                names the file, the context and the field, never a secret).
         """
         if path is not None:
             if not isinstance(path, (str, os.PathLike)):

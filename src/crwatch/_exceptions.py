@@ -20,6 +20,7 @@ the meaning, the class derives from it too, so ``except TimeoutError`` keeps wor
     │   ├── EventTooLargeError                   a line over ``max_event_bytes``
     │   └── StallTimeout (TimeoutError)          no byte for ``stall_timeout`` seconds
     ├── SyncTimeout (TimeoutError)               initial state not complete in time
+    ├── ResourceVersionRollbackError             the server went back to older versions
     ├── SubscriberOverflowError                  an ``overflow="fail"`` subscriber fell behind
     ├── QueueShutDown                            a work queue was shut down: ``get()`` ends
     ├── ReconcileError                           a reconcile failed; ``key`` names the object
@@ -52,6 +53,7 @@ __all__ = [
     "ReconcileError",
     "ReconcileResultError",
     "ReconcileTimeout",
+    "ResourceVersionRollbackError",
     "ResourceVersionTooLargeError",
     "ServerError",
     "StallTimeout",
@@ -216,6 +218,26 @@ class SyncTimeout(CrwatchError, TimeoutError):
 
     def __init__(self, message: str, *, last_error: BaseException | None = None) -> None:
         self.last_error = last_error
+        super().__init__(message)
+
+
+class ResourceVersionRollbackError(CrwatchError):
+    """The server's resourceVersion went back below one a wait was for (a restored backup).
+
+    Raised by :meth:`crwatch.Informer.wait_for` when a relist answered an older
+    resourceVersion than the cache had seen while the wait was pending: the version waited
+    for belonged to a history the server no longer has, and may never come.
+
+    Attributes:
+        resource_version: the resourceVersion waited for.
+        previous: the last resourceVersion seen before the relist.
+        current: the relist's resourceVersion.
+    """
+
+    def __init__(self, message: str, *, resource_version: int, previous: str, current: str):
+        self.resource_version = resource_version
+        self.previous = previous
+        self.current = current
         super().__init__(message)
 
 

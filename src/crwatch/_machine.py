@@ -40,6 +40,7 @@ Transitions (the driver closes any open stream before it starts a new request)::
     any             401/403/404 (policy "retry")      Sleep (slowest pace)          BACKING_OFF
     any             other failure (429, 5xx,          Sleep (jittered backoff or    BACKING_OFF
                     transport, stall)                 Retry-After)
+                    (a watch stalled before it delivered anything resumes as a relist)
     BACKING_OFF     SleepDone                         restart what failed (a relist *
                                                       if one is due)
 
@@ -68,6 +69,7 @@ from ._exceptions import (
     NotFoundError,
     ResourceVersionTooLargeError,
     ServerError,
+    StallTimeout,
     UnauthorizedError,
 )
 from ._wire import RawEvent, status_to_error
@@ -673,6 +675,12 @@ def _on_failure(state: State, error: CrwatchError, now: float) -> tuple[State, t
     # Throttling, server errors, transport errors, stalls: back off, then retry the same
     # thing (a watch resumes from the last RV; a list starts over).
     resume = Phase.WATCHING if phase is Phase.WATCHING else Phase.LISTING
+    if isinstance(error, StallTimeout) and phase is Phase.WATCHING and not state.watch_progress:
+        # A watch silent from its very start, not even a bookmark: kube-apiserver's watch
+        # cache keeps a watch from a resourceVersion it has not reached silent (a cluster
+        # restored from a backup went back below ours), and resuming from it would stay
+        # silent. A relist reads the current state instead.
+        resume = Phase.LISTING
     return _back_off(state, error, now, resume=resume, discard=discard)
 
 

@@ -12,15 +12,22 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import shutil
+import ssl
+import tempfile
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, Final
 
 import aiohttp
 from attrs import frozen
 from kubernetes_asyncio import client as k8s_client
 from kubernetes_asyncio import config as k8s_config
+from kubernetes_asyncio.config import kube_config as _k8s_kube_config
 
 from ._exceptions import ApiError, InvalidOptionError, TransportError
+from ._kubeconfig import default_paths
+from ._kubeconfig import load as load_kubeconfig
 from ._resource import Resource
 from ._wire import loads, parse_retry_after, status_to_error
 
@@ -48,23 +55,63 @@ _NETWORK_ERRORS: Final = (aiohttp.ClientError, OSError, asyncio.TimeoutError)
 async def api_client_from_kubeconfig(
     path: str | os.PathLike[str] | None, context: str | None
 ) -> Any:
-    """Build an ``ApiClient`` from a kubeconfig file (default: ``$KUBECONFIG`` or ~/.kube).
+    """Build an ``ApiClient`` from a kubeconfig (default: ``$KUBECONFIG``, read now, or ~/.kube).
 
-    Exec credential plugins that report an ``expirationTimestamp`` are re-run before a
-    request once their token is about to expire (kubernetes-asyncio caches the token until
-    then); other auth modes are whatever kubernetes-asyncio's loader supports.
+    The files are merged and checked by :mod:`crwatch._kubeconfig` first, so a broken file
+    is an :class:`InvalidOptionError` naming file, context and field. Exec credential
+    plugins that report an ``expirationTimestamp`` are re-run before a request once their
+    token is about to expire (kubernetes-asyncio caches the token until then); other auth
+    modes are whatever kubernetes-asyncio's loader supports.
+
+    kubernetes-asyncio writes certificate and key data to temporary files for the TLS
+    context and removes them only at interpreter exit: they are written to a private
+    directory here and removed as soon as the ``ApiClient`` (and its TLS context, which
+    holds them in memory) is built.
     """
+    explicit = path is not None
+    paths = [Path(os.fspath(path))] if path is not None else default_paths()
+    config = load_kubeconfig(paths, context, explicit=explicit)
+    where = (
+        f"kubeconfig {', '.join(repr(str(p)) for p in config.files)}, context {config.context!r}"
+    )
     configuration = k8s_client.Configuration()
+    scratch = tempfile.mkdtemp(prefix="crwatch-kubeconfig-")
     try:
-        loader = await k8s_config.load_kube_config(
-            config_file=None if path is None else os.fspath(path),
-            context=context,
-            client_configuration=configuration,
-        )
-    except (k8s_config.ConfigException, OSError, ValueError, KeyError, TypeError) as exc:
-        raise InvalidOptionError(f"cannot load kubeconfig: {exc}") from None
-    _install_exec_refresh(loader, configuration)
-    return k8s_client.ApiClient(configuration)
+        try:
+            loader = await k8s_config.load_kube_config_from_dict(
+                config.document,
+                context=config.context,
+                client_configuration=configuration,
+                temp_file_path=scratch,
+            )
+        except (k8s_config.ConfigException, OSError, ValueError, KeyError, TypeError) as exc:
+            raise InvalidOptionError(f"cannot load {where}: {exc}") from None
+        except AssertionError:  # pragma: no cover - _kubeconfig checks what the loader asserts
+            raise InvalidOptionError(f"cannot load {where}: incomplete") from None
+        _install_exec_refresh(loader, configuration)
+        try:
+            # The TLS context is built (and reads the files) here.
+            return k8s_client.ApiClient(configuration)
+        except ssl.SSLError as exc:
+            # No detail from OpenSSL beyond its reason: never key material.
+            raise InvalidOptionError(
+                f"{where}: the certificate authority or the client certificate and key "
+                f"cannot be used ({exc.reason or 'SSL error'})"
+            ) from None
+    finally:
+        _forget_temp_files(scratch)
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _forget_temp_files(directory: str) -> None:
+    # kubernetes-asyncio caches content -> temp file name in a module dict and would hand a
+    # later load the name of a file removed here; drop those entries.
+    cache = getattr(_k8s_kube_config, "_temp_files", None)
+    if not isinstance(cache, dict):  # pragma: no cover - another kubernetes-asyncio
+        return
+    root = Path(directory)
+    for key in [k for k, name in cache.items() if Path(str(name)).parent == root]:
+        del cache[key]
 
 
 def _install_exec_refresh(loader: Any, configuration: Any) -> None:

@@ -77,6 +77,7 @@ from ._exceptions import (
     ExpiredError,
     InvalidOptionError,
     MalformedLineError,
+    ResourceVersionRollbackError,
     StallTimeout,
     SubscriberOverflowError,
     TransportError,
@@ -685,6 +686,9 @@ class _Core:
         self._parked: _OpenStream | None = None
         # Waiters for "synced" and "resourceVersion >= N": (target or -1, event).
         self._waiters: list[tuple[int, anyio.Event]] = []
+        # Set when a relist went back below the last resourceVersion (a restored backup):
+        # waits pending then for a higher version fail instead of hanging.
+        self._rollback: tuple[int, str, str] | None = None  # (count, previous, current)
 
     # --- subscribers ---
 
@@ -728,14 +732,51 @@ class _Core:
         return current is not None and current >= target
 
     async def wait_progress(self, target: int = -1) -> None:
-        """Wait until :meth:`synced_now` holds, or the core has finished."""
+        """Wait until :meth:`synced_now` holds, or the core has finished.
+
+        Raises:
+            ResourceVersionRollbackError: a relist went back below the last resourceVersion
+                while waiting for ``target``, which is above the relist's.
+        """
+        seen = self._rollback
         while not self.synced_now(target) and not self._finished:
+            rollback = self._rollback
+            if rollback is not seen and rollback is not None:
+                _, previous, current = rollback
+                raise ResourceVersionRollbackError(
+                    f"watch {self.settings.resource}: the server's resourceVersion went back "
+                    f"from {previous} to {current} (restored from an older state?): "
+                    f"resourceVersion {target} may never come; wait for the version of a "
+                    "write made since",
+                    resource_version=target,
+                    previous=previous,
+                    current=current,
+                )
             event = anyio.Event()
             self._waiters.append((target, event))
             try:
                 await event.wait()
             finally:
                 self._waiters = [w for w in self._waiters if w[1] is not event]
+
+    def _check_rollback(self, before: str, after: str) -> None:
+        # A relist answering an older resourceVersion than already seen means the server
+        # lost its history (restored from an etcd backup). The cache follows the server
+        # (the relist is the truth); waits for a higher version are told (wait_progress).
+        old, new = _rv_int(before), _rv_int(after)
+        if old is None or new is None or new >= old:
+            return
+        log.warning(
+            "watch %s: the server's resourceVersion went back from %s to %s; relisted",
+            self.settings.resource,
+            before,
+            after,
+        )
+        count = 0 if self._rollback is None else self._rollback[0] + 1
+        self._rollback = (count, before, after)
+        for target, event in self._waiters:
+            if target > new:
+                event.set()
 
     def _notify(self) -> None:
         for target, event in self._waiters:
@@ -983,6 +1024,7 @@ class _Core:
                 if isinstance(observation, Failed):
                     self._note_failure(observation.error)
                 self._fold()
+                before = self.state.resource_version  # for _check_rollback
                 self.state, actions = step(self.state, observation, anyio.current_time())
                 observation = None
                 for action in actions:
@@ -999,6 +1041,8 @@ class _Core:
                         if self._gc_freeze:
                             self._freeze()
                     elif isinstance(action, ReplaceAll):
+                        if before:
+                            self._check_rollback(before, action.resource_version)
                         events = cache.replace(collected)
                         collected = []
                         self.counters.lists += 1

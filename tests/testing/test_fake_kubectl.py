@@ -155,11 +155,10 @@ async def test_kubectl_delete_waits_for_finalizers(
             results.append(await kubectl.run("delete", "widget", "w1", "--timeout=20s"))
 
         tg.start_soon(delete)
-        for _ in range(200):
-            if fake_apiserver.get(widgets, "w1")["metadata"].get("deletionTimestamp"):
-                break
-            await anyio.sleep(0.02)
-        await anyio.sleep(0.3)  # let kubectl reach its watch; it also works if it did not yet
+        await fake_apiserver.wait_for_request(verb="delete", resource="widgets", timeout=20)
+        assert fake_apiserver.get(widgets, "w1")["metadata"].get("deletionTimestamp")
+        # kubectl now follows the object with a watch: finish the deletion under its eyes.
+        await fake_apiserver.wait_for_watchers(1, resource=widgets, timeout=20)
         fake_apiserver.patch(widgets, "w1", {"metadata": {"finalizers": None}})
     assert b'"w1" deleted' in results[0].stdout
 
@@ -181,10 +180,7 @@ async def test_kubectl_get_watch(fake_apiserver: FakeApiServer, kubectl: Kubectl
         assert b"EVENT" in header
         first = await asyncio.wait_for(proc.stdout.readline(), 15)
         assert first.split()[:2] == [b"ADDED", b"w1"]
-        for _ in range(100):  # wait for kubectl's watch request to be open
-            if fake_apiserver.statistics().open_watches:
-                break
-            await asyncio.sleep(0.05)
+        await fake_apiserver.wait_for_watchers(1, resource=widgets, timeout=15)
         fake_apiserver.create(widgets, widget("w2"))
         second = await asyncio.wait_for(proc.stdout.readline(), 15)
         assert second.split()[:2] == [b"ADDED", b"w2"]

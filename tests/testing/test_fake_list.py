@@ -144,7 +144,9 @@ async def test_list_future_rv_served_once_reached() -> None:
         async with anyio.create_task_group() as tg:
 
             async def write_soon() -> None:
-                await anyio.sleep(0.05)
+                # Once the list has arrived it is waiting for the RV: this write is what it
+                # waits for (not a write that happened to land before the GET).
+                await server.wait_for_request(verb="list", resource="widgets")
                 server.create(widgets, widget("late"))
 
             tg.start_soon(write_soon)

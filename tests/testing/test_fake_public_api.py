@@ -57,7 +57,11 @@ async def test_fixtures_give_connected_server(
 
 
 async def test_cli_serves_and_prints_kubeconfig(tmp_path: Path) -> None:
-    """`python -m crwatch.testing` prints the URL and KUBECONFIG export, serves until Ctrl-C."""
+    """`python -m crwatch.testing` prints the URL and KUBECONFIG export, serves until stopped.
+
+    Stopped with SIGTERM, which it handles itself: SIGINT is ignored in a child of a
+    background job (a shell's ``pytest &``), and this test must pass there too.
+    """
     probe = FakeApiServer()
     await probe.start()
     port = probe.port
@@ -88,7 +92,7 @@ async def test_cli_serves_and_prints_kubeconfig(tmp_path: Path) -> None:
             http.get(f"http://127.0.0.1:{port}/version") as response,
         ):
             assert response.status == 200
-        proc.send_signal(signal.SIGINT)  # Ctrl-C stops it cleanly
+        proc.send_signal(signal.SIGTERM)  # stops it cleanly, whatever SIGINT's disposition
         assert await asyncio.wait_for(proc.wait(), 20) == 0
     finally:
         if proc.returncode is None:

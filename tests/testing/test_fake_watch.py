@@ -518,10 +518,7 @@ async def test_client_disconnect_releases_the_watcher(fake_apiserver: FakeApiSer
     register_widgets(fake_apiserver)
     async with watch(fake_apiserver):
         assert fake_apiserver.statistics().open_watches == 1
-    for _ in range(100):
-        if fake_apiserver.statistics().open_watches == 0:
-            break
-        await asyncio.sleep(0.01)
+    await fake_apiserver.wait_for_watchers(0, timeout=5)
     assert fake_apiserver.statistics().open_watches == 0
 
 

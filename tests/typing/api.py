@@ -11,7 +11,7 @@ from typing import Any
 from typing_extensions import assert_type
 
 import crwatch
-from crwatch.testing import FakeApiServer
+from crwatch.testing import FakeApiServer, Fault
 
 
 async def watch_widgets(path: str) -> list[str]:
@@ -148,3 +148,23 @@ async def controller_toolkit(client: crwatch.Client) -> None:
         assert_type(leader.is_leader, bool)
         async with leader.leading():
             await leader.wait_leading()
+
+
+async def restarts_and_waits() -> int:
+    async with FakeApiServer() as server:
+        rule = server.faults.add(Fault.status(500), verb="watch")
+        firing = await rule.wait_fired(1, timeout=1.0)
+        assert_type(firing.verb, str)
+        await server.wait_for_watchers(0)
+        await server.wait_for_request(verb="list", n=1)
+        await server.wait_flushed()
+        snapshot = server.snapshot()
+        assert_type(snapshot.resource_version, int)
+        await server.restart(downtime=0.1)
+        await server.restore(snapshot)
+        return server.open_watches()
+
+
+def rollback(err: crwatch.ResourceVersionRollbackError) -> str:
+    assert_type(err.resource_version, int)
+    return err.previous + err.current

@@ -17,7 +17,7 @@ Errors raised by the Python API::
 from __future__ import annotations
 
 from ._faults import Fault, FaultFiring, FaultPlan, FaultRule
-from ._server import DenyRule, FakeApiServer, ServerStatistics
+from ._server import DenyRule, FakeApiServer, ServerSnapshot, ServerStatistics
 from ._state import ApiError, ResourceType
 
 __all__ = [
@@ -29,6 +29,7 @@ __all__ = [
     "FaultPlan",
     "FaultRule",
     "ResourceType",
+    "ServerSnapshot",
     "ServerStatistics",
 ]
 

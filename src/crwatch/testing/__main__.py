@@ -1,6 +1,6 @@
 """Run a `FakeApiServer` from the command line: ``python -m crwatch.testing --port 8001``.
 
-Serves until Ctrl-C, and writes a kubeconfig so kubectl can talk to it.
+Serves until Ctrl-C or SIGTERM, and writes a kubeconfig so kubectl can talk to it.
 """
 
 from __future__ import annotations
@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import signal
 import tempfile
 from pathlib import Path
 
@@ -52,7 +53,12 @@ async def _serve(args: argparse.Namespace) -> None:
         print(f"kubeconfig written to {path}; point kubectl at it with:", flush=True)
         print(f"  export KUBECONFIG={path}", flush=True)
         print("Press Ctrl-C to stop.", flush=True)
-        await asyncio.Event().wait()
+        stop = asyncio.Event()
+        # SIGTERM (a service manager, a background job whose SIGINT is ignored) stops it
+        # cleanly too, exit status 0.
+        with contextlib.suppress(NotImplementedError):  # no signal handlers on Windows
+            asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+        await stop.wait()
 
 
 if __name__ == "__main__":

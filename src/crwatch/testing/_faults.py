@@ -6,6 +6,7 @@ resource, namespace, path, how many times) and returns a `FaultRule` that record
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Literal
 
@@ -158,6 +159,7 @@ class FaultRule:
     times: int | None = 1
     firings: list[FaultFiring] = field(factory=list)
     _plan: FaultPlan | None = field(default=None, repr=False)
+    _waiters: list[tuple[int, asyncio.Future[None]]] = field(factory=list, repr=False, init=False)
 
     @property
     def fired(self) -> int:
@@ -185,6 +187,37 @@ class FaultRule:
         """Uninstall the rule (firings stay readable)."""
         if self._plan is not None:
             self._plan.remove(self)
+
+    async def wait_fired(self, n: int = 1, *, timeout: float = 10.0) -> FaultFiring:
+        """Wait until the fault has fired ``n`` times in all; return the ``n``-th firing.
+
+        A firing is recorded when the server takes the fault for a request, before the
+        fault acts (a stall has begun, a status is about to be sent).
+
+        Raises:
+            TimeoutError: fewer than ``n`` firings within ``timeout`` seconds.
+        """
+        if n < 1:
+            raise ValueError("n must be at least 1")
+        if self.fired < n:
+            future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._waiters.append((n, future))
+            try:
+                await asyncio.wait_for(asyncio.shield(future), timeout)
+            except asyncio.TimeoutError:
+                raise TimeoutError(
+                    f"fault {self.fault.action!r} fired {self.fired} times, "
+                    f"not {n}, within {timeout} s"
+                ) from None
+            finally:
+                self._waiters = [w for w in self._waiters if w[1] is not future]
+        return self.firings[n - 1]
+
+    def _record(self, firing: FaultFiring) -> None:
+        self.firings.append(firing)
+        for n, future in self._waiters:
+            if self.fired >= n and not future.done():
+                future.set_result(None)
 
 
 class FaultPlan:
@@ -256,8 +289,6 @@ class FaultPlan:
                 verb=verb, resource=resource, group=group, namespace=namespace, path=path
             ):
                 continue
-            rule.firings.append(
-                FaultFiring(time.time(), verb, method, path, query, resource, namespace)
-            )
+            rule._record(FaultFiring(time.time(), verb, method, path, query, resource, namespace))
             return rule.fault
         return None

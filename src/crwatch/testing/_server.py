@@ -11,11 +11,13 @@ import asyncio
 import base64
 import builtins
 import contextlib
+import copy
 import hmac
 import os
 import shutil
 import ssl
 import tempfile
+from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
@@ -74,7 +76,7 @@ from ._writes import (
     write_options,
 )
 
-__all__ = ["DenyRule", "FakeApiServer", "ServerStatistics"]
+__all__ = ["DenyRule", "FakeApiServer", "ServerSnapshot", "ServerStatistics"]
 
 ResourceRef = ResourceType | tuple[str, str, str]
 
@@ -128,6 +130,27 @@ class ServerStatistics:
     """Events kept in the bounded histories."""
     requests: int
     """HTTP requests received."""
+
+
+class ServerSnapshot:
+    """The objects and resourceVersion of a `FakeApiServer` at one moment (`snapshot()`).
+
+    Opaque: hand it to `FakeApiServer.restore` to bring the server back to that state, as
+    when a cluster is restored from an etcd backup. It can be restored more than once.
+    """
+
+    __slots__ = ("_state",)
+
+    def __init__(self, state: ClusterState) -> None:
+        self._state = state
+
+    @property
+    def resource_version(self) -> int:
+        """The global resourceVersion when the snapshot was taken."""
+        return self._state.rv
+
+    def __repr__(self) -> str:
+        return f"<ServerSnapshot at resourceVersion {self._state.rv}>"
 
 
 @define
@@ -363,6 +386,16 @@ class FakeApiServer:
         self._runner: web.AppRunner | None = None
         self._closing = False
         self._requests = 0
+        self.reject_future_watches = False
+        """Answer a plain watch from a resourceVersion the server has not reached, after
+        ``too_large_rv_wait``, with an ERROR 504 "Too large resource version", as
+        kube-apiserver does for a streaming list. Off by default: such a watch then stays
+        silent until that version comes, as kube-apiserver's watch cache keeps it.
+        `restore` turns it on; turn it off again to test the silent case."""
+        # (verb, resource, namespace) of the last requests, for wait_for_request.
+        self._request_log: deque[tuple[str, str, str]] = deque(maxlen=10_000)
+        self._changed = asyncio.Event()
+        self._writing = 0
 
     def __repr__(self) -> str:
         where = self.url if self._runner is not None else "not started"
@@ -557,6 +590,163 @@ class FakeApiServer:
         rule = DenyRule(verb, resource, group, namespace, rules=self._deny)
         self._deny.append(rule)
         return rule
+
+    # -- waiting (tests synchronise on these instead of sleeping) ---------------------------
+
+    def _notify(self) -> None:
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    async def _wait(
+        self, ready: Callable[[], bool], timeout: float, what: Callable[[], str]
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while not ready():
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                raise TimeoutError(f"FakeApiServer: {what()} within {timeout} s")
+            # Wake at least every 20 ms: a change through the Python API (an event appended
+            # to a history, a watch noticing it) does not notify by itself.
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), min(remaining, 0.02))
+
+    def open_watches(self, resource: ResourceRef | None = None) -> int:
+        """Return how many watches are open (on ``resource``, if given)."""
+        if resource is None:
+            return self.statistics().open_watches
+        return len(self._state.collection(self._rtype(resource)).watchers)
+
+    async def wait_for_watchers(
+        self, n: int = 1, *, resource: ResourceRef | None = None, timeout: float = 10.0
+    ) -> None:
+        """Wait until exactly ``n`` watches are open (on ``resource``, if given).
+
+        A watch counts from the moment the server registered it: a change made after this
+        returns is sent on it. ``n=0`` waits until every watch has gone.
+
+        Raises:
+            TimeoutError: not so within ``timeout`` seconds.
+        """
+        await self._wait(
+            lambda: self.open_watches(resource) == n,
+            timeout,
+            lambda: f"{self.open_watches(resource)} open watches, not {n},",
+        )
+
+    async def wait_for_request(
+        self,
+        *,
+        verb: str | None = None,
+        resource: str | None = None,
+        namespace: str | None = None,
+        n: int = 1,
+        timeout: float = 10.0,
+    ) -> None:
+        """Wait until the server has received ``n`` matching resource requests in all.
+
+        ``verb`` is a Kubernetes verb (``"list"``, ``"watch"``, ``"get"``, ``"create"``,
+        ...), ``resource`` a plural; unset filters match all. Requests are counted when
+        they arrive, before faults, deny rules or any waiting (a list waiting for a future
+        resourceVersion is already counted). Only the last 10,000 requests are kept.
+
+        Raises:
+            TimeoutError: fewer within ``timeout`` seconds.
+        """
+
+        def count() -> int:
+            return sum(
+                1
+                for v, r, ns in self._request_log
+                if (verb is None or v == verb)
+                and (resource is None or r == resource)
+                and (namespace is None or ns == namespace)
+            )
+
+        await self._wait(
+            lambda: count() >= n, timeout, lambda: f"{count()} matching requests, not {n},"
+        )
+
+    def _flushed(self) -> bool:
+        if self._writing:
+            return False
+        for rtype in self._state.types():
+            coll = self._state.collection(rtype)
+            if any(not w.terminated and w.seq < coll.end_seq for w in coll.watchers):
+                return False
+        return True
+
+    async def wait_flushed(self, *, timeout: float = 10.0) -> None:
+        """Wait until every open watch has written every change made so far to its socket.
+
+        What the client has read is up to the client; this says the server has nothing
+        left to send.
+
+        Raises:
+            TimeoutError: not so within ``timeout`` seconds.
+        """
+        await self._wait(self._flushed, timeout, lambda: "watches not flushed")
+
+    # -- restarts and backups --------------------------------------------------------------
+
+    def snapshot(self) -> ServerSnapshot:
+        """Return a copy of every object and the resourceVersion, for `restore`."""
+        return ServerSnapshot(self._copy_state(self._state))
+
+    @staticmethod
+    def _copy_state(state: ClusterState) -> ClusterState:
+        # Open watches and waiters belong to the running server, not to the data.
+        collections = list(state._collections.values())
+        watchers = [c.watchers for c in collections]
+        rv_changed = state._rv_changed
+        try:
+            for c in collections:
+                c.watchers = set()
+            state._rv_changed = asyncio.Event()
+            copied: ClusterState = copy.deepcopy(state)
+        finally:
+            for c, w in zip(collections, watchers, strict=True):
+                c.watchers = w
+            state._rv_changed = rv_changed
+        return copied
+
+    async def restart(self, *, downtime: float = 0.0, keep_history: bool = False) -> None:
+        """Restart the server with its objects: what clients see of an API server restart.
+
+        Every open watch ends, connections are refused for ``downtime`` seconds (the
+        port is closed), then the server listens on the same port again. The watch cache
+        of a restarted kube-apiserver starts empty, so a watch resuming from a
+        resourceVersion older than the current one gets 410 Expired and the client must
+        relist (https://kubernetes.io/docs/reference/using-api/api-concepts/
+        #efficient-detection-of-changes); ``keep_history=True`` keeps the history instead.
+        Returns once the server listens again.
+        """
+        await self.stop()
+        if not keep_history:
+            self._state.compact()
+        if downtime > 0:
+            await asyncio.sleep(downtime)
+        await self.start()
+
+    async def restore(self, snapshot: ServerSnapshot, *, downtime: float = 0.0) -> None:
+        """Restart the server with the objects and resourceVersion of an older `snapshot`.
+
+        What clients see when a cluster is restored from an etcd backup: the
+        resourceVersion goes back below what they have seen. As after `restart`, every
+        watch ends and connections are refused for ``downtime`` seconds; the history is
+        empty, and `reject_future_watches` is turned on, so a client resuming from its
+        (now future) resourceVersion gets "Too large resource version" and must relist.
+        Resource types (CRDs are objects too) come back as they were in the snapshot.
+        Returns once the server listens again.
+        """
+        await self.stop()
+        state = self._copy_state(snapshot._state)
+        state.compact()
+        self._state = state
+        self.reject_future_watches = True
+        if downtime > 0:
+            await asyncio.sleep(downtime)
+        await self.start()
 
     # -- Python API -------------------------------------------------------------------------
 
@@ -834,6 +1024,8 @@ class FakeApiServer:
             )
         info = _request_info(request.method, request.path, request.query)
         if info.resource_request:
+            self._request_log.append((info.verb, info.resource, info.namespace))
+            self._notify()
             resource = info.resource + (f"/{info.subresource}" if info.subresource else "")
             for rule in self._deny:
                 if rule.matches(info.verb, resource, info.group, info.namespace):
@@ -1330,7 +1522,9 @@ class FakeApiServer:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + opts.timeout_seconds if opts.timeout_seconds else None
         await writer.start()
-        if opts.send_initial_events is not None and opts.resource_version not in ("", "0"):
+        if (
+            opts.send_initial_events is not None or self.reject_future_watches
+        ) and opts.resource_version not in ("", "0"):
             requested = int(opts.resource_version)
             if requested > state.rv and not await state.wait_for_rv(
                 requested, self.too_large_rv_wait
@@ -1345,6 +1539,7 @@ class FakeApiServer:
         if view.as_kind == PARTIAL:
             watcher.view = view.api_version  # stored events are encoded once per view
             initial = [partial(obj, view) for obj in initial]
+        self._notify()  # a watcher is registered: wait_for_watchers
         try:
             api_version = rtype.api_version if view.as_kind != PARTIAL else view.api_version
             for start in range(0, len(initial), 1024):
@@ -1369,7 +1564,12 @@ class FakeApiServer:
                 if lines is None:
                     return
                 if lines:
-                    await writer.write(lines)
+                    self._writing += 1
+                    try:
+                        await writer.write(lines)
+                    finally:
+                        self._writing -= 1
+                        self._notify()  # wait_flushed
                     continue
                 due = [t for t in (next_bookmark, last_call) if t is not None and now >= t]
                 if due:
@@ -1393,6 +1593,7 @@ class FakeApiServer:
                         await asyncio.wait_for(watcher.wake.wait(), wake_at - now)
         finally:
             watcher.close()
+            self._notify()
 
     # -- discovery --------------------------------------------------------------------------
 
