@@ -69,7 +69,7 @@ from ._predicates import (
 from ._resource import Resource
 from ._store import Store
 from ._version import __version__
-from ._watcher import EventStream, Watch, WatchStatistics, watch
+from ._watch import EventStream, Watch, WatchStatistics, watch
 
 __all__ = [
     "ApiError",

@@ -1,16 +1,16 @@
 """``Informer``: one list/watch, one indexed cache, many isolated subscribers.
 
-The informer owns one :class:`crwatch._watcher._Core` (the same list/watch loop as
-``watch()``): every change is applied to the cache and its indexes first, then appended
-synchronously to each subscriber's :class:`~crwatch._watcher.Lane`, a bounded buffer with a
-declared overflow policy (see ``_watcher``'s module docstring). The core never awaits a
-subscriber, so a slow subscriber delays neither the cache nor the others.
+The informer owns one list/watch driver (``_core.Core``, the same loop as ``watch()``)
+whose delivery is a ``_lanes.FanOut``: every change is applied to the cache and its indexes
+first, then appended synchronously to each subscriber's ``_lanes.Lane``, a bounded buffer
+with a declared overflow policy (see ``_lanes``). The driver never awaits a subscriber, so a
+slow subscriber delays neither the cache nor the others.
 
 Each callback subscriber has its own task (in the informer's task group) that pulls from its
 lane, through its middlewares, and calls the callback; a stream subscriber pulls from its lane
 in the consumer's task (or, with middlewares, through a pump task owned by the stream's own
 ``async with``). The one exception: a plain sync callback (no middlewares) that has caught up
-is called by the core itself as each change is applied (``Lane.direct``), which saves a task
+is called by the driver itself as each change is applied (``Lane.direct``), which saves a task
 switch per burst and lets each event die young; a sync callback blocks the event loop
 wherever it runs, so this takes nothing from the others.
 
@@ -39,12 +39,14 @@ from attrs import field, frozen
 
 from ._backoff import Backoff
 from ._client import Client
+from ._core import Core, Transform
 from ._events import Event
 from ._exceptions import CrwatchError, InvalidOptionError, SyncTimeout
 from ._gc import GcFreeze
+from ._lanes import OVERFLOWS, FanOut, Lane, Overflow
+from ._options import ListWatchOptions, MiB, target
 from ._resource import Resource
 from ._store import IndexFunc, Store
-from ._watcher import OVERFLOWS, Lane, Overflow, Transform, _Core, _settings
 
 __all__ = [
     "Informer",
@@ -57,8 +59,6 @@ __all__ = [
 ]
 
 log = logging.getLogger("crwatch")
-
-_MiB: Final = 1024 * 1024
 
 #: An async-stream transformer applied in a subscriber's lane (see the module docstring).
 Middleware: TypeAlias = Callable[[AsyncIterator[Any]], AsyncIterator[Any]]
@@ -134,6 +134,10 @@ class InformerStatistics:
         seconds_since_last_byte: seconds since the server last sent anything, or ``None``.
         subscribers: one record per subscriber, including those an error ended
             (``closed``, with ``last_error``); not those unsubscribed or left.
+        malformed_lines: stream lines skipped because they were not watch events, or their
+            object lacked a name, a resourceVersion or a namespace fitting the watch (each
+            one is logged, and a relist repairs what it may have carried).
+        oversized_events: stream lines skipped because they exceeded ``max_event_bytes``.
     """
 
     objects: int
@@ -150,6 +154,8 @@ class InformerStatistics:
     last_error_time: float | None
     seconds_since_last_byte: float | None
     subscribers: tuple[SubscriberStatistics, ...]
+    malformed_lines: int = 0
+    oversized_events: int = 0
 
 
 def _compose(source: AsyncIterator[Event], middlewares: Sequence[Middleware]) -> AsyncIterator[Any]:
@@ -252,7 +258,7 @@ class Subscription:
         self._informer._subscriptions.pop(id(self), None)
 
     def _end(self) -> None:
-        self._informer._core.detach(self._lane)
+        self._informer._fanout.detach(self._lane)
         self._lane.discard()
 
 
@@ -329,7 +335,7 @@ class InformerStream(Subscription):
         if receive is None:
             lane = self._lane
             try:
-                return lane.get_nowait()
+                return lane.take_nowait()
             except anyio.WouldBlock:
                 return await lane.__anext__()
         try:
@@ -420,16 +426,15 @@ class Informer:
         streaming_list: bool | Literal["auto"] = "auto",
         initial_list_deadline: float = 60.0,
         page_size: int | None = 500,
-        max_event_bytes: int = 16 * _MiB,
+        max_event_bytes: int = 16 * MiB,
         on_auth_error: Literal["raise", "retry"] = "raise",
         backoff: Backoff | None = None,
         watch_timeout: tuple[int, int] = (300, 600),
         seed: int | None = None,
         gc_freeze: GcFreeze = "list",
     ) -> None:
-        settings = _settings(
-            client,
-            resource,
+        transport, resource = target(client, resource)
+        options = ListWatchOptions(
             namespace=namespace,
             label_selector=label_selector,
             field_selector=field_selector,
@@ -461,8 +466,15 @@ class Informer:
                 f"subscriber_errors must be one of {', '.join(map(repr, _ERROR_POLICIES))}, "
                 f"got {subscriber_errors!r}"
             )
-        self._core = _Core(
-            settings, transform=transform, indexes=dict(indexes), on_fatal=self._stop
+        self._fanout = FanOut()
+        self._core = Core(
+            transport,
+            resource,
+            options,
+            self._fanout,
+            transform=transform,
+            indexes=dict(indexes),
+            on_fatal=self._stop,
         )
         self._store = Store(self._core.cache)
         self._on_error = on_error
@@ -472,10 +484,11 @@ class Informer:
         self._fatal: BaseException | None = None
 
     def __repr__(self) -> str:
-        settings = self._core.settings
-        where = f" in {settings.namespace!r}" if settings.namespace else ""
+        core = self._core
+        namespace = core.options.namespace
+        where = f" in {namespace!r}" if namespace else ""
         return (
-            f"<crwatch.Informer {settings.resource}{where} {len(self._core.cache)} objects, "
+            f"<crwatch.Informer {core.resource}{where} {len(core.cache)} objects, "
             f"{len(self._subscriptions)} subscribers>"
         )
 
@@ -560,7 +573,7 @@ class Informer:
         if self._core.finished:
             raise CrwatchError("the informer has stopped")
         self._subscriptions[id(subscription)] = subscription
-        self._core.attach(subscription._lane)
+        self._fanout.attach(subscription._lane, self._core.snapshot())
 
     async def _deliver(self, subscription: Subscription, fn: Callback) -> None:
         lane = subscription._lane
@@ -574,7 +587,6 @@ class Informer:
                 direct = not subscription._middlewares
                 if direct and not _is_async_callable(fn):
                     lane.direct = self._direct(subscription, fn)
-                queue = lane._queue
                 while True:
                     awaiting = subscription._awaiting
                     if awaiting is not None:
@@ -588,20 +600,14 @@ class Informer:
                                 return
                         continue
                     if direct:
-                        # The per-event path of a plain callback: no coroutine per event,
-                        # and buffered events taken inline (the carry of a pending entry
-                        # comes first; a failed or discarded lane has an empty queue).
-                        if queue and lane._carry is None:
-                            item: Any = queue.popleft()
-                            lane.delivered += 1
-                        else:
-                            try:
-                                item = lane.get_nowait()
-                            except anyio.WouldBlock:
-                                await lane.wait_readable()
-                                continue
-                            except StopAsyncIteration:
-                                break
+                        # The backlog of a plain callback: no coroutine per event.
+                        try:
+                            item: Any = lane.take_nowait()
+                        except anyio.WouldBlock:
+                            await lane.wait_readable()
+                            continue
+                        except StopAsyncIteration:
+                            break
                     else:
                         try:
                             item = await chain.__anext__()
@@ -650,7 +656,6 @@ class Informer:
         lane = subscription._lane
 
         def call(event: Event) -> None:
-            lane.delivered += 1
             try:
                 result = fn(event)
             except Exception as exc:
@@ -661,7 +666,7 @@ class Informer:
             if result is not None and inspect.isawaitable(result):
                 lane.direct = None
                 subscription._awaiting = result
-                lane._wake()
+                lane.wake()
 
         return call
 
@@ -673,7 +678,7 @@ class Informer:
         subscription._last_error = error
         log.error(
             "informer %s: subscriber %r failed: %r",
-            self._core.settings.resource,
+            self._core.resource,
             subscription.name,
             error,
             exc_info=error,
@@ -682,7 +687,7 @@ class Informer:
             try:
                 self._on_error(subscription, error)
             except Exception:
-                log.exception("informer %s: the on_error hook failed", self._core.settings.resource)
+                log.exception("informer %s: the on_error hook failed", self._core.resource)
         if self._subscriber_errors == "stop":
             self._stop(error)
             return True
@@ -699,7 +704,7 @@ class Informer:
         task_group = anyio.create_task_group()
         await task_group.__aenter__()
         self._task_group = task_group
-        resource = self._core.settings.resource
+        resource = self._core.resource
         task_group.start_soon(self._core.run, name=f"crwatch.informer {resource}")
         for subscription in list(self._subscriptions.values()):
             fn, subscription._fn = subscription._fn, None
@@ -802,7 +807,7 @@ class Informer:
         last = core.counters.last_error
         reason = f"; last error: {last}" if last is not None else ""
         raise SyncTimeout(
-            f"informer {core.settings.resource}: not {what} after {timeout:g} s{reason}",
+            f"informer {core.resource}: not {what} after {timeout:g} s{reason}",
             last_error=last,
         )
 
@@ -821,6 +826,8 @@ class Informer:
             reconnects=max(0, c.watches - 1),
             errors=c.errors,
             stalls=c.stalls,
+            malformed_lines=c.malformed_lines,
+            oversized_events=c.oversized_events,
             last_error=c.last_error,
             last_error_time=c.last_error_at,
             seconds_since_last_byte=(
