@@ -180,3 +180,39 @@ async def test_bad_event_in_a_streaming_list_falls_back_to_a_paginated_list(
             await informer.wait_synced(timeout=5)
             assert informer.store.keys() == ["default/a"]
             assert informer.statistics().malformed_lines == 1
+
+
+@pytest.mark.parametrize(
+    ("namespace", "namespaced", "meta", "key"),
+    [
+        (
+            "default",
+            None,
+            {"name": "a", "namespace": "default", "resourceVersion": "1"},
+            "default/a",
+        ),
+        ("default", True, {"name": "a", "namespace": "other", "resourceVersion": "1"}, None),
+        ("default", None, {"name": "a", "resourceVersion": "1"}, None),
+        (None, None, {"name": "a", "namespace": "ns", "resourceVersion": "1"}, "ns/a"),
+        (None, None, {"name": "a", "resourceVersion": "1"}, "a"),
+        (None, True, {"name": "a", "resourceVersion": "1"}, None),
+        (None, True, {"name": "a", "namespace": "", "resourceVersion": "1"}, None),
+        (None, False, {"name": "a", "namespace": "ns", "resourceVersion": "1"}, None),
+        (None, False, {"name": "a", "resourceVersion": "1"}, "a"),
+        (None, None, {"name": "a", "namespace": 5, "resourceVersion": "1"}, None),
+        (None, None, {"name": "", "resourceVersion": "1"}, None),
+        (None, None, {"name": 1, "resourceVersion": "1"}, None),
+        (None, None, {"name": "a", "resourceVersion": ""}, None),
+        (None, None, {"name": "a", "resourceVersion": 1}, None),
+        (None, None, {"name": "a"}, None),
+        (None, None, None, None),
+        ("default", None, ["a"], None),
+    ],
+)
+def test_admission_keys_only_objects_that_fit_the_watch(
+    namespace: str | None, namespaced: bool | None, meta: Any, key: str | None
+) -> None:
+    """The driver's check gives the cache key of a well-formed object in scope, else None."""
+    from crwatch._core import admission
+
+    assert admission(namespace, namespaced)(meta) == key

@@ -142,24 +142,33 @@ def admission(namespace: str | None, namespaced: bool | None) -> Callable[[Any],
     would file it under a key no later event or list matches, and the cache would never
     converge again.
     """
+    # One rule, specialised by scope: this runs once per event.
+    if namespace:
+        prefix = f"{namespace}/"
 
-    def key(meta: Any) -> str | None:
-        if type(meta) is not dict:
+        def in_namespace(meta: Any) -> str | None:
+            if type(meta) is dict and meta.get("namespace") == namespace:
+                name = meta.get("name")
+                rv = meta.get("resourceVersion")
+                if type(name) is str and name and type(rv) is str and rv:
+                    return prefix + name
             return None
-        name = meta.get("name")
-        rv = meta.get("resourceVersion")
-        if type(name) is not str or not name or type(rv) is not str or not rv:
-            return None
-        ns = meta.get("namespace")
-        if ns:
-            if type(ns) is not str or namespaced is False or (namespace and ns != namespace):
-                return None
-            return f"{ns}/{name}"
-        if namespace or namespaced:
-            return None
-        return name
 
-    return key
+        return in_namespace
+
+    def anywhere(meta: Any) -> str | None:
+        if type(meta) is dict:
+            name = meta.get("name")
+            rv = meta.get("resourceVersion")
+            if type(name) is str and name and type(rv) is str and rv:
+                ns = meta.get("namespace")
+                if not ns:
+                    return None if namespaced else name
+                if type(ns) is str and namespaced is not False:
+                    return f"{ns}/{name}"
+        return None
+
+    return anywhere
 
 
 def _rv_int(rv: str) -> int | None:
@@ -247,9 +256,9 @@ class Core:
         self.counters = _Counters()
         self.error: BaseException | None = None
         self._on_fatal = on_fatal
-        # The fast path (see _machine): changes applied since the last step, and the last
-        # resourceVersion among them, folded into ``state`` by ``_fold`` before each step.
-        self._fast = False
+        # The fast path (see _machine): the resourceVersion of the last change applied since
+        # the last step ("" if none: every admitted change has one), folded into ``state``
+        # by ``_fold`` before each step.
         self._fast_rv = ""
         self._initial_done = False
         self._finished = False
@@ -264,9 +273,7 @@ class Core:
     @property
     def resource_version(self) -> str:
         """The last resourceVersion seen, including changes applied by the fast path."""
-        if self._fast and self._fast_rv:
-            return self._fast_rv
-        return self.state.resource_version
+        return self._fast_rv or self.state.resource_version
 
     @property
     def finished(self) -> bool:
@@ -416,9 +423,7 @@ class Core:
                     key = self._key(meta)
                     if key is None:
                         return _inadmissible(line)
-                    rv = meta["resourceVersion"]
-                    self._fast_rv = rv
-                    self._fast = True
+                    self._fast_rv = meta["resourceVersion"]  # admitted: a non-empty str
                     return self._apply(change, obj, key)
         try:
             return event_from_json(data, line)
@@ -491,9 +496,9 @@ class Core:
 
     def _fold(self) -> None:
         """Record the fast path's changes in the machine's state (before any step)."""
-        if self._fast:
-            self.state = delivered(self.state, self._fast_rv)
-            self._fast = False
+        rv = self._fast_rv
+        if rv:
+            self.state = delivered(self.state, rv)
             self._fast_rv = ""
 
     # --- the loop ---
@@ -665,23 +670,30 @@ class Core:
         """
         pending = open_stream.pending
         delivery = self._delivery
+        # Bound once: the loop below runs once per event.
+        pulls, push, apply_line, watching = (
+            delivery.pulls,
+            delivery.push,
+            self._apply_line,
+            Phase.WATCHING,
+        )
         while True:
             phase = self.state.phase
             while pending:
                 line = pending.popleft()
                 if type(line) is bytes:
-                    if phase is Phase.WATCHING:
-                        if delivery.pulls and not line.startswith(_BOOKMARK_PREFIX):
+                    if phase is watching:
+                        if pulls and not line.startswith(_BOOKMARK_PREFIX):
                             # The consumer takes it from here (take_line).
                             pending.appendleft(line)
                             if not delivery.busy():
                                 self._parked = open_stream
                             return _YIELD
-                        result = self._apply_line(line)
+                        result = apply_line(line)
                         if isinstance(result, Event):
                             if self._waiters:
                                 self._notify()
-                            if delivery.push(result):
+                            if push(result):
                                 return _YIELD
                             continue
                         if result is None:

@@ -421,13 +421,13 @@ class FanOut:
         self.lanes = tuple(other for other in self.lanes if other is not lane)
 
     def push(self, event: Event) -> bool:
-        """Hand one change to every lane; return whether the driver should yield now."""
+        """Hand one change to every lane; return whether the driver should yield now.
+
+        The one burst rule (see the class docstring) follows the pushes, inline: this runs
+        once per event.
+        """
         for lane in self.lanes:
             lane.push(event)
-        return self._after_push()
-
-    def _after_push(self) -> bool:
-        """Apply the burst rule: whether the subscribers must run now (see the class docstring)."""
         burst = self._burst = self._burst + 1
         if burst >= BURST or (
             # gc.get_count() builds a tuple: every 8th event is enough.
