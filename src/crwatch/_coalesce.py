@@ -70,6 +70,13 @@ class Run:
     def add(self, event: Event) -> int:
         """Fold a later change of the same key in; return how many events it made redundant."""
         kind = self._kind
+        if kind is not None and event.type is not _DELETED:
+            # The common case first (a full lane's newer state of a pending key): the newest
+            # object replaces the one held; the first type and ``old`` stay.
+            self._event = None
+            self._object = event.object
+            self._synthetic = event.synthetic
+            return 1
         if event.type is _DELETED:
             if kind is None:
                 # Nothing live: the first deletion stands (a second one cannot come from a
@@ -88,15 +95,10 @@ class Run:
                 # Never lose a deletion; ``old`` stays what the consumer last saw.
                 self.deleted = Event(_DELETED, event.object, self.key, old, event.synthetic)
             return 1
-        if kind is None:
-            # After a deletion (or in an empty run) the object is new to the consumer,
-            # whatever the change's type says.
-            self._live(event, _ADDED, None)
-            return 0
-        self._event = None
-        self._object = event.object
-        self._synthetic = event.synthetic
-        return 1
+        # After a deletion (or in an empty run) the object is new to the consumer, whatever
+        # the change's type says.
+        self._live(event, _ADDED, None)
+        return 0
 
     @property
     def empty(self) -> bool:
