@@ -8,9 +8,9 @@ One :class:`Core` per watch or informer performs the state machine's actions wit
 - the informer's ``_lanes.FanOut`` pushes each change into every subscriber's lane as soon
   as it is in the cache, and the driver yields after a burst so the subscribers take them;
 - ``watch()``'s hand-off (``_watch``) lets its consumer apply the watch lines itself: the
-  driver reads and frames a chunk and parks (:meth:`Core.pause`, via the strategy); the
-  consumer's ``__anext__`` parses and applies one line per event (:meth:`Core.take_line`),
-  so an event costs no task switch and its parsed object dies young.
+  driver reads and frames a chunk and parks (the delivery's ``pause``); the consumer's
+  ``__anext__`` parses and applies one line per event (:meth:`Core.take_line`), so an
+  event costs no task switch and its parsed object dies young.
 
 The per-event path (see ``_machine``'s "fast path"): while WATCHING each change is parsed
 once, checked (:func:`admission`), applied (:meth:`Core._apply`) and handed over before the
