@@ -5,7 +5,7 @@ over K objects into F caught-up subscribers' lanes (sync callbacks, called direc
 into the same F plus one lane whose reader is stuck (``overflow="wait"``, buffer full): each
 event that lane gets is folded into its pending state. It prints the time per event of both
 and their difference, the cost of the lagging subscriber (best of several rounds). This is
-crwatch's internal ``Lane`` (``crwatch._watcher``), so it measures the working tree.
+crwatch's internal ``Lane`` (``crwatch._lanes``), so it measures the working tree.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import argparse
 import time
 
 from crwatch._events import Event, EventType, new_event
-from crwatch._watcher import Lane
+from crwatch._lanes import Lane
 
 
 def _direct() -> Lane:

@@ -22,8 +22,8 @@ from hypothesis import strategies as st
 import crwatch
 from _support import WidgetEnv, seeded, until, widget_cluster
 from crwatch import Backoff, Event, EventType, _gc
+from crwatch._lanes import Lane, Overflow
 from crwatch._store import Cache
-from crwatch._watcher import Lane, Overflow
 from crwatch.testing import Fault
 
 WIDGETS = crwatch.Resource("example.com", "v1", "widgets")
@@ -828,7 +828,7 @@ def test_lane_subscriber_converges_in_order_without_losing_deletes(
         count = 0
         while n is None or count < n:
             try:
-                event = lanes[i].get_nowait()
+                event = lanes[i].take_nowait()
             except anyio.WouldBlock:
                 return
             check(views[i], event)
@@ -850,7 +850,7 @@ def test_lane_subscriber_converges_in_order_without_losing_deletes(
             assert event is not None
             for lane in lanes:
                 lane.push(event)
-                assert len(lane._queue) <= lane.size
+                assert lane.backlog <= lane.size
         elif op == "get":
             for i in range(len(lanes)):
                 take(i, arg)
@@ -862,7 +862,7 @@ def test_lane_subscriber_converges_in_order_without_losing_deletes(
     for i in range(len(lanes)):
         take(i, None)
         assert views[i] == dict(cache.items())
-        assert len(lanes[i]._pending) == 0
+        assert lanes[i].depth == 0
 
 
 def test_lane_fail_policy_and_close() -> None:
@@ -874,7 +874,7 @@ def test_lane_fail_policy_and_close() -> None:
         assert event is not None
         lane.push(event)
     with pytest.raises(crwatch.SubscriberOverflowError) as info:
-        lane.get_nowait()
+        lane.take_nowait()
     assert (info.value.subscriber, info.value.buffer_size) == ("f", 2)
     assert lane.dropped == 2
     closing = Lane("c", 4)
@@ -882,64 +882,73 @@ def test_lane_fail_policy_and_close() -> None:
     assert event is not None
     closing.push(event)
     closing.close(crwatch.StallTimeout("no"))
-    assert closing.get_nowait() is event
+    assert closing.take_nowait() is event
     with pytest.raises(crwatch.StallTimeout):
-        closing.get_nowait()
+        closing.take_nowait()
 
 
 @anyio_mark
 async def test_bursts_end_with_a_yield_only_for_woken_readers(
-    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """The core yields after a burst only for readers it woke, and at least every so often.
+    """The driver yields after a burst only for readers it woke, and at least every so often.
 
     A caught-up sync callback is called as each change is applied and a reader busy with
     an earlier event takes nothing from a yield: no yield for them. A reader waiting on its
-    lane that the burst woke gets one; after ``_IDLE_BURSTS`` skipped yields in a row the
-    core yields anyway (fairness).
+    lane that the burst woke gets one; after ``IDLE_BURSTS`` skipped yields in a row the
+    driver yields anyway (fairness).
     """
-    from crwatch._watcher import _BURST, _IDLE_BURSTS
+    from crwatch import _lanes
+    from crwatch._lanes import BURST, IDLE_BURSTS, FanOut
 
-    async with widget_cluster(tmp_path) as (_, _, client):
-        core = crwatch.Informer(client, WIDGETS)._core
-        called: list[Event] = []
-        caught_up = Lane("direct", 4)
-        caught_up.direct = called.append
-        core.lanes = (caught_up,)
-        cache = Cache()
-        event = cache.apply("ADDED", _obj("a", 1, "u"))
-        assert event is not None
-        caught_up.push(event)
-        assert called == [event]
+    # Bursts by count only: the allocation budget must not end one early in this test.
+    monkeypatch.setattr(_lanes, "_gc_count", lambda: (0, 0, 0))
+    fan = FanOut()
+    called: list[Event] = []
+    caught_up = Lane("direct", 4)
+    caught_up.direct = called.append
+    fan.attach(caught_up)
+    cache = Cache()
+    event = cache.apply("ADDED", _obj("a", 1, "u"))
+    assert event is not None
+    assert not fan.push(event)
+    assert called == [event]
 
-        def burst_ends_with_yield() -> bool:
-            core._burst = _BURST
-            return core._drain_due()
+    async def burst_ends_with_yield() -> bool:
+        ends = [fan.push(event) for _ in range(BURST)]
+        assert not any(ends[:-1])
+        if ends[-1]:
+            await fan.pause()  # what the driver does when told to yield
+        return ends[-1]
 
-        assert [burst_ends_with_yield() for _ in range(_IDLE_BURSTS + 1)] == [False] * (
-            _IDLE_BURSTS
-        ) + [True]
-        assert not burst_ends_with_yield()  # counted again from there
-        # A reader busy elsewhere (a slow callback) gains nothing from a yield.
-        busy = Lane("busy", 4)
-        core.lanes = (caught_up, busy)
-        busy.push(event)
-        assert not burst_ends_with_yield()
-        # A reader waiting on its lane, woken by the burst, gets one.
-        waiting = Lane("waiting", 4)
-        core.lanes = (caught_up, busy, waiting)
-        reader = asyncio.ensure_future(waiting.__anext__())
-        await asyncio.sleep(0)
-        assert not burst_ends_with_yield()
-        waiting.push(event)
-        assert burst_ends_with_yield()
-        assert await reader is event
-        assert burst_ends_with_yield()  # until the core has yielded: it clears the marks
-        for lane in core.lanes:
-            lane.woken = False
-        assert not burst_ends_with_yield()
-        core._burst = 1
-        assert not core._drain_due()  # no burst yet: nothing to decide
+    await fan.pause()
+    assert [await burst_ends_with_yield() for _ in range(IDLE_BURSTS + 1)] == [False] * (
+        IDLE_BURSTS
+    ) + [True]
+    assert not await burst_ends_with_yield()  # counted again from there
+    # A reader busy elsewhere (a slow callback) gains nothing from a yield.
+    busy = Lane("busy", 4)
+    fan.attach(busy)
+    busy.push(event)
+    assert not await burst_ends_with_yield()
+    # A reader waiting on its lane, woken by the burst, gets one.
+    waiting = Lane("waiting", 4 * BURST)
+    fan.attach(waiting)
+    reader = asyncio.ensure_future(waiting.__anext__())
+    await asyncio.sleep(0)
+    assert await burst_ends_with_yield()
+    assert await reader is event
+    # Before waiting for the network, the driver yields for a woken reader too.
+    while waiting.readable():
+        waiting.take_nowait()
+    reader = asyncio.ensure_future(waiting.__anext__())
+    await asyncio.sleep(0)
+    assert not fan.busy()  # nothing pushed since the last yield
+    assert not fan.push(event)
+    assert fan.busy()
+    await fan.pause()
+    assert not fan.busy()
+    assert await reader is event
 
 
 def test_lane_full_folds_in_place() -> None:
@@ -957,24 +966,24 @@ def test_lane_full_folds_in_place() -> None:
         lane.push(event)
     assert lane.depth == 3
     assert lane.coalesced == 2
-    assert lane.get_nowait() is events[0]
-    folded = lane.get_nowait()
+    assert lane.take_nowait() is events[0]
+    folded = lane.take_nowait()
     assert (folded.type, folded.key) == (EventType.ADDED, "d/b")
     assert folded.object is events[3].object
     assert folded.old is None
-    assert lane.get_nowait() is events[4]
+    assert lane.take_nowait() is events[4]
     # A deletion after folded changes keeps the old the subscriber last saw.
     for rv, kind in enumerate(["MODIFIED", "MODIFIED", "MODIFIED", "DELETED"], start=6):
         event = cache.apply(kind, _obj("a", rv, "u"))
         assert event is not None
         events.append(event)
         lane.push(event)
-    assert lane.get_nowait() is events[5]
-    deleted = lane.get_nowait()
+    assert lane.take_nowait() is events[5]
+    deleted = lane.take_nowait()
     assert deleted.type is EventType.DELETED
     assert deleted.old is events[5].object
     with pytest.raises(anyio.WouldBlock):
-        lane.get_nowait()
+        lane.take_nowait()
 
 
 # --- sync callbacks called directly ------------------------------------------------------------

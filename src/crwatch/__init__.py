@@ -87,7 +87,7 @@ from ._resource import Resource
 from ._shared import SharedInformers
 from ._store import Store
 from ._version import __version__
-from ._watcher import EventStream, Watch, WatchStatistics, watch
+from ._watch import EventStream, Watch, WatchStatistics, watch
 from ._workqueue import Durations, WorkQueue, WorkQueueStatistics
 
 __all__ = [

@@ -71,7 +71,7 @@ def format_event(event: Event, output: str) -> str:
 
 async def _watch(args: argparse.Namespace, out: TextIO) -> int:
     from ._client import Client
-    from ._watcher import watch
+    from ._watch import watch
 
     resource = Resource.parse(args.resource)
     namespace = None if args.all_namespaces else (args.namespace or "default")

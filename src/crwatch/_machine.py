@@ -61,6 +61,7 @@ from typing import Any, Final, Literal, TypeAlias
 from attrs import evolve, field, frozen
 
 from ._backoff import Backoff
+from ._events import CHANGE_TYPES
 from ._exceptions import (
     BadRequestError,
     CrwatchError,
@@ -539,7 +540,6 @@ def _on_initial_event(
     return _fall_back_to_paginated(state, now)
 
 
-_CHANGES: Final = frozenset({"ADDED", "MODIFIED", "DELETED"})
 _LEAVES_STREAM: Final = (StartStreamingList, ListPage, StartWatch, Sleep, Raise)
 
 
@@ -550,7 +550,7 @@ def _on_watch_events(
     run: list[RawEvent] = []  # consecutive changes while WATCHING: delivered in one action
     for event in events:
         phase = state.phase
-        if phase is Phase.WATCHING and event.type in _CHANGES:
+        if phase is Phase.WATCHING and event.type in CHANGE_TYPES:
             run.append(event)
             continue
         if run:

@@ -23,7 +23,8 @@ Coalescing (``batch(coalesce=True)``, ``rate_limit(coalesce=True)``, ``debounce`
 key the net effect of the events it holds, judged against what the consumer has seen,
 which the first held event tells: a held run starting with ADDED is an object the
 consumer never saw (ADDED ... DELETED collapses to nothing); a run starting with MODIFIED or
-DELETED is an object the consumer saw, and its deletion is always delivered.
+DELETED is an object the consumer saw, and its deletion is always delivered. The rule is
+``_coalesce.Run``, the same one a subscriber's full buffer applies.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ import anyio
 from attrs import field, frozen
 
 from ._clock import Clock, validate_clock
+from ._coalesce import Run
 from ._events import Event, EventType
 from ._exceptions import CrwatchError, InvalidOptionError
 from ._predicates import Predicate, generation_differs
@@ -371,56 +373,6 @@ def generation_changed() -> Middleware:
     return _Changed(generation_differs)
 
 
-# --- coalescing ----------------------------------------------------------------------------
-
-
-class _Pending:
-    """The net effect of a run of events for one key (see the module docstring).
-
-    ``first`` tells whether the consumer saw the object before the run (not when it is
-    ADDED); ``deleted`` is the first deletion of that seen object, which is never dropped.
-    """
-
-    __slots__ = ("deleted", "first", "latest")
-
-    def __init__(self, event: Event) -> None:
-        self.first = event
-        self.latest = event
-        self.deleted: Event | None = event if event.type is _DELETED else None
-
-    def add(self, event: Event) -> None:
-        if self.deleted is None and event.type is _DELETED and self.first.type is not _ADDED:
-            self.deleted = event
-        self.latest = event
-
-    @property
-    def size(self) -> int:
-        """How many events :meth:`outputs` returns."""
-        if self.first.type is _ADDED:
-            return 0 if self.latest.type is _DELETED else 1
-        if self.deleted is None or self.latest.type is _DELETED:
-            return 1
-        return 2
-
-    def outputs(self) -> tuple[Event, ...]:
-        first, latest, deleted = self.first, self.latest, self.deleted
-        if first.type is _ADDED:  # the consumer has not seen this object
-            if latest.type is _DELETED:
-                return ()
-            if latest.type is _ADDED:
-                return (latest,)
-            return (Event(_ADDED, latest.object, latest.key, None, latest.synthetic),)
-        if deleted is None:  # seen, still there: one MODIFIED from the state it saw
-            if latest is first:
-                return (first,)
-            return (Event(_MODIFIED, latest.object, latest.key, first.old, latest.synthetic),)
-        if latest.type is _DELETED:
-            return (deleted,)
-        if latest.type is _ADDED:  # deleted and created again: both facts matter
-            return (deleted, latest)
-        return (deleted, Event(_ADDED, latest.object, latest.key, None, latest.synthetic))
-
-
 def _event_or_type_error(item: object, what: str) -> Event:
     if not isinstance(item, Event):
         raise TypeError(f"{what} works on Event items (put it before batch()), got {item!r}")
@@ -624,7 +576,7 @@ class _Batcher(_TimedStage):
         self._max_wait = max_wait
         self._coalesce = coalesce
         self._items: list[Any] = []
-        self._by_key: dict[str, _Pending] = {}
+        self._by_key: dict[str, Run] = {}
         self._count = 0  # events the next batch would hold
         self._window_end: float | None = None
 
@@ -633,7 +585,7 @@ class _Batcher(_TimedStage):
             event = _event_or_type_error(item, "batch(coalesce=True)")
             pending = self._by_key.get(event.key)
             if pending is None:
-                pending = self._by_key[event.key] = _Pending(event)
+                pending = self._by_key[event.key] = Run(event)
                 self._count += 1
             else:
                 before = pending.size
@@ -718,7 +670,7 @@ class _RateLimiter(_TimedStage):
         self._coalesce = coalesce
         self._shared: _Bucket | None = None
         self._buckets: dict[Hashable, _Bucket] = {}
-        # Held items per key (one _Pending per key when coalescing), and one heap entry
+        # Held items per key (one Run per key when coalescing), and one heap entry
         # (time its bucket has a token, sequence, key) per key that holds something.
         self._queues: dict[Hashable, collections.deque[Any]] = {}
         self._heap: list[tuple[float, int, Hashable]] = []
@@ -746,7 +698,7 @@ class _RateLimiter(_TimedStage):
         if self._coalesce and isinstance(item, Event) and queue:
             queue[-1].add(item)  # merge into the held run: latest state wins
             return
-        entry = _Pending(item) if self._coalesce and isinstance(item, Event) else item
+        entry = Run(item) if self._coalesce and isinstance(item, Event) else item
         if queue is None:
             queue = self._queues[key] = collections.deque()
             bucket = self._bucket(key, now)
@@ -768,11 +720,11 @@ class _RateLimiter(_TimedStage):
             queue = self._queues[key]
             entry = queue[0]
             delivered: Any = _EMPTY
-            if isinstance(entry, _Pending):
+            if isinstance(entry, Run):
                 outputs = entry.outputs()
                 if len(outputs) == 2:  # deleted and created again: the DELETED first
                     delivered = outputs[0]
-                    queue[0] = _Pending(outputs[1])
+                    queue[0] = Run(outputs[1])
                 else:
                     if outputs:
                         delivered = outputs[0]
@@ -823,7 +775,7 @@ class _Held:
 
     __slots__ = ("first_at", "last_at", "run")
 
-    def __init__(self, run: _Pending, now: float) -> None:
+    def __init__(self, run: Run, now: float) -> None:
         self.run = run
         self.first_at = now
         self.last_at = now
@@ -850,7 +802,7 @@ class _Debouncer(_TimedStage):
         event = _event_or_type_error(item, "debounce()")
         held = self._entries.get(event.key)
         if held is None:
-            self._entries[event.key] = _Held(_Pending(event), now)
+            self._entries[event.key] = _Held(Run(event), now)
             heapq.heappush(self._heap, (self._when(now, now), next(self._seq), event.key))
         else:
             held.run.add(event)

@@ -54,6 +54,7 @@ class Fault:
     after_events: int = 0
     seconds: float = 0.0
     then: str = "resume"
+    line: bytes = b""
 
     @classmethod
     def status(
@@ -102,9 +103,15 @@ class Fault:
         return cls("stall", seconds=seconds, after_events=after_events, then=then)
 
     @classmethod
-    def malformed_line(cls, *, after_events: int = 0) -> Fault:
-        """Write a line that is not JSON after N events, then carry on."""
-        return cls("malformed_line", after_events=after_events)
+    def malformed_line(cls, *, after_events: int = 0, line: bytes | None = None) -> Fault:
+        """Write a bad line after N events, then carry on.
+
+        By default the line is not JSON; ``line`` gives its exact bytes instead (a newline
+        is added), for example a watch event whose object has no metadata.
+        """
+        if line is not None and (not isinstance(line, bytes) or b"\n" in line):
+            raise TypeError(f"line must be bytes without a newline, got {line!r}")
+        return cls("malformed_line", after_events=after_events, line=line or b"")
 
     @classmethod
     def truncated_line(cls, *, after_events: int = 0) -> Fault:

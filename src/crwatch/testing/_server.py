@@ -1819,7 +1819,10 @@ class _StreamWriter:
             await self.error(status_body(410, "Expired", fault.message))
             raise _StreamEnded
         if fault.action == "malformed_line":
-            await self._response.write(b'{"type":"MODIFIED","object":{"this is not json\n')
+            if fault.line:
+                await self._response.write(fault.line + b"\n")
+            else:
+                await self._response.write(b'{"type":"MODIFIED","object":{"this is not json\n')
         elif fault.action == "truncated_line":
             assert line is not None
             await self._response.write(line[: max(1, len(line) // 2)])
