@@ -10,19 +10,43 @@ failure to the crwatch error tree. No aiohttp or kubernetes-asyncio exception es
 from __future__ import annotations
 
 import asyncio
+import importlib
 import logging
 import os
 from collections.abc import Sequence
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import aiohttp
 from attrs import frozen
-from kubernetes_asyncio import client as k8s_client
-from kubernetes_asyncio import config as k8s_config
 
 from ._exceptions import ApiError, InvalidOptionError, TransportError
 from ._resource import Resource
 from ._wire import loads, parse_retry_after, status_to_error
+
+
+class _LazyModule:
+    """A module imported on its first attribute access.
+
+    kubernetes-asyncio's generated client is ~970 modules and ~38 MiB: ``import crwatch``
+    must not pay for it until a ``Client`` is made from a kubeconfig or in-cluster (a
+    borrowed ``ApiClient`` means the user has imported it already).
+    """
+
+    __slots__ = ("_name",)
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+
+    def __getattr__(self, attr: str) -> Any:
+        return getattr(importlib.import_module(self._name), attr)
+
+
+if TYPE_CHECKING:
+    from kubernetes_asyncio import client as k8s_client
+    from kubernetes_asyncio import config as k8s_config
+else:
+    k8s_client = _LazyModule("kubernetes_asyncio.client")
+    k8s_config = _LazyModule("kubernetes_asyncio.config")
 
 __all__ = [
     "ListResult",
