@@ -12,12 +12,15 @@ from ._backoff import Backoff
 from ._client import Client
 from ._clock import Clock, ManualClock
 from ._controller import Action, Context, Controller, ControllerStatistics, Mapper, Recorder
+from ._discovery import ApiResource, Discovery, DiscoveryStatistics
 from ._events import Event, EventType, object_key
 from ._exceptions import (
+    AmbiguousResourceError,
     ApiError,
     BadRequestError,
     ConflictError,
     CrwatchError,
+    DiscoveryError,
     EventTooLargeError,
     ExpiredError,
     ForbiddenError,
@@ -39,6 +42,7 @@ from ._exceptions import (
     TooManyRequestsError,
     TransportError,
     UnauthorizedError,
+    UnknownResourceError,
 )
 from ._informer import (
     Informer,
@@ -88,7 +92,9 @@ from ._workqueue import Durations, WorkQueue, WorkQueueStatistics
 
 __all__ = [
     "Action",
+    "AmbiguousResourceError",
     "ApiError",
+    "ApiResource",
     "Backoff",
     "BadRequestError",
     "Batch",
@@ -100,6 +106,9 @@ __all__ = [
     "Controller",
     "ControllerStatistics",
     "CrwatchError",
+    "Discovery",
+    "DiscoveryError",
+    "DiscoveryStatistics",
     "Durations",
     "Event",
     "EventStream",
@@ -142,6 +151,7 @@ __all__ = [
     "TooManyRequestsError",
     "TransportError",
     "UnauthorizedError",
+    "UnknownResourceError",
     "Watch",
     "WatchStatistics",
     "WorkQueue",

@@ -326,6 +326,52 @@ class Transport:
         finally:
             response.release()
 
+    async def get_json(self, path: str, *, read_timeout: float = 32.0) -> Any:
+        """GET a JSON document by its path (discovery: ``/api``, ``/apis/example.com/v1``).
+
+        Raises:
+            ApiError: the server answered an error status.
+            TransportError: no usable answer, or a body that is not JSON.
+        """
+        api = self._api
+        headers: dict[str, str] = dict(api.default_headers)
+        headers["Accept"] = "application/json"
+        if getattr(api, "cookie", None):
+            headers["Cookie"] = api.cookie
+        query: list[tuple[str, str]] = []
+        timeout = aiohttp.ClientTimeout(
+            total=None,
+            sock_connect=CONNECT_TIMEOUT,
+            connect=CONNECT_TIMEOUT,
+            sock_read=read_timeout,
+        )
+        try:
+            await api.update_params_for_auth(headers, query, ["BearerToken"])
+            response = await api.rest_client.request(
+                "GET",
+                api_client_host(api) + path,
+                query_params=query,
+                headers=headers,
+                _preload_content=False,
+                _request_timeout=timeout,
+            )
+        except _NETWORK_ERRORS as exc:
+            raise TransportError(f"get {path}: {_explain(exc)}") from exc
+        except k8s_config.ConfigException as exc:  # a credential plugin failed
+            raise TransportError(f"get {path}: credentials: {exc}") from exc
+        try:
+            if not 200 <= response.status < 300:
+                raise await _error_from(response, "get", path)
+            body = await response.read()
+        except _NETWORK_ERRORS as exc:
+            raise TransportError(f"get {path}: body not read: {_explain(exc)}") from exc
+        finally:
+            response.release()
+        try:
+            return loads(body)
+        except ValueError:
+            raise TransportError(f"get {path}: response is not JSON") from None
+
 
 def _selectors(label_selector: str | None, field_selector: str | None) -> list[tuple[str, str]]:
     query: list[tuple[str, str]] = []
