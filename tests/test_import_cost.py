@@ -18,14 +18,17 @@ async def enter():
     async with client:
         pass
 anyio.run(enter)
-print(json.dumps([before, made, "kubernetes_asyncio" in sys.modules]))
+entered = "kubernetes_asyncio" in sys.modules
+import crwatch._demo
+print(json.dumps([before, made, entered, "crwatch._cli" in sys.modules]))
 """
 
 
 def test_import_crwatch_loads_no_kubernetes_asyncio(tmp_path: Path) -> None:
     """``import crwatch`` and making a Client leave kubernetes-asyncio unloaded.
 
-    Entering a kubeconfig Client (in a fresh interpreter) is what loads it.
+    Entering a kubeconfig Client (in a fresh interpreter) is what loads it. The demo
+    does not import the command line it is run from (no ``_cli`` <-> ``_demo`` cycle).
     """
     # The kubeconfig only needs to load, not to reach a server: nothing listens there.
     kubeconfig = tmp_path / "kubeconfig"
@@ -48,4 +51,4 @@ def test_import_crwatch_loads_no_kubernetes_asyncio(tmp_path: Path) -> None:
         check=True,
         timeout=50,
     )
-    assert json.loads(done.stdout) == [False, False, True]
+    assert json.loads(done.stdout) == [False, False, True, False]
