@@ -119,3 +119,20 @@ async def use_a_work_queue() -> None:
         queue.done(key)
     queue.shutdown(drain=True)
     await queue.wait_idle()
+
+
+async def discover(client: crwatch.Client) -> crwatch.Resource:
+    resource = await client.resource("widgets.example.com")
+    found = await client.discovery.lookup("wd")
+    assert_type(found, crwatch.ApiResource)
+    assert_type(found.verbs, frozenset[str])
+    assert_type(found.namespaced, bool)
+    assert_type(await client.discovery.resources(), tuple[crwatch.ApiResource, ...])
+    assert_type(client.discovery.statistics(), crwatch.DiscoveryStatistics)
+    try:
+        await client.resource("widgets")
+    except crwatch.AmbiguousResourceError as err:
+        assert_type(err.candidates, tuple[str, ...])
+    except crwatch.UnknownResourceError as err:
+        assert_type(err.name, str)
+    return resource
