@@ -231,3 +231,62 @@ def test_every_qualified_form_reads_back_the_same_parts(
     assert parse_name(f"{plural}.{version}.{group}")[0] == exact
     assert parse_name(f"{group}/{version}/{plural}") == (exact,)
     assert parse_name(f"{plural.upper()}.{group}")[0] == _Query(plural, group)
+
+
+async def test_a_group_that_cannot_answer_hides_only_itself(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A group/version answering 503 is skipped (with a warning), not fatal to others.
+
+    It is not asked again on a hit, and is asked again after a miss: once it answers, its
+    types resolve. The 503 comes from a pass-through proxy in front of FakeApiServer, as
+    an aggregated API whose backend is down answers.
+    """
+    import aiohttp
+    from aiohttp import web
+
+    async with FakeApiServer() as server, aiohttp.ClientSession() as session:
+        server.register_crd(group="example.com", version="v1", plural="widgets", kind="Widget")
+        server.register_crd(group="broken.io", version="v1", plural="gizmos", kind="Gizmo")
+        down = True
+
+        async def proxy(request: web.Request) -> web.StreamResponse:
+            if down and request.path == "/apis/broken.io/v1":
+                status = {"kind": "Status", "apiVersion": "v1", "status": "Failure"}
+                status |= {"code": 503, "reason": "ServiceUnavailable", "message": "no backend"}
+                return web.json_response(status, status=503)
+            async with session.get(server.url + request.path_qs) as upstream:
+                body = await upstream.read()
+                return web.Response(
+                    body=body, status=upstream.status, content_type=upstream.content_type
+                )
+
+        app = web.Application()
+        app.router.add_get("/{tail:.*}", proxy)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        try:
+            site = web.TCPSite(runner, "127.0.0.1", 0)
+            await site.start()
+            port = runner.addresses[0][1]
+            kubeconfig = server.kubeconfig(tmp_path / "kubeconfig")
+            kubeconfig.write_text(
+                kubeconfig.read_text().replace(server.url, f"http://127.0.0.1:{port}")
+            )
+            async with crwatch.Client.from_kubeconfig(kubeconfig) as client:
+                discovery = client.discovery
+                with caplog.at_level("WARNING", logger="crwatch"):
+                    assert (await client.resource("widgets")).group == "example.com"
+                assert discovery.statistics().unavailable == ("broken.io/v1",)
+                assert "broken.io/v1" in caplog.text
+                requests = discovery.statistics().requests
+                await client.resource("widget")
+                assert discovery.statistics().requests == requests  # a hit asks nobody
+
+                with pytest.raises(crwatch.UnknownResourceError):
+                    await client.resource("gizmos")
+                down = False
+                assert (await client.resource("gizmos")).group == "broken.io"
+                assert discovery.statistics().unavailable == ()
+        finally:
+            await runner.cleanup()
