@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import pickle
+import re
+import shutil
 from pathlib import Path
 
+import anyio
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -290,3 +293,49 @@ async def test_a_group_that_cannot_answer_hides_only_itself(
                 assert discovery.statistics().unavailable == ()
         finally:
             await runner.cleanup()
+
+
+@pytest.mark.kubectl
+@pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl is not on PATH")
+async def test_names_resolve_as_kubectl_resolves_them(
+    fake_apiserver: FakeApiServer, crwatch_client: crwatch.Client, tmp_path: Path
+) -> None:
+    """For each name, crwatch picks the group, version and plural kubectl lists.
+
+    kubectl (an independent client) shows the URL it lists at ``-v=6``; the path must be
+    the one of the Resource crwatch resolves.
+    """
+    fake_apiserver.register_crd(
+        group="example.com",
+        version=["v1beta1", "v1"],
+        plural="widgets",
+        kind="Widget",
+        short_names=["wd"],
+    )
+    fake_apiserver.register_crd(group="example.com", version="v1alpha1", plural="gadgets", kind="G")
+    fake_apiserver.register_crd(group="a.io", version="v1", plural="dbs", kind="Db")
+    fake_apiserver.register_crd(
+        group="b.io", version="v1", plural="databases", kind="Database", short_names=["dbs"]
+    )
+    kubeconfig = fake_apiserver.kubeconfig(tmp_path / "kubeconfig")
+    names = [
+        "widgets", "Widget", "wd", "widgets.example.com", "widgets.v1beta1.example.com",
+        "gadgets", "events", "ev", "Event", "dbs", "configmaps", "ns",
+    ]  # fmt: skip
+    for name in names:
+        result = await anyio.run_process(
+            [
+                "kubectl",
+                f"--kubeconfig={kubeconfig}",
+                f"--cache-dir={tmp_path / 'kube-cache'}",
+                "--request-timeout=20s",
+                "get",
+                name,
+                "-A",
+                "-v=6",
+            ],
+            check=False,
+        )
+        listed = re.search(r"GET http://[^/ ]+(/[^? ]+)\?limit=", result.stderr.decode())
+        assert listed is not None, (name, result.stderr.decode()[-2000:])
+        assert (await crwatch_client.resource(name)).path() == listed.group(1), name
