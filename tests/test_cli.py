@@ -183,6 +183,7 @@ async def test_watch_errors_are_one_line_and_exit_code_1(tmp_path: Path) -> None
 
 
 @pytest.mark.anyio
+@pytest.mark.skipif(sys.platform == "win32", reason="pseudo-terminals are POSIX-only")
 async def test_watch_shows_progress_on_a_terminal_until_synced(tmp_path: Path) -> None:
     """With stderr on a terminal, a self-erasing "listing ..." line runs until the sync.
 

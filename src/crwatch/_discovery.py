@@ -97,7 +97,7 @@ class DiscoveryStatistics:
     """Counters of one client's discovery cache.
 
     Attributes:
-        lookups: names resolved or refused so far.
+        lookups: lookups of parsable names so far, resolved or refused.
         refreshes: times the cache was dropped and read again (after a miss, or
             :meth:`Discovery.invalidate`).
         requests: discovery documents fetched.
