@@ -84,30 +84,33 @@ async def _watch(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         if resource.namespaced and not args.all_namespaces:
             namespace = args.namespace or "default"
         progress = Progress(err, str(resource)) if err.isatty() else None
-        async with (
-            watch(
-                client,
-                resource,
-                namespace=namespace,
-                label_selector=args.label_selector,
-                field_selector=args.field_selector,
-            ) as events,
-            anyio.create_task_group() as tasks,
-        ):
-            if progress is not None:
-                progress.draw(force=True)
-                tasks.start_soon(_tick, progress, events)
-            async for event in events:
-                if progress is not None and progress.active:
-                    progress.erase()
+        try:
+            async with (
+                watch(
+                    client,
+                    resource,
+                    namespace=namespace,
+                    label_selector=args.label_selector,
+                    field_selector=args.field_selector,
+                ) as events,
+                anyio.create_task_group() as tasks,
+            ):
+                if progress is not None:
+                    progress.draw(force=True)
+                    tasks.start_soon(_tick, progress, events)
+                async for event in events:
+                    if progress is not None and progress.active:
+                        progress.erase()
                     print(format_event(event, args.output, color=color), file=out, flush=True)
-                    progress.count += 1
-                    if events.statistics().synced:
-                        progress.finish()
-                    else:
-                        progress.draw()
-                    continue
-                print(format_event(event, args.output, color=color), file=out, flush=True)
+                    if progress is not None and progress.active:
+                        progress.count += 1
+                        if events.statistics().synced:
+                            progress.finish()
+                        else:
+                            progress.draw()
+        finally:
+            if progress is not None:
+                progress.finish()  # an interrupted list leaves no half-drawn line behind
     return 0
 
 
