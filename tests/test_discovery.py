@@ -50,12 +50,18 @@ async def test_every_spelling_resolves_to_the_served_resource(
 
 
 async def test_core_and_cluster_scoped_types(crwatch_client: crwatch.Client) -> None:
-    """Core types resolve by plural, short name and the version forms; scope is reported."""
+    """Core types resolve by plural, short name and the version forms; scope is reported.
+
+    So do built-in groups' types, with their categories.
+    """
     configmaps = crwatch.Resource("", "v1", "configmaps", kind="ConfigMap", namespaced=True)
     for name in ("configmaps", "cm", "ConfigMap", "configmaps.v1", "v1/configmaps"):
         assert await crwatch_client.resource(name) == configmaps, name
     namespaces = await crwatch_client.resource("ns")
     assert (namespaces.plural, namespaces.namespaced) == ("namespaces", False)
+    crds = await crwatch_client.discovery.lookup("crd")
+    assert str(crds) == "customresourcedefinitions.v1.apiextensions.k8s.io"
+    assert (crds.namespaced, crds.categories) == (False, ("api-extensions",))
 
 
 async def test_the_core_group_wins_over_others(crwatch_client: crwatch.Client) -> None:
