@@ -12,12 +12,15 @@ from ._backoff import Backoff
 from ._client import Client
 from ._clock import Clock, ManualClock
 from ._controller import Action, Context, Controller, ControllerStatistics, Mapper, Recorder
+from ._discovery import ApiResource, Discovery, DiscoveryStatistics
 from ._events import Event, EventType, object_key
 from ._exceptions import (
+    AmbiguousResourceError,
     ApiError,
     BadRequestError,
     ConflictError,
     CrwatchError,
+    DiscoveryError,
     EventTooLargeError,
     ExpiredError,
     ForbiddenError,
@@ -40,6 +43,7 @@ from ._exceptions import (
     TooManyRequestsError,
     TransportError,
     UnauthorizedError,
+    UnknownResourceError,
 )
 from ._finalizer import finalizer
 from ._informer import (
@@ -92,7 +96,9 @@ from ._workqueue import Durations, WorkQueue, WorkQueueStatistics
 
 __all__ = [
     "Action",
+    "AmbiguousResourceError",
     "ApiError",
+    "ApiResource",
     "Backoff",
     "BadRequestError",
     "Batch",
@@ -104,6 +110,9 @@ __all__ = [
     "Controller",
     "ControllerStatistics",
     "CrwatchError",
+    "Discovery",
+    "DiscoveryError",
+    "DiscoveryStatistics",
     "Durations",
     "Event",
     "EventRecorder",
@@ -152,6 +161,7 @@ __all__ = [
     "TooManyRequestsError",
     "TransportError",
     "UnauthorizedError",
+    "UnknownResourceError",
     "Watch",
     "WatchStatistics",
     "WorkQueue",

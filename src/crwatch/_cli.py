@@ -8,14 +8,15 @@ import os
 import sys
 from collections.abc import Sequence
 from functools import partial
-from typing import Any, TextIO, TypeVar
+from typing import TYPE_CHECKING, TextIO, TypeVar
 
 import anyio
-import orjson
 
-from ._events import Event
-from ._exceptions import CrwatchError
-from ._resource import Resource
+from ._exceptions import CrwatchError, TransportError, UnauthorizedError
+from ._format import OUTPUTS, Progress, check_output, format_event, use_color
+
+if TYPE_CHECKING:
+    from ._watch import EventStream
 
 if sys.version_info < (3, 11):  # pragma: no cover - anyio depends on the backport there
     from exceptiongroup import BaseExceptionGroup
@@ -39,14 +40,20 @@ def _parser() -> argparse.ArgumentParser:
             "410 Gone, and print every event as it arrives."
         ),
     )
-    demo.add_argument("-o", "--output", choices=("table", "json"), default="table")
+    demo.add_argument("-o", "--output", choices=OUTPUTS, default="table")
 
     watch = commands.add_parser(
         "watch",
         help="watch a resource on a cluster, like kubectl get -w",
         description="Print the current objects as ADDED, then every change, until Ctrl-C.",
     )
-    watch.add_argument("resource", help="plural.version.group, e.g. widgets.v1.example.com")
+    watch.add_argument(
+        "resource",
+        help=(
+            "a resource type as kubectl takes it: widgets, Widget, a short name, "
+            "widgets.example.com, widgets.v1.example.com or example.com/v1/widgets"
+        ),
+    )
     scope = watch.add_mutually_exclusive_group()
     scope.add_argument("-n", "--namespace", help="namespace to watch (default: 'default')")
     scope.add_argument("-A", "--all-namespaces", action="store_true", help="watch every namespace")
@@ -54,52 +61,89 @@ def _parser() -> argparse.ArgumentParser:
     watch.add_argument("--field-selector", help="field selector, e.g. metadata.name=a")
     watch.add_argument("--kubeconfig", help="kubeconfig path (default: $KUBECONFIG, ~/.kube)")
     watch.add_argument("--context", help="kubeconfig context to use")
-    watch.add_argument("-o", "--output", choices=("table", "json"), default="table")
+    watch.add_argument(
+        "-o",
+        "--output",
+        choices=OUTPUTS,
+        default="table",
+        help="table (default), wide (generation, creation time, labels), json lines, yaml",
+    )
     return parser
 
 
-def format_event(event: Event, output: str) -> str:
-    """Render one event as a table row or as one JSON line (``-o json``)."""
-    if output == "json":
-        doc: dict[str, Any] = {"type": str(event.type), "object": event.object}
-        if event.synthetic:
-            doc["synthetic"] = True
-        return orjson.dumps(doc).decode()
-    mark = " (synthetic)" if event.synthetic else ""
-    return f"{event.type!s:<9} {event.key:<32} rv={event.resource_version}{mark}"
-
-
-async def _watch(args: argparse.Namespace, out: TextIO) -> int:
+async def _watch(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     from ._client import Client
     from ._watch import watch
 
-    resource = Resource.parse(args.resource)
-    namespace = None if args.all_namespaces else (args.namespace or "default")
-    async with (
-        Client.from_kubeconfig(args.kubeconfig, context=args.context) as client,
-        watch(
-            client,
-            resource,
-            namespace=namespace,
-            label_selector=args.label_selector,
-            field_selector=args.field_selector,
-        ) as events,
-    ):
-        async for event in events:
-            print(format_event(event, args.output), file=out, flush=True)
+    check_output(args.output)
+    color = use_color(out)
+    async with Client.from_kubeconfig(args.kubeconfig, context=args.context) as client:
+        # Discovery gives the served version and the scope, as kubectl resolves names.
+        resource = await client.resource(args.resource)
+        namespace = None
+        if resource.namespaced and not args.all_namespaces:
+            namespace = args.namespace or "default"
+        progress = Progress(err, str(resource)) if err.isatty() else None
+        try:
+            async with (
+                watch(
+                    client,
+                    resource,
+                    namespace=namespace,
+                    label_selector=args.label_selector,
+                    field_selector=args.field_selector,
+                ) as events,
+                anyio.create_task_group() as tasks,
+            ):
+                if progress is not None:
+                    progress.draw(force=True)
+                    tasks.start_soon(_tick, progress, events)
+                async for event in events:
+                    if progress is not None and progress.active:
+                        progress.erase()
+                    print(format_event(event, args.output, color=color), file=out, flush=True)
+                    if progress is not None and progress.active:
+                        progress.count += 1
+                        if events.statistics().synced:
+                            progress.finish()
+                        else:
+                            progress.draw()
+        finally:
+            if progress is not None:
+                progress.finish()  # an interrupted list leaves no half-drawn line behind
     return 0
 
 
-def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None) -> int:
-    """Run the ``crwatch`` command line; return the process exit code."""
+async def _tick(progress: Progress, events: EventStream) -> None:
+    """Redraw the progress line until the initial state is in (an empty list sends nothing)."""
+    while progress.active:
+        if events.statistics().synced:
+            progress.finish()
+            return
+        progress.draw()
+        await anyio.sleep(0.1)
+
+
+def main(
+    argv: Sequence[str] | None = None, *, out: TextIO | None = None, err: TextIO | None = None
+) -> int:
+    """Run the ``crwatch`` command line; return the process exit code.
+
+    Rows go to ``out`` (default stdout); errors and the progress line to ``err`` (default
+    stderr). An error crwatch reports (unreachable server, refused credentials, unknown
+    resource type, 403...) is one line on ``err`` and exit code 1, never a traceback.
+    """
     args = _parser().parse_args(argv)
     stream = out if out is not None else sys.stdout
+    errors = err if err is not None else sys.stderr
     try:
         if args.command == "demo":
             from ._demo import run_demo
 
-            return anyio.run(partial(run_demo, out=stream, output=args.output))
-        return anyio.run(_watch, args, stream)
+            check_output(args.output)
+            demo = partial(run_demo, out=stream, output=args.output, color=use_color(stream))
+            return anyio.run(demo)
+        return anyio.run(_watch, args, stream, errors)
     except KeyboardInterrupt:
         return 130
     except BaseException as err:
@@ -111,8 +155,18 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None) -> int
         crwatch_error = _made_of(err, CrwatchError)
         if crwatch_error is None:
             raise
-        print(f"crwatch: error: {crwatch_error}", file=sys.stderr)
+        print(f"crwatch: error: {_explain(crwatch_error)}", file=errors, flush=True)
         return 1
+
+
+def _explain(err: CrwatchError) -> str:
+    """One line for a user: the error's message, and what to check for the common ones."""
+    message = " ".join(str(err).split()) or type(err).__name__
+    if isinstance(err, TransportError):
+        return f"cannot reach the API server: {message}"
+    if isinstance(err, UnauthorizedError):
+        return f"{message} (the kubeconfig's credentials were refused)"
+    return message
 
 
 def _made_of(err: BaseException, kind: type[_E]) -> _E | None:

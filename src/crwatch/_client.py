@@ -7,6 +7,7 @@ from types import TracebackType
 from typing import Any, Literal
 
 from . import _writes
+from ._discovery import Discovery
 from ._exceptions import CrwatchError, InvalidOptionError
 from ._resource import Resource
 from ._transport import (
@@ -172,6 +173,29 @@ class Client:
         if self._owned and self._api is not None:
             api, self._api, self._transport = self._api, None, None
             await close_api_client(api)
+
+    @property
+    def discovery(self) -> Discovery:
+        """Resource name resolution through the server's discovery, cached per ``ApiClient``.
+
+        Raises:
+            InvalidOptionError: the client is not connected (use ``async with`` first).
+        """
+        return Discovery(self._require_transport(), self._api)
+
+    async def resource(self, name: str) -> Resource:
+        """Resolve a resource name through discovery, as kubectl does.
+
+        ``await client.resource("widgets")`` (or ``"widget"``, ``"Widget"``, a short name,
+        ``"widgets.example.com"``, ``"widgets.v1.example.com"``,
+        ``"example.com/v1/widgets"``) returns the served :class:`crwatch.Resource`, with its
+        ``kind`` and ``namespaced`` filled in. See :meth:`crwatch.Discovery.lookup`.
+
+        Raises:
+            UnknownResourceError: the server has no such resource type.
+            AmbiguousResourceError: several API groups serve it; name the group.
+        """
+        return (await self.discovery.lookup(name)).resource
 
     def __repr__(self) -> str:
         # Only the host: never tokens, certificates or the kubeconfig's contents.

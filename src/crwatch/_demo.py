@@ -20,9 +20,9 @@ from typing import Any, TextIO
 
 import anyio
 
-from ._cli import format_event
 from ._client import Client
 from ._events import Event, EventType
+from ._format import format_event
 from ._resource import Resource
 from ._watch import watch
 
@@ -67,18 +67,22 @@ def _narrate(out: TextIO, enabled: bool) -> Iterator[None]:
         logger.propagate = old_propagate
 
 
-async def run_demo(*, out: TextIO, output: str = "table") -> int:
-    """Run the demo, printing to ``out``; return 0 when the watcher converged, else 1."""
+async def run_demo(*, out: TextIO, output: str = "table", color: bool = False) -> int:
+    """Run the demo, printing to ``out``; return 0 when the watcher converged, else 1.
+
+    ``output`` is a ``-o`` format; the table formats also narrate what the writer does.
+    """
+    rows = output in ("table", "wide")
 
     def say(text: str) -> None:
-        if output == "table":
+        if rows:
             print(f"  -- {text}", file=out, flush=True)
 
-    with _narrate(out, output == "table"):
-        return await _run(out, output, say)
+    with _narrate(out, rows):
+        return await _run(out, output, say, color)
 
 
-async def _run(out: TextIO, output: str, say: Any) -> int:
+async def _run(out: TextIO, output: str, say: Any, color: bool) -> int:
     from .testing import FakeApiServer, Fault
 
     started = time.monotonic()
@@ -160,13 +164,13 @@ async def _run(out: TextIO, output: str, say: Any) -> int:
                     _apply(seen, event)
                     counts[str(event.type)] += 1
                     synthetic += event.synthetic
-                    print(format_event(event, output), file=out, flush=True)
+                    print(format_event(event, output, color=color), file=out, flush=True)
                     progress.set()
             stats = events.statistics()
 
         ok = _converged(server, widgets, seen)
     elapsed = time.monotonic() - started
-    if output == "table":
+    if output in ("table", "wide"):
         total = sum(counts.values())
         print(
             f"demo: {total} events ({counts['ADDED']} ADDED, {counts['MODIFIED']} MODIFIED, "

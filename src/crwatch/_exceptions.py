@@ -26,7 +26,10 @@ the meaning, the class derives from it too, so ``except TimeoutError`` keeps wor
     ├── ReconcileError                           a reconcile failed; ``key`` names the object
     │   ├── ReconcileTimeout (TimeoutError)      it ran past ``reconcile_timeout``
     │   └── ReconcileResultError (TypeError)     it returned neither an Action nor None
-    └── MapperError                              a mapper raised or returned something not a key
+    ├── MapperError                              a mapper raised or returned something not a key
+    └── DiscoveryError (LookupError)             a resource name discovery cannot resolve
+        ├── UnknownResourceError                 the server serves no such resource type
+        └── AmbiguousResourceError               several API groups serve it: ``candidates``
 
 Third-party errors (aiohttp, kubernetes-asyncio) are translated at exactly one boundary,
 ``crwatch._transport``; nothing above it sees them.
@@ -37,10 +40,12 @@ from __future__ import annotations
 from typing import Any
 
 __all__ = [
+    "AmbiguousResourceError",
     "ApiError",
     "BadRequestError",
     "ConflictError",
     "CrwatchError",
+    "DiscoveryError",
     "EventTooLargeError",
     "ExpiredError",
     "ForbiddenError",
@@ -63,6 +68,7 @@ __all__ = [
     "TooManyRequestsError",
     "TransportError",
     "UnauthorizedError",
+    "UnknownResourceError",
 ]
 
 
@@ -316,6 +322,38 @@ class MapperError(CrwatchError):
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (_rebuild, (type(self), self.args, self.__dict__.copy()))
+
+
+class DiscoveryError(CrwatchError, LookupError):
+    """A resource name (``"widgets"``, ``"wd"``, ``"Widget"``) that discovery cannot resolve.
+
+    Attributes:
+        name: the name as it was given.
+    """
+
+    def __init__(self, message: str, *, name: str = "") -> None:
+        self.name = name
+        super().__init__(message)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild, (type(self), self.args, self.__dict__.copy()))
+
+
+class UnknownResourceError(DiscoveryError):
+    """The server serves no resource type of that name, even after discovery was re-read."""
+
+
+class AmbiguousResourceError(DiscoveryError):
+    """Several API groups (none of them the core group) serve a resource of that name.
+
+    Attributes:
+        candidates: the matching resources, one per group, as ``plural.version.group``
+            text; any of them, given in full, resolves.
+    """
+
+    def __init__(self, message: str, *, name: str = "", candidates: tuple[str, ...] = ()):
+        self.candidates = candidates
+        super().__init__(message, name=name)
 
 
 def _rebuild(cls: type[Exception], args: tuple[Any, ...], state: dict[str, Any]) -> Exception:

@@ -44,7 +44,9 @@ class Resource:
 
         The second form names the core group (``configmaps.v1``); a bare plural is taken as
         core ``v1`` (``configmaps``), as ``kubectl`` does for built-in types. The version is
-        required for other groups because crwatch does not guess from discovery.
+        required for other groups: parsing sends no request. To resolve ``"widgets"``,
+        a kind or a short name through the server's discovery, use
+        ``await client.resource(text)``.
         """
         parts = text.strip().split(".")
         if not parts or not parts[0]:

@@ -10,6 +10,7 @@ failure to the crwatch error tree. No aiohttp or kubernetes-asyncio exception es
 from __future__ import annotations
 
 import asyncio
+import importlib
 import logging
 import os
 import shutil
@@ -17,19 +18,43 @@ import ssl
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import aiohttp
 from attrs import frozen
-from kubernetes_asyncio import client as k8s_client
-from kubernetes_asyncio import config as k8s_config
-from kubernetes_asyncio.config import kube_config as _k8s_kube_config
 
 from ._exceptions import ApiError, InvalidOptionError, TransportError
 from ._kubeconfig import default_paths
 from ._kubeconfig import load as load_kubeconfig
 from ._resource import Resource
 from ._wire import loads, parse_retry_after, status_to_error
+
+
+class _LazyModule:
+    """A module imported on its first attribute access.
+
+    kubernetes-asyncio's generated client is ~970 modules and ~38 MiB: ``import crwatch``
+    must not pay for it until a ``Client`` is made from a kubeconfig or in-cluster (a
+    borrowed ``ApiClient`` means the user has imported it already).
+    """
+
+    __slots__ = ("_name",)
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+
+    def __getattr__(self, attr: str) -> Any:
+        return getattr(importlib.import_module(self._name), attr)
+
+
+if TYPE_CHECKING:
+    from kubernetes_asyncio import client as k8s_client
+    from kubernetes_asyncio import config as k8s_config
+    from kubernetes_asyncio.config import kube_config as _k8s_kube_config
+else:
+    k8s_client = _LazyModule("kubernetes_asyncio.client")
+    k8s_config = _LazyModule("kubernetes_asyncio.config")
+    _k8s_kube_config = _LazyModule("kubernetes_asyncio.config.kube_config")
 
 __all__ = [
     "ListResult",
@@ -349,6 +374,52 @@ class Transport:
             raise await _error_from(response, verb, str(resource))
         finally:
             response.release()
+
+    async def get_json(self, path: str, *, read_timeout: float = 32.0) -> Any:
+        """GET a JSON document by its path (discovery: ``/api``, ``/apis/example.com/v1``).
+
+        Raises:
+            ApiError: the server answered an error status.
+            TransportError: no usable answer, or a body that is not JSON.
+        """
+        api = self._api
+        headers: dict[str, str] = dict(api.default_headers)
+        headers["Accept"] = "application/json"
+        if getattr(api, "cookie", None):
+            headers["Cookie"] = api.cookie
+        query: list[tuple[str, str]] = []
+        timeout = aiohttp.ClientTimeout(
+            total=None,
+            sock_connect=CONNECT_TIMEOUT,
+            connect=CONNECT_TIMEOUT,
+            sock_read=read_timeout,
+        )
+        try:
+            await api.update_params_for_auth(headers, query, ["BearerToken"])
+            response = await api.rest_client.request(
+                "GET",
+                api_client_host(api) + path,
+                query_params=query,
+                headers=headers,
+                _preload_content=False,
+                _request_timeout=timeout,
+            )
+        except _NETWORK_ERRORS as exc:
+            raise TransportError(f"get {path}: {_explain(exc)}") from exc
+        except k8s_config.ConfigException as exc:  # a credential plugin failed
+            raise TransportError(f"get {path}: credentials: {exc}") from exc
+        try:
+            if not 200 <= response.status < 300:
+                raise await _error_from(response, "get", path)
+            body = await response.read()
+        except _NETWORK_ERRORS as exc:
+            raise TransportError(f"get {path}: body not read: {_explain(exc)}") from exc
+        finally:
+            response.release()
+        try:
+            return loads(body)
+        except ValueError:
+            raise TransportError(f"get {path}: response is not JSON") from None
 
 
 def _selectors(label_selector: str | None, field_selector: str | None) -> list[tuple[str, str]]:

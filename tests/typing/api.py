@@ -168,3 +168,20 @@ async def restarts_and_waits() -> int:
 def rollback(err: crwatch.ResourceVersionRollbackError) -> str:
     assert_type(err.resource_version, int)
     return err.previous + err.current
+
+
+async def discover(client: crwatch.Client) -> crwatch.Resource:
+    resource = await client.resource("widgets.example.com")
+    found = await client.discovery.lookup("wd")
+    assert_type(found, crwatch.ApiResource)
+    assert_type(found.verbs, frozenset[str])
+    assert_type(found.namespaced, bool)
+    assert_type(await client.discovery.resources(), tuple[crwatch.ApiResource, ...])
+    assert_type(client.discovery.statistics(), crwatch.DiscoveryStatistics)
+    try:
+        await client.resource("widgets")
+    except crwatch.AmbiguousResourceError as err:
+        assert_type(err.candidates, tuple[str, ...])
+    except crwatch.UnknownResourceError as err:
+        assert_type(err.name, str)
+    return resource
