@@ -186,6 +186,22 @@ def virtual_service(settings: Settings, spec_fields: dict[str, Any] | None) -> d
     return obj
 
 
+def route_is_current(spec: Mapping[str, Any], routes: Mapping[Any, Any]) -> bool:
+    """Return whether ``routes`` (the shared VirtualService's, by name) are right for ``spec``.
+
+    A live spec with a valid document needs exactly its route; a spec being deleted, or
+    whose document is invalid, needs none.
+    """
+    name = route_name(spec)
+    if spec["metadata"].get("deletionTimestamp"):
+        return name not in routes
+    try:
+        parse_document((spec.get("spec") or {}).get("document"))
+    except InvalidDocument:
+        return name not in routes
+    return bool(routes.get(name) == desired_route(spec))
+
+
 def ready_condition(spec: Mapping[str, Any], ok: bool, reason: str, message: str) -> dict[str, Any]:
     """Return the ``Ready`` condition, keeping ``lastTransitionTime`` when status is unchanged."""
     status = "True" if ok else "False"
@@ -360,26 +376,33 @@ def make_controller(
     """Return the controller (not started).
 
     It owns Upstreams (a hand edit or deletion of one is repaired) and watches the shared
-    VirtualService (a change to it reconciles every spec, whose applies are no-ops unless
-    their route was touched). ``reconcile`` replaces :func:`make_reconcile`'s (tests wrap it).
+    VirtualService: a change to it reconciles the specs whose route it no longer has as it
+    should be (:func:`route_is_current`), not every spec. ``reconcile`` replaces
+    :func:`make_reconcile`'s (tests wrap it).
     """
     settings = settings or Settings()
 
-    def specs_routed_by(vs: dict[str, Any]) -> list[str]:
+    def specs_to_repair(vs: dict[str, Any]) -> list[str]:
         meta = vs["metadata"]
         if (meta.get("namespace"), meta["name"]) != (
             settings.virtual_service_namespace,
             settings.virtual_service,
         ):
             return []
-        return [crwatch.object_key(spec) for spec in controller.store().list()]
+        routes = ((vs.get("spec") or {}).get("virtualHost") or {}).get("routes") or []
+        by_name = {route.get("name"): route for route in routes if isinstance(route, dict)}
+        return [
+            crwatch.object_key(spec)
+            for spec in controller.store().list()
+            if not route_is_current(spec, by_name)
+        ]
 
     controller: crwatch.Controller[dict[str, Any]] = crwatch.Controller(
         client,
         SPECS,
         reconcile or make_reconcile(settings),
         owns=[UPSTREAMS],
-        watches=[(VIRTUALSERVICES, specs_routed_by)],
+        watches=[(VIRTUALSERVICES, specs_to_repair)],
         namespace=namespace,
         name=settings.field_manager,
         **options,

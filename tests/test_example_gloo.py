@@ -27,7 +27,8 @@ pytestmark = pytest.mark.anyio
 EXAMPLES = Path(__file__).parent.parent / "examples"
 GUARD = 10.0  # seconds: a real-time guard against hangs, never waited out when tests pass
 POLL = 0.01
-LEASE, RENEW, RETRY = 1.0, 0.6, 0.2  # small leader-election timings (seconds)
+LEASE, RENEW, RETRY = 2.0, 1.2, 0.2  # small leader-election timings (seconds); a hand-over
+# after a release takes one retry (plus the drain), so nothing waits the lease out
 DOCUMENT = '{"openapi": "3.0.3", "info": {"title": "Pets"}, "paths": {"/pets": {}}}'
 
 
@@ -359,3 +360,61 @@ async def test_two_replicas_fail_over_without_overlapping_reconciles(cluster: Cl
     assert "default/three" not in by["a"]
     assert max_per_key == 1
     assert overlaps == 0
+
+
+async def test_crd_manifests_serve_and_validate(tmp_path: Path) -> None:
+    """The manifests of ``gloo_crds.manifest()`` are valid CRDs whose schemas refuse bad specs.
+
+    Created over HTTP like ``kubectl apply`` would; a port out of range or a prefix without
+    a leading slash is a 422 (``crwatch.InvalidError``), and nothing is stored.
+    """
+    crd_resource = crwatch.Resource(
+        "apiextensions.k8s.io", "v1", "customresourcedefinitions", namespaced=False
+    )
+    async with (
+        FakeApiServer() as server,
+        crwatch.Client.from_kubeconfig(server.kubeconfig(tmp_path / "kc")) as client,
+    ):
+        for crd in crds.CRDS:
+            await client.create(crd_resource, crds.manifest(crd))
+        good = {
+            "metadata": {"name": "ok", "namespace": "default"},
+            "spec": {"upstream": {"host": "h", "port": 80}, "prefix": "/ok"},
+        }
+        await client.create(example.SPECS, good)
+        for bad_spec in (
+            {"upstream": {"host": "h", "port": 70000}, "prefix": "/p"},
+            {"upstream": {"host": "h", "port": 80}, "prefix": "no-slash"},
+            {"upstream": {"host": "h"}, "prefix": "/p"},
+        ):
+            with pytest.raises(crwatch.InvalidError):
+                await client.create(
+                    example.SPECS,
+                    {"metadata": {"name": "bad", "namespace": "default"}} | {"spec": bad_spec},
+                )
+        names = [
+            o["metadata"]["name"]
+            for o in server.list(("gateway.example.com", "v1", "openapispecs"))
+        ]
+        assert names == ["ok"]
+
+
+def test_documents_are_parsed_as_json_or_yaml_and_must_be_openapi() -> None:
+    """JSON text, YAML text and objects are accepted; anything else is InvalidDocument."""
+    assert example.parse_document(DOCUMENT)["info"]["title"] == "Pets"
+    yaml_text = "openapi: 3.1.0\ninfo:\n  title: Shop\npaths: {}\n"
+    assert example.parse_document(yaml_text)["info"]["title"] == "Shop"
+    assert example.parse_document({"swagger": "2.0"}) == {"swagger": "2.0"}
+    for bad in (None, 42, "[1, 2]", "{not: [valid", {"info": {}}, {"openapi": "3", "paths": []}):
+        with pytest.raises(example.InvalidDocument):
+            example.parse_document(bad)
+
+
+def test_field_managers_fit_the_api_servers_limit() -> None:
+    """A spec's field manager is unique per spec and at most 128 characters long."""
+    long = {"metadata": {"namespace": "n" * 63, "name": "x" * 253}}
+    other = {"metadata": {"namespace": "n" * 63, "name": "x" * 252 + "y"}}
+    assert len(example.route_manager(SETTINGS, long)) <= 128
+    assert example.route_manager(SETTINGS, long) != example.route_manager(SETTINGS, other)
+    short = {"metadata": {"namespace": "default", "name": "a"}}
+    assert example.route_manager(SETTINGS, short) == f"{example.MANAGER}/default.a"
