@@ -40,6 +40,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import signal
 import sys
 import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -486,20 +487,36 @@ async def demo_cluster(settings: Settings) -> AsyncIterator[Path]:
             yield kubeconfig
 
 
+async def stop_on_signals(scope: anyio.CancelScope) -> None:
+    """Cancel ``scope`` on SIGTERM (what Kubernetes sends a pod) or SIGINT (Ctrl-C).
+
+    Cancelling lets running reconciles finish and releases the Lease, so that another
+    replica takes over at once instead of after the lease duration.
+    """
+    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async for signum in signals:
+            log.info("%s: shutting down", signal.Signals(signum).name)
+            scope.cancel()
+            return
+
+
 async def main(args: argparse.Namespace) -> None:
-    """Run one replica until interrupted or until it loses leadership."""
+    """Run one replica until a signal, or until it loses leadership."""
     settings = Settings(
         virtual_service=args.virtual_service,
         virtual_service_namespace=args.virtual_service_namespace or args.namespace or "gloo-system",
     )
-    async with contextlib.AsyncExitStack() as stack:
-        kubeconfig = args.kubeconfig
-        if args.demo:
-            kubeconfig = await stack.enter_async_context(demo_cluster(settings))
-        client = await stack.enter_async_context(crwatch.Client.from_kubeconfig(kubeconfig))
-        await run_replica(
-            client, settings, lease_namespace=args.lease_namespace, namespace=args.namespace
-        )
+    async with anyio.create_task_group() as task_group:
+        task_group.start_soon(stop_on_signals, task_group.cancel_scope)
+        async with contextlib.AsyncExitStack() as stack:
+            kubeconfig = args.kubeconfig
+            if args.demo:
+                kubeconfig = await stack.enter_async_context(demo_cluster(settings))
+            client = await stack.enter_async_context(crwatch.Client.from_kubeconfig(kubeconfig))
+            await run_replica(
+                client, settings, lease_namespace=args.lease_namespace, namespace=args.namespace
+            )
+        task_group.cancel_scope.cancel()  # leadership lost: stop watching for signals
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -525,5 +542,4 @@ if __name__ == "__main__":
         level=logging.DEBUG if arguments.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
     )
-    with contextlib.suppress(KeyboardInterrupt):
-        anyio.run(main, arguments)
+    anyio.run(main, arguments)
