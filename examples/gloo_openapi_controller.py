@@ -236,6 +236,8 @@ def make_reconcile(settings: Settings) -> Reconcile:
     """Return the reconcile function for ``settings``."""
     # The status this process last wrote, per spec uid: a reconcile that starts from a cache
     # not yet holding our own status write must not write (and record) it a second time.
+    # (A hand edit of the status is therefore repaired at the next generation, or by the
+    # next leader, which starts with an empty memory.)
     written: dict[str, tuple[Any, ...]] = {}
 
     async def reconcile(ctx: crwatch.Context[dict[str, Any]]) -> crwatch.Action | None:
