@@ -260,7 +260,16 @@ async def test_changes_across_a_disconnect_and_a_410_converge(running: Cluster) 
     assert expired.fired == 1
 
 
-async def test_two_replicas_fail_over_without_overlapping_reconciles(cluster: Cluster) -> None:
+@pytest.mark.parametrize(
+    ("lease_duration", "renew_deadline", "released"),
+    [
+        pytest.param(LEASE, RENEW, True, id="released"),
+        pytest.param(1.0, 0.6, False, id="release-lost"),
+    ],
+)
+async def test_two_replicas_fail_over_without_overlapping_reconciles(
+    cluster: Cluster, lease_duration: float, renew_deadline: float, released: bool
+) -> None:
     """Two replicas: the leader is killed mid-reconcile, the other takes over, no overlap.
 
     Two replicas under leader election: only the leader reconciles; when it is killed
@@ -275,6 +284,10 @@ async def test_two_replicas_fail_over_without_overlapping_reconciles(cluster: Cl
     there is no fencing, so its in-flight reconcile could overlap with the successor's, a
     window the leader-election docs describe; the example keeps ``shutdown_timeout`` below
     ``lease_duration - renew_deadline`` to narrow it, but no test can make it vanish.
+
+    ``release-lost``: the killed leader's release of the Lease fails (a 500, as when it dies
+    before sending it), so the follower takes over only once the lease expired on its own
+    clock: within the lease duration of the last renewal, plus one jittered retry.
     """
     c = cluster
     per_key: dict[str, int] = {}  # reconciles of a key running now, both replicas together
@@ -316,8 +329,8 @@ async def test_two_replicas_fail_over_without_overlapping_reconciles(cluster: Cl
                     SETTINGS,
                     lease_namespace="default",
                     identity=name,
-                    lease_duration=LEASE,
-                    renew_deadline=RENEW,
+                    lease_duration=lease_duration,
+                    renew_deadline=renew_deadline,
                     retry_period=RETRY,
                     reconcile=instrumented(name),
                     informers=fast_informers(),
@@ -338,10 +351,18 @@ async def test_two_replicas_fail_over_without_overlapping_reconciles(cluster: Cl
 
         killed = time.monotonic()
         scopes["a"].cancel()
+        if not released:
+            # The next Lease write is the release: a follower only reads until it may take over.
+            c.server.faults.add(Fault.status(500), verb="update", resource="leases")
         hold.set()
         await until(lambda: c.holder() == "b")
         takeover = time.monotonic() - killed
-        assert takeover < LEASE
+        if released:
+            assert takeover < lease_duration
+        else:
+            # Not before the lease expired (the last renewal was at most a retry before the
+            # kill), and not much after.
+            assert lease_duration - 2 * RETRY < takeover < lease_duration + 2.2 * RETRY
 
         c.server.patch(c.specs, "one", {"spec": {"prefix": "/uno"}}, namespace="default")
         c.server.delete(c.specs, "two", namespace="default")
