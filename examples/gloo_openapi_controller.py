@@ -459,7 +459,7 @@ async def run_replica(
 
 
 @contextlib.asynccontextmanager
-async def demo_cluster(settings: Settings) -> AsyncIterator[Path]:
+async def demo_cluster(settings: Settings, lease_namespace: str) -> AsyncIterator[Path]:
     """Run a FakeApiServer with the CRDs, the namespaces and one spec; yield a kubeconfig."""
     from crwatch.testing import FakeApiServer
 
@@ -467,7 +467,9 @@ async def demo_cluster(settings: Settings) -> AsyncIterator[Path]:
         for crd in gloo_crds.CRDS:
             server.register_crd(**crd)
         namespaces = server.resource("", "v1", "namespaces")
-        server.create(namespaces, {"metadata": {"name": settings.virtual_service_namespace}})
+        existing = {ns["metadata"]["name"] for ns in server.list(namespaces)}
+        for name in {settings.virtual_service_namespace, lease_namespace} - existing:
+            server.create(namespaces, {"metadata": {"name": name}})
         specs = server.resource(SPECS.group, SPECS.version, SPECS.plural)
         server.create(
             specs,
@@ -513,7 +515,9 @@ async def main(args: argparse.Namespace) -> None:
         async with contextlib.AsyncExitStack() as stack:
             kubeconfig = args.kubeconfig
             if args.demo:
-                kubeconfig = await stack.enter_async_context(demo_cluster(settings))
+                kubeconfig = await stack.enter_async_context(
+                    demo_cluster(settings, args.lease_namespace)
+                )
             client = await stack.enter_async_context(crwatch.Client.from_kubeconfig(kubeconfig))
             await run_replica(
                 client, settings, lease_namespace=args.lease_namespace, namespace=args.namespace
