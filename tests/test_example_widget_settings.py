@@ -1,6 +1,6 @@
 """``examples/widget_settings_controller.py`` against FakeApiServer, as a real program runs.
 
-The controller writes ConfigMaps through kubernetes-asyncio over HTTP; the test changes
+The controller writes ConfigMaps by server-side apply over HTTP; the test changes
 the cluster through the server's Python API (as another client would) and waits for the
 config maps' events, never for time.
 """
@@ -91,12 +91,16 @@ def create_widget(env: Env, name: str, **spec: Any) -> dict[str, Any]:
 
 
 async def test_every_widget_gets_an_owned_configmap_with_its_spec(env: Env) -> None:
-    """Each widget gets ``<name>-settings`` with its spec as data, owned by the widget."""
+    """Each widget gets ``<name>-settings`` with its spec as data, applied, owned by it."""
     a = create_widget(env, "a", size=3, color="blue")
     create_widget(env, "b", size=1)
     await env.until(lambda s: set(s) == {"a-settings", "b-settings"})
     assert env.settings()["a-settings"] == {"color": '"blue"', "size": "3"}
     cm = env.server.get(env.configmaps, "a-settings", namespace="default")
+    # Written by server-side apply: the controller's field manager owns the fields.
+    assert {(m["manager"], m["operation"]) for m in cm["metadata"]["managedFields"]} == {
+        (example.FIELD_MANAGER, "Apply")
+    }
     (owner,) = cm["metadata"]["ownerReferences"]
     assert (owner["kind"], owner["name"], owner["uid"], owner["controller"]) == (
         "Widget",

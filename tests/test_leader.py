@@ -23,6 +23,7 @@ from crwatch.testing import FakeApiServer, Fault
 pytestmark = pytest.mark.anyio
 
 LEASES = crwatch.Resource("coordination.k8s.io", "v1", "leases")
+LEASE_TYPE = ("coordination.k8s.io", "v1", "leases")
 LEASE_DURATION, RENEW_DEADLINE, RETRY = 15.0, 10.0, 2.0
 
 
@@ -307,3 +308,40 @@ async def test_default_identity_and_waiting_outside_the_block() -> None:
     with pytest.raises(crwatch.InvalidOptionError):
         async with contextlib.AsyncExitStack() as stack:
             await stack.enter_async_context(a.leading())
+
+
+async def test_release_after_a_lost_renewal_answer_still_hands_over(
+    client: tuple[FakeApiServer, crwatch.Client],
+) -> None:
+    """Regression: a leader whose copy of the Lease is stale still releases it on exit.
+
+    A renewal cancelled after the server stored it (the replica was cancelled mid-request)
+    left the leader with an old resourceVersion; the release then failed with 409 and the
+    successor had to wait for the lease to expire. Simulated here by a write to the Lease
+    that keeps the holder; another holder's write must still never be cleared.
+    """
+    server, api = client
+    clock = DrivenClock()
+    a = candidate(api, clock, "a")
+    async with a:
+        await leads(a)
+        server.patch(
+            LEASE_TYPE,
+            "widgets-controller",
+            {"metadata": {"labels": {"x": "1"}}},
+            namespace="default",
+        )
+    spec = lease(server)["spec"]
+    assert not spec.get("holderIdentity")
+    assert spec["leaseDurationSeconds"] == 1
+
+    b = candidate(api, clock, "b")
+    async with b:
+        await leads(b)
+        server.patch(
+            LEASE_TYPE,
+            "widgets-controller",
+            {"spec": {"holderIdentity": "c"}},
+            namespace="default",
+        )
+    assert lease(server)["spec"]["holderIdentity"] == "c"

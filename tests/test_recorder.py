@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -206,3 +207,25 @@ def test_token_bucket_never_exceeds_burst_plus_refill(gaps: list[float]) -> None
         granted += bucket.take(now)
         assert granted <= 5 + 0.01 * now + 1e-9
     assert 0 <= bucket.tokens <= 5
+
+
+async def test_events_are_written_on_exit_after_the_callers_scope_was_cancelled(
+    env: Env,
+) -> None:
+    """Regression: a recorder whose enclosing scope is cancelled still writes its buffer.
+
+    A controller cancelled at shutdown drains its reconciles under a shield, then leaves its
+    recorder normally; the recorder's writer task had already been cancelled with the
+    caller's scope, so the exit waited its whole ``flush_timeout`` and dropped the events.
+    """
+    with anyio.CancelScope() as outer:
+        async with env.recorder(flush_timeout=2.0) as recorder:
+            outer.cancel()
+            with anyio.CancelScope(shield=True):
+                await anyio.wait_all_tasks_blocked()  # the writer has seen the cancellation
+                recorder.record(env.widget, "Stopped", "recorded while shutting down")
+                started = anyio.current_time()
+    assert anyio.current_time() - started < 1.0
+    [event] = env.events()
+    assert event["reason"] == "Stopped"
+    assert recorder.statistics().dropped == 0

@@ -18,7 +18,7 @@ from __future__ import annotations
 import inspect
 import re
 from collections.abc import Awaitable, Callable, Mapping
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from ._exceptions import ConflictError, InvalidError, InvalidOptionError, NotFoundError
 from ._resource import Resource
@@ -69,6 +69,32 @@ def _lost_race(exc: InvalidError, resource: Resource, name: str, what: str) -> C
         verb="patch",
         resource=str(resource),
     )
+
+
+# Two async callbacks need their own overload: against ``Awaitable[T] | T`` alone, mypy
+# solves T for a coroutine function as Never and rejects the documented usage.
+@overload
+async def finalizer(
+    client: Client,
+    resource: Resource,
+    obj: Mapping[str, Any] | None,
+    name: str,
+    *,
+    apply: Callable[[dict[str, Any]], Awaitable[T]],
+    cleanup: Callable[[dict[str, Any]], Awaitable[T]],
+) -> T | None: ...
+
+
+@overload
+async def finalizer(
+    client: Client,
+    resource: Resource,
+    obj: Mapping[str, Any] | None,
+    name: str,
+    *,
+    apply: Callable[[dict[str, Any]], Awaitable[T] | T],
+    cleanup: Callable[[dict[str, Any]], Awaitable[T] | T],
+) -> T | None: ...
 
 
 async def finalizer(

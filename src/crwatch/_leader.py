@@ -120,6 +120,17 @@ def _micro_time(moment: datetime) -> str:
     return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+def _released(lease: dict[str, Any]) -> dict[str, Any]:
+    # client-go's release: no holder, and a 1 s duration so that candidates need not wait.
+    spec = {
+        **_spec(lease),
+        "holderIdentity": None,
+        "leaseDurationSeconds": 1,
+        "renewTime": _micro_time(datetime.now(timezone.utc)),
+    }
+    return {**lease, "spec": spec}
+
+
 def _spec(lease: dict[str, Any] | None) -> dict[str, Any]:
     spec = (lease or {}).get("spec")
     return spec if isinstance(spec, dict) else {}
@@ -467,15 +478,19 @@ class LeaderElection:
         lease = self._lease
         if lease is None or _spec(lease).get("holderIdentity") != self._identity:
             return
-        spec = {
-            **_spec(lease),
-            "holderIdentity": None,
-            "leaseDurationSeconds": 1,
-            "renewTime": _micro_time(datetime.now(timezone.utc)),
-        }
         try:
             # Conditional on the resourceVersion we last wrote: never clears a successor.
-            await self._client.replace(LEASES, {**lease, "spec": spec}, namespace=self._namespace)
+            try:
+                await self._client.replace(LEASES, _released(lease), namespace=self._namespace)
+            except ConflictError:
+                # A renewal cancelled after the server stored it (the caller was cancelled
+                # mid-request) leaves our copy stale while we still hold the Lease. Read it
+                # again and release only if we are still the holder, conditional on that
+                # read: a successor is still never cleared.
+                lease = await self._client.get(LEASES, self._name, namespace=self._namespace)
+                if _spec(lease).get("holderIdentity") != self._identity:
+                    return
+                await self._client.replace(LEASES, _released(lease), namespace=self._namespace)
         except (ApiError, TransportError) as exc:
             log.warning("%s/%s: releasing the Lease failed: %s", self._namespace, self._name, exc)
         else:

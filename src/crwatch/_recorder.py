@@ -30,7 +30,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final
 
 import anyio
-from anyio.abc import TaskGroup
+from anyio.abc import TaskGroup, TaskStatus
 from attrs import define, frozen
 
 from ._clock import Clock, validate_clock
@@ -224,6 +224,8 @@ class EventRecorder:
         self._wake = anyio.Event()
         self._progress = anyio.Event()
         self._task_group: TaskGroup | None = None
+        self._drain_scope = anyio.CancelScope(shield=True)
+        self._drained = anyio.Event()
         self._closed = False
         self._submitted = 0
         self._done = 0
@@ -313,7 +315,11 @@ class EventRecorder:
         task_group = anyio.create_task_group()
         await task_group.__aenter__()
         self._task_group = task_group
-        task_group.start_soon(self._drain, name=f"crwatch.events {self._component}")
+        # Shielded: when the caller's scope is cancelled, the writer must still be there to
+        # write the buffer on exit (for at most flush_timeout); __aexit__ cancels it.
+        self._drain_scope = anyio.CancelScope(shield=True)
+        self._drained = anyio.Event()
+        await task_group.start(self._drain, name=f"crwatch.events {self._component}")
         return self
 
     async def __aexit__(
@@ -329,6 +335,12 @@ class EventRecorder:
             # Shielded so that the buffer is written even when the caller is cancelled next.
             with anyio.CancelScope(shield=True), anyio.move_on_after(self._flush_timeout):
                 await self.flush()
+        self._drain_scope.cancel()
+        with anyio.CancelScope(shield=True):
+            # Wait for the writer here, shielded: leaving the task group while it still runs
+            # would take a pending cancellation of the caller's scope and raise it out of
+            # this exit, skipping whatever the caller still has to leave after it.
+            await self._drained.wait()
         task_group.cancel_scope.cancel()
         try:
             return await task_group.__aexit__(exc_type, exc, tb)
@@ -396,7 +408,15 @@ class EventRecorder:
             self._clock.now(),
         )
 
-    async def _drain(self) -> None:
+    async def _drain(self, *, task_status: TaskStatus[None]) -> None:
+        try:
+            with self._drain_scope:
+                task_status.started()
+                await self._drain_loop()
+        finally:
+            self._drained.set()
+
+    async def _drain_loop(self) -> None:
         while True:
             while not self._buffer:
                 await self._wake.wait()

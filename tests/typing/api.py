@@ -141,6 +141,18 @@ async def controller_toolkit(client: crwatch.Client) -> None:
         client, widgets, obj, "example.com/x", apply=ensure, cleanup=clean
     )
     assert_type(result, int | None)
+
+    # Regression: two async callbacks were solved as Awaitable[Never] and rejected.
+    async def ensure_async(o: dict[str, Any]) -> str:
+        return "routed"
+
+    async def clean_async(o: dict[str, Any]) -> str:
+        return "removed"
+
+    both_async = await crwatch.finalizer(
+        client, widgets, obj, "example.com/x", apply=ensure_async, cleanup=clean_async
+    )
+    assert_type(both_async, str | None)
     async with crwatch.EventRecorder(client, component="widgets") as events:
         events.record(obj, "Synced", "ok", type="Warning", action="Reconcile")
         assert_type(events.statistics(), crwatch.EventRecorderStatistics)
