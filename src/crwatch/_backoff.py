@@ -34,7 +34,7 @@ class Backoff:
     ``[0, min(maximum, initial * multiplier**n)]`` ("full jitter", so many clients that failed
     together do not retry together). The count resets only after real progress: a complete
     list, or a watch that delivered something. The defaults are client-go's reflector's
-    (800 ms doubling to 30 s; PROTOCOL.md §6).
+    (800 ms doubling to 30 s; docs/protocol.md, "How watches end, and how to resume").
 
     A server's ``Retry-After`` (429, 503) replaces the computed delay, capped at
     ``max_retry_after`` so a broken header cannot park the watch for a day.

@@ -784,7 +784,8 @@ class Informer:
         """Wait until the cache has seen ``resource_version`` (read-your-writes).
 
         Returns once the informer is synced and its last resourceVersion (of an event or a
-        bookmark) is at least ``resource_version``, compared as integers (PROTOCOL.md §4.1).
+        bookmark) is at least ``resource_version``, compared as integers (docs/protocol.md,
+        "resourceVersions").
         Pass the ``metadata.resourceVersion`` a write returned to see that write, or a later
         state, in :attr:`store`. A write outside the watched selection is seen only through
         a later event or bookmark.

@@ -107,7 +107,7 @@ __all__ = [
 
 #: A watch that ends cleanly this fast with nothing delivered is treated as a failure, so a
 #: server that closes every watch at once cannot drive a tight loop (client-go's
-#: ``VeryShortWatchError``; PROTOCOL.md §6).
+#: ``VeryShortWatchError``; docs/protocol.md, "How watches end, and how to resume").
 VERY_SHORT_WATCH: Final = 1.0
 
 
@@ -436,7 +436,8 @@ def step(state: State, observation: Observation, now: float) -> tuple[State, tup
             return state, ()  # the list being read is the relist
         if isinstance(observation, (StreamEnded, InitialDeadlinePassed)):
             # The server ignored sendInitialEvents, or is too slow to send the end bookmark:
-            # fall back to a paginated list for the life of this watch (PROTOCOL.md §8).
+            # fall back to a paginated list for the life of this watch (docs/protocol.md, "Streaming
+            # lists").
             return _fall_back_to_paginated(state, now)
     elif phase is Phase.LISTING:
         if isinstance(observation, PageReceived):
@@ -482,7 +483,8 @@ def _timeout(state: State) -> tuple[int, int]:
 
 def _start_list(state: State, now: float) -> tuple[State, tuple[Action, ...]]:
     # Relists read the most recent state (RV ""), a consistent read: a stale "any" read
-    # (RV "0") could go back in time against what the consumer already saw (PROTOCOL.md §5.6).
+    # (RV "0") could go back in time against what the consumer already saw (docs/protocol.md,
+    # "Ordering and duplicates").
     if state.streaming:
         timeout, seed = _timeout(state)
         deadline = now + state.config.initial_list_deadline
@@ -603,7 +605,7 @@ def _on_watch_event(state: State, event: RawEvent, now: float) -> tuple[State, t
     kind = event.type
     if kind == "ERROR":
         return _on_failure(state, status_to_error(event.object, verb="watch"), now)
-    # Resuming from a bookmark's RV is safe: no repeats, no gaps (PROTOCOL.md §3.3).
+    # Resuming from a bookmark's RV is safe: no repeats, no gaps (docs/protocol.md, "Bookmarks").
     new = evolve(
         state,
         resource_version=event.resource_version or state.resource_version,
@@ -622,7 +624,8 @@ def _on_page(state: State, page: PageReceived, now: float) -> tuple[State, tuple
         return _on_failure(state, error, now)
     collect: tuple[Action, ...] = (Collect(page.items),) if page.items else ()
     if page.continue_token:
-        # Follow-up pages repeat the selectors and carry no resourceVersion (PROTOCOL.md §1.4).
+        # Follow-up pages repeat the selectors and carry no resourceVersion (docs/protocol.md,
+        # "Requests").
         new = evolve(state, continue_token=page.continue_token)
         return new, (*collect, ListPage("", page.continue_token, state.config.page_size))
     synced = evolve(
@@ -655,18 +658,20 @@ def _on_failure(state: State, error: CrwatchError, now: float) -> tuple[State, t
     if isinstance(error, BadRequestError):  # 400 and 422
         if phase is Phase.STREAMING_LIST:
             # The server does not support streaming lists (WatchList gate off): 422 (or 400
-            # from older servers); client-go falls back to LIST + WATCH (PROTOCOL.md §8).
+            # from older servers); client-go falls back to LIST + WATCH (docs/protocol.md,
+            # "Streaming lists").
             return _fall_back_to_paginated(state, now)
         return evolve(state, phase=Phase.FAILED), (*discard, Raise(error))
 
     if isinstance(error, (ExpiredError, ResourceVersionTooLargeError)):
         if phase is Phase.LISTING and state.continue_token:
             # A continue token expired on a page after the first: one full, unpaginated
-            # list, as client-go's pager does (FullListIfExpired; PROTOCOL.md §7.3).
+            # list, as client-go's pager does (FullListIfExpired; docs/protocol.md, "Pagination").
             new = evolve(state, continue_token=None)
             return new, (*discard, ListPage("", None, None))
         if phase is Phase.WATCHING and state.watch_progress:
-            # Our RV is too old (or too new for this server): relist at once (PROTOCOL.md §6).
+            # Our RV is too old (or too new for this server): relist at once (docs/protocol.md, "How
+            # watches end, and how to resume").
             return _start_list(state, now)
         # Expired again with nothing delivered: relist, but after a backoff, so a server
         # that keeps answering 410 cannot drive a tight loop.

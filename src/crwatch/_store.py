@@ -3,7 +3,8 @@
 :class:`Cache` is the mutable side, owned by the list/watch core: ``apply`` records one watch
 change; ``replace`` swaps in a complete new state (after a list or a relist) and returns
 exactly the differences as events, so a relist is quiet: unchanged objects produce nothing
-(DESIGN.md guarantee 3), and the object already cached is kept, so the cache holds each object
+(docs/guarantees.md, "Relists are quiet"), and the object already cached is kept, so the cache holds
+each object
 once. Indexes (``name -> fn(obj) -> values``) are updated with every change, including the
 synthetic deletions of a relist. Objects are stored as given, not copied.
 
@@ -125,7 +126,7 @@ class Cache:
 
         A DELETED for a key the store does not hold returns ``None``: the consumer never saw
         the object, so there is nothing to delete (client-go's DeltaFIFO does the same;
-        PROTOCOL.md §5.5).
+        docs/protocol.md, "Ordering and duplicates").
         """
         return self.apply_keyed(CHANGE_TYPES.get(type) or EventType(type), obj, object_key(obj))
 

@@ -318,7 +318,8 @@ class Transport:
         """Open a WATCH with bookmarks; return once the response headers arrived.
 
         ``send_initial_events=True`` makes it a streaming list
-        (``sendInitialEvents=true&resourceVersionMatch=NotOlderThan``; PROTOCOL.md §8).
+        (``sendInitialEvents=true&resourceVersionMatch=NotOlderThan``; docs/protocol.md, "Streaming
+        lists").
 
         Raises:
             ApiError: the server answered an error status before the stream.
@@ -443,7 +444,8 @@ async def _error_from(response: Any, verb: str, resource: str) -> ApiError:
             status = loads(body)
         except ValueError:
             status = None
-    # A plain-text 404 is what kube-apiserver sends for an unknown resource (PROTOCOL.md §9).
+    # A plain-text 404 is what kube-apiserver sends for an unknown resource (docs/protocol.md,
+    # "Errors and retries").
     return status_to_error(
         status,
         code=response.status,

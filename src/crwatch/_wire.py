@@ -33,7 +33,8 @@ __all__ = [
 ]
 
 #: The annotation on the bookmark that ends a streaming list's initial events
-#: (apimachinery ``metav1.InitialEventsAnnotationKey``; PROTOCOL.md §3.3, §8).
+#: (apimachinery ``metav1.InitialEventsAnnotationKey``; docs/protocol.md, "Bookmarks"; "Streaming
+#: lists").
 INITIAL_EVENTS_END: Final = "k8s.io/initial-events-end"
 
 #: How many leading bytes of a bad line go into logs and errors.
@@ -62,7 +63,8 @@ class LineSplitter:
     buffered, so memory stays bounded by the limit. ``None`` means no limit.
 
     We frame lines ourselves because aiohttp's ``readline()`` raises ``LineTooLong`` above
-    twice its read buffer, and Kubernetes objects reach etcd's 1.5 MiB (DESIGN.md).
+    twice its read buffer, and Kubernetes objects reach etcd's 1.5 MiB request limit
+    (https://etcd.io/docs/latest/dev-guide/limit/).
     """
 
     __slots__ = ("_buf", "_limit", "_skipping")
@@ -158,7 +160,8 @@ def parse_event(line: bytes | bytearray | memoryview) -> RawEvent:
 
     Raises:
         MalformedLineError: the line is not JSON, or not a ``{"type", "object"}`` watch event
-            with a known type (client-go rejects unknown types too; PROTOCOL.md §3.2).
+            with a known type (client-go rejects unknown types too; docs/protocol.md, "The watch
+            stream").
     """
     try:
         data = _loads(line)
@@ -200,9 +203,9 @@ def compare_resource_versions(a: str, b: str) -> int:
     """Compare two resourceVersions: negative if ``a`` is older, 0 if equal, positive if newer.
 
     Kubernetes 1.35 made RVs orderable as arbitrary-size decimal integers within one
-    resource: the longer string is greater, equal lengths compare lexically (PROTOCOL.md §4.1,
-    apimachinery ``resourceversion.CompareResourceVersion``). Strings that are not decimal
-    are compared by the same rule, which keeps the order total.
+    resource: the longer string is greater, equal lengths compare lexically (docs/protocol.md,
+    "resourceVersions"; apimachinery ``resourceversion.CompareResourceVersion``). Strings
+    that are not decimal are compared by the same rule, which keeps the order total.
     """
     if len(a) != len(b):
         return -1 if len(a) < len(b) else 1

@@ -1,4 +1,4 @@
-"""LIST semantics of FakeApiServer (PROTOCOL.md §2, §4.2, §7, §10), over raw HTTP."""
+"""LIST semantics of FakeApiServer (docs/protocol.md), over raw HTTP."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Label/field selector parsing and matching (PROTOCOL.md §10), with hypothesis."""
+"""Label/field selector parsing and matching (docs/protocol.md, "Selectors"), with hypothesis."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""WATCH semantics of FakeApiServer (PROTOCOL.md §3-§8, §11), read line by line."""
+"""WATCH semantics of FakeApiServer (docs/protocol.md), read line by line."""
 
 from __future__ import annotations
 

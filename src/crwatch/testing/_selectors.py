@@ -1,6 +1,7 @@
 """Label and field selectors, parsed and matched like the real API server.
 
-Grammar and matching rules follow PROTOCOL.md §10 (apimachinery ``pkg/labels/selector.go``
+Grammar and matching rules follow docs/protocol.md, "Selectors" (apimachinery
+``pkg/labels/selector.go``
 and ``pkg/fields/selector.go``). Everything here is pure: no I/O, no clock.
 """
 

@@ -1,6 +1,6 @@
 """`FakeApiServer`: an aiohttp.web app serving `ClusterState` like kube-apiserver.
 
-Routing follows the request-info parsing of kube-apiserver (PROTOCOL.md §1.1); list and
+Routing follows the request-info parsing of kube-apiserver (docs/protocol.md, "Requests"); list and
 watch follow §2-§8; errors §9. The handlers are thin: every decision about objects lives
 in ``_state``, so the HTTP API and the Python API share one code path.
 """
@@ -288,7 +288,7 @@ def _method_not_allowed() -> web.Response:
 
 
 class FakeApiServer:
-    """An in-process fake Kubernetes API server for tests (PROTOCOL.md is its contract).
+    """An in-process fake Kubernetes API server for tests (docs/protocol.md is its contract).
 
     Use it as ``async with FakeApiServer() as server:`` (or ``await server.start()`` and
     ``await server.stop()``). It listens on ``127.0.0.1`` and serves discovery, CRDs,
@@ -764,7 +764,8 @@ class FakeApiServer:
         """End open watches with a clean EOF once they have sent what is stored.
 
         A real server does this when its watch cache re-initialises or a CRD changes
-        (PROTOCOL.md §6); clients must re-watch from their last resourceVersion. Only the
+        (docs/protocol.md, "How watches end, and how to resume"); clients must re-watch from their
+        last resourceVersion. Only the
         watches of ``resource`` are ended when it is given. Returns how many were ended.
         """
         if resource is not None:
@@ -791,7 +792,8 @@ class FakeApiServer:
 
         In a real cluster the RV moves all the time (leases, events), so periodic bookmarks
         carry newer RVs; an idle fake cluster sends no bookmark, because a watcher never gets
-        one at an RV it already has (PROTOCOL.md §3.3). Call this to simulate that traffic.
+        one at an RV it already has (docs/protocol.md, "Bookmarks"). Call this to simulate that
+        traffic.
         """
         if by < 1:
             raise ValueError("by must be at least 1")

@@ -1,6 +1,6 @@
 """In-memory cluster state: resource registry, objects, one global RV counter, event history.
 
-Pure storage and list/watch semantics (PROTOCOL.md §2-§8); no HTTP here. Every write goes
+Pure storage and list/watch semantics (docs/protocol.md); no HTTP here. Every write goes
 through `ClusterState`, so the HTTP handlers and the Python API share one code path and
 watchers see every change. Stored objects are never mutated in place: each write stores a
 fresh dict, so event records and list snapshots can share them without copying.
