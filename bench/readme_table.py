@@ -1,4 +1,4 @@
-"""Print the README's performance table from a results file (default: the latest run).
+"""Print the performance tables of bench/RESULTS.md from a results file (default: the latest run).
 
 ``python bench/readme_table.py [bench/results/<stamp>.json]`` prints Markdown: a sentence
 naming the machine, the commit and the runs, then one table of the rows users compare. The
@@ -104,8 +104,8 @@ def render(doc: dict[str, Any]) -> str:
         f" shared with other work, CPython {machine['python']}, loopback; crwatch at"
         f" {source}, median of {cfg['runs']} runs per row (recovery: 9), each client in its"
         f" own process, run {doc['timestamp']}. The whole table (CPU per item, peak RSS,"
-        " spread, every ratio) is in [`bench/results/latest.json`](bench/results/latest.json);"
-        " how it measures is in [`bench/README.md`](bench/README.md).",
+        " spread, every ratio) is in [`bench/results/latest.json`](results/latest.json);"
+        " how it measures is in [`bench/README.md`](README.md).",
         "",
         "| | median | × |",
         "| --- | --- | --- |",
