@@ -1,0 +1,104 @@
+"""Export crwatch's metrics through OpenTelemetry (``pip install "crwatch[otel]"``).
+
+::
+
+    import crwatch.metrics, crwatch.otel
+
+    crwatch.metrics.register(informer, name="widgets")
+    crwatch.otel.instrument()          # the global MeterProvider, or meter_provider=...
+
+Every family becomes an asynchronous (observable) instrument whose callback reads the
+registered objects' ``statistics()`` when the SDK's reader collects
+(https://opentelemetry.io/docs/specs/otel/metrics/api/#asynchronous-instrument-api):
+counters become observable counters, gauges observable gauges. The OpenTelemetry API has
+no asynchronous histogram, so each duration histogram is exported as two observable
+counters, ``<name>_count`` and ``<name>_sum`` (their ratio is the mean). Names and labels
+(attributes) are the same as with :mod:`crwatch.prometheus`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+from opentelemetry import metrics as _otel
+
+from . import _metrics
+from ._version import __version__
+from ._workqueue import Durations
+
+__all__ = ["instrument"]
+
+_UNITS = {"seconds": "s", "": "1"}
+
+
+def _callback(
+    registry: _metrics.Registry, name: str, part: Callable[[Durations], float] | None
+) -> Callable[[_otel.CallbackOptions], Iterable[_otel.Observation]]:
+    def observe(options: _otel.CallbackOptions) -> Iterable[_otel.Observation]:
+        observations = []
+        for metric in registry.collect():
+            if metric.info.name != name:
+                continue
+            for sample in metric.samples:
+                value = sample.value
+                if isinstance(value, Durations):
+                    if part is None:
+                        continue
+                    value = part(value)
+                observations.append(_otel.Observation(value, dict(sample.labels)))
+        return observations
+
+    return observe
+
+
+def instrument(
+    *,
+    meter_provider: _otel.MeterProvider | None = None,
+    registry: _metrics.Registry | None = None,
+) -> _otel.Meter:
+    """Create the observable instruments of every crwatch metric family.
+
+    Call it once per meter provider. The callbacks read the registry at each collection,
+    so objects registered later are exported too.
+
+    Args:
+        meter_provider: where to create the instruments. Default: the global provider
+            (``opentelemetry.metrics.get_meter_provider()``).
+        registry: the crwatch registry to read. Default: ``crwatch.metrics.REGISTRY``.
+
+    Returns:
+        The ``crwatch`` meter the instruments belong to.
+    """
+    registry = _metrics.REGISTRY if registry is None else registry
+    provider = _otel.get_meter_provider() if meter_provider is None else meter_provider
+    meter = provider.get_meter("crwatch", __version__)
+    for info in _metrics.METRICS:
+        unit = _UNITS.get(info.unit, info.unit)
+        if info.kind == "counter":
+            meter.create_observable_counter(
+                info.name,
+                callbacks=[_callback(registry, info.name, None)],
+                unit=unit,
+                description=info.help,
+            )
+        elif info.kind == "gauge":
+            meter.create_observable_gauge(
+                info.name,
+                callbacks=[_callback(registry, info.name, None)],
+                unit=unit,
+                description=info.help,
+            )
+        else:
+            meter.create_observable_counter(
+                f"{info.name}_count",
+                callbacks=[_callback(registry, info.name, lambda d: d.count)],
+                unit="1",
+                description=f"{info.help} (how many)",
+            )
+            meter.create_observable_counter(
+                f"{info.name}_sum",
+                callbacks=[_callback(registry, info.name, lambda d: d.total)],
+                unit=unit,
+                description=f"{info.help} (their sum)",
+            )
+    return meter

@@ -1,0 +1,91 @@
+"""Export crwatch's metrics to prometheus-client (``pip install "crwatch[prometheus]"``).
+
+::
+
+    import prometheus_client
+    import crwatch.metrics, crwatch.prometheus
+
+    crwatch.metrics.register(informer, name="widgets")
+    prometheus_client.REGISTRY.register(crwatch.prometheus.Collector())
+    prometheus_client.start_http_server(8000)
+
+The collector reads the registered objects' ``statistics()`` at each scrape (a custom
+collector, https://prometheus.github.io/client_python/collector/custom/), so nothing is
+counted twice and nothing runs between scrapes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector as _PrometheusCollector
+
+from . import _metrics
+from ._workqueue import Durations
+
+__all__ = ["Collector"]
+
+
+def _family(info: _metrics.MetricInfo) -> Metric:
+    labels = list(info.labels)
+    if info.kind == "counter":
+        return CounterMetricFamily(info.name, info.help, labels=labels, unit=info.unit)
+    if info.kind == "gauge":
+        return GaugeMetricFamily(info.name, info.help, labels=labels, unit=info.unit)
+    return HistogramMetricFamily(info.name, info.help, labels=labels, unit=info.unit)
+
+
+def _histogram_buckets(value: Durations) -> list[tuple[str, float]]:
+    buckets = [
+        (repr(bound), float(count))
+        for bound, count in zip(Durations.bounds, value.buckets, strict=True)
+    ]
+    buckets.append(("+Inf", float(value.count)))
+    return buckets
+
+
+class Collector(_PrometheusCollector):
+    """A prometheus-client collector of a :class:`crwatch.metrics.Registry`'s series.
+
+    Register it once with a ``prometheus_client.CollectorRegistry``; every scrape then
+    reads the statistics of the objects registered with crwatch's registry.
+
+    Args:
+        registry: the crwatch registry to read. Default: ``crwatch.metrics.REGISTRY``,
+            which :func:`crwatch.metrics.register` fills.
+    """
+
+    def __init__(self, registry: _metrics.Registry | None = None) -> None:
+        self._registry = _metrics.REGISTRY if registry is None else registry
+
+    def __repr__(self) -> str:
+        return f"<crwatch.prometheus.Collector of {self._registry!r}>"
+
+    def describe(self) -> Iterator[Metric]:
+        """Yield every family without samples (lets prometheus-client catch name clashes)."""
+        for info in _metrics.METRICS:
+            yield _family(info)
+
+    def collect(self) -> Iterator[Metric]:
+        """Read the registered objects' statistics now; yield the families with samples."""
+        for metric in self._registry.collect():
+            family = _family(metric.info)
+            for sample in metric.samples:
+                values = [value for _, value in sample.labels]
+                if isinstance(sample.value, Durations):
+                    assert isinstance(family, HistogramMetricFamily)
+                    family.add_metric(
+                        values,
+                        buckets=_histogram_buckets(sample.value),
+                        sum_value=sample.value.total,
+                    )
+                else:
+                    assert isinstance(family, (CounterMetricFamily, GaugeMetricFamily))
+                    family.add_metric(values, sample.value)
+            yield family
