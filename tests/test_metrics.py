@@ -313,7 +313,7 @@ async def test_informer_needs_a_name_and_unregister_removes_its_series(tmp_path:
 
 
 def test_default_registry_is_what_exporters_read() -> None:
-    """register() fills crwatch.metrics.REGISTRY, which a Collector() reads by default."""
+    """register() fills crwatch.metrics.default_registry, which a Collector() reads by default."""
     queue: crwatch.WorkQueue[str] = crwatch.WorkQueue(name="default-registry-test")
     crwatch.metrics.register(queue)
     try:
@@ -323,7 +323,7 @@ def test_default_registry_is_what_exporters_read() -> None:
         assert prom.get_sample_value("workqueue_depth", {"name": "default-registry-test"}) == 1
     finally:
         crwatch.metrics.unregister(queue)
-    assert queue not in crwatch.metrics.REGISTRY
+    assert queue not in crwatch.metrics.default_registry
 
 
 def test_every_family_is_described_once() -> None:

@@ -34,11 +34,11 @@ from ._workqueue import Durations, WorkQueueStatistics
 
 __all__ = [
     "METRICS",
-    "REGISTRY",
     "Metric",
     "MetricInfo",
     "Registry",
     "Sample",
+    "default_registry",
     "info",
     "register",
     "unregister",
@@ -442,17 +442,17 @@ def _statistics(obj: _HasStatistics) -> object:
 
 
 #: The process-wide registry :func:`register` adds to and exporters read by default.
-REGISTRY = Registry()
+default_registry = Registry()
 
 
 def register(obj: _HasStatistics, *, name: str | None = None) -> None:
     """Export ``obj``'s statistics through the default registry; see :meth:`Registry.register`."""
-    REGISTRY.register(obj, name=name)
+    default_registry.register(obj, name=name)
 
 
 def unregister(obj: object) -> None:
     """Stop exporting ``obj`` through the default registry."""
-    REGISTRY.unregister(obj)
+    default_registry.unregister(obj)
 
 
 def info(name: str) -> MetricInfo:

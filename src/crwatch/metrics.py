@@ -23,11 +23,11 @@ from __future__ import annotations
 
 from ._metrics import (
     METRICS,
-    REGISTRY,
     Metric,
     MetricInfo,
     Registry,
     Sample,
+    default_registry,
     info,
     register,
     unregister,
@@ -35,11 +35,11 @@ from ._metrics import (
 
 __all__ = [
     "METRICS",
-    "REGISTRY",
     "Metric",
     "MetricInfo",
     "Registry",
     "Sample",
+    "default_registry",
     "info",
     "register",
     "unregister",

@@ -18,13 +18,14 @@ counters, ``<name>_count`` and ``<name>_sum`` (their ratio is the mean). Names a
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable as _Callable
+from collections.abc import Iterable as _Iterable
 
 from opentelemetry import metrics as _otel
 
 from . import _metrics
-from ._version import __version__
-from ._workqueue import Durations
+from ._version import __version__ as _version
+from ._workqueue import Durations as _Durations
 
 __all__ = ["instrument"]
 
@@ -32,16 +33,16 @@ _UNITS = {"seconds": "s", "": "1"}
 
 
 def _callback(
-    registry: _metrics.Registry, name: str, part: Callable[[Durations], float] | None
-) -> Callable[[_otel.CallbackOptions], Iterable[_otel.Observation]]:
-    def observe(options: _otel.CallbackOptions) -> Iterable[_otel.Observation]:
+    registry: _metrics.Registry, name: str, part: _Callable[[_Durations], float] | None
+) -> _Callable[[_otel.CallbackOptions], _Iterable[_otel.Observation]]:
+    def observe(options: _otel.CallbackOptions) -> _Iterable[_otel.Observation]:
         observations = []
         for metric in registry.collect():
             if metric.info.name != name:
                 continue
             for sample in metric.samples:
                 value = sample.value
-                if isinstance(value, Durations):
+                if isinstance(value, _Durations):
                     if part is None:
                         continue
                     value = part(value)
@@ -64,14 +65,14 @@ def instrument(
     Args:
         meter_provider: where to create the instruments. Default: the global provider
             (``opentelemetry.metrics.get_meter_provider()``).
-        registry: the crwatch registry to read. Default: ``crwatch.metrics.REGISTRY``.
+        registry: the crwatch registry to read. Default: ``crwatch.metrics.default_registry``.
 
     Returns:
         The ``crwatch`` meter the instruments belong to.
     """
-    registry = _metrics.REGISTRY if registry is None else registry
+    registry = _metrics.default_registry if registry is None else registry
     provider = _otel.get_meter_provider() if meter_provider is None else meter_provider
-    meter = provider.get_meter("crwatch", __version__)
+    meter = provider.get_meter("crwatch", _version)
     for info in _metrics.METRICS:
         unit = _UNITS.get(info.unit, info.unit)
         if info.kind == "counter":

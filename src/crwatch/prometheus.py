@@ -16,35 +16,30 @@ counted twice and nothing runs between scrapes.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator as _Iterator
 
-from prometheus_client.core import (
-    CounterMetricFamily,
-    GaugeMetricFamily,
-    HistogramMetricFamily,
-    Metric,
-)
+from prometheus_client import core as _core
 from prometheus_client.registry import Collector as _PrometheusCollector
 
 from . import _metrics
-from ._workqueue import Durations
+from ._workqueue import Durations as _Durations
 
 __all__ = ["Collector"]
 
 
-def _family(info: _metrics.MetricInfo) -> Metric:
+def _family(info: _metrics.MetricInfo) -> _core.Metric:
     labels = list(info.labels)
     if info.kind == "counter":
-        return CounterMetricFamily(info.name, info.help, labels=labels, unit=info.unit)
+        return _core.CounterMetricFamily(info.name, info.help, labels=labels, unit=info.unit)
     if info.kind == "gauge":
-        return GaugeMetricFamily(info.name, info.help, labels=labels, unit=info.unit)
-    return HistogramMetricFamily(info.name, info.help, labels=labels, unit=info.unit)
+        return _core.GaugeMetricFamily(info.name, info.help, labels=labels, unit=info.unit)
+    return _core.HistogramMetricFamily(info.name, info.help, labels=labels, unit=info.unit)
 
 
-def _histogram_buckets(value: Durations) -> list[tuple[str, float]]:
+def _histogram_buckets(value: _Durations) -> list[tuple[str, float]]:
     buckets = [
         (repr(bound), float(count))
-        for bound, count in zip(Durations.bounds, value.buckets, strict=True)
+        for bound, count in zip(_Durations.bounds, value.buckets, strict=True)
     ]
     buckets.append(("+Inf", float(value.count)))
     return buckets
@@ -57,35 +52,35 @@ class Collector(_PrometheusCollector):
     reads the statistics of the objects registered with crwatch's registry.
 
     Args:
-        registry: the crwatch registry to read. Default: ``crwatch.metrics.REGISTRY``,
+        registry: the crwatch registry to read. Default: ``crwatch.metrics.default_registry``,
             which :func:`crwatch.metrics.register` fills.
     """
 
     def __init__(self, registry: _metrics.Registry | None = None) -> None:
-        self._registry = _metrics.REGISTRY if registry is None else registry
+        self._registry = _metrics.default_registry if registry is None else registry
 
     def __repr__(self) -> str:
         return f"<crwatch.prometheus.Collector of {self._registry!r}>"
 
-    def describe(self) -> Iterator[Metric]:
+    def describe(self) -> _Iterator[_core.Metric]:
         """Yield every family without samples (lets prometheus-client catch name clashes)."""
         for info in _metrics.METRICS:
             yield _family(info)
 
-    def collect(self) -> Iterator[Metric]:
+    def collect(self) -> _Iterator[_core.Metric]:
         """Read the registered objects' statistics now; yield the families with samples."""
         for metric in self._registry.collect():
             family = _family(metric.info)
             for sample in metric.samples:
                 values = [value for _, value in sample.labels]
-                if isinstance(sample.value, Durations):
-                    assert isinstance(family, HistogramMetricFamily)
+                if isinstance(sample.value, _Durations):
+                    assert isinstance(family, _core.HistogramMetricFamily)
                     family.add_metric(
                         values,
                         buckets=_histogram_buckets(sample.value),
                         sum_value=sample.value.total,
                     )
                 else:
-                    assert isinstance(family, (CounterMetricFamily, GaugeMetricFamily))
+                    assert isinstance(family, (_core.CounterMetricFamily, _core.GaugeMetricFamily))
                     family.add_metric(values, sample.value)
             yield family
