@@ -227,3 +227,40 @@ async def test_bad_input_gets_typed_errors(cluster: Cluster) -> None:
     with pytest.raises(StopIteration):
         next(stream)
     assert TOKEN not in repr(stream)
+
+
+async def test_sync_stream_raises_crwatch_errors_and_stops_its_thread(cluster: Cluster) -> None:
+    """A 403 on the list comes out of the for loop as ForbiddenError; the thread is gone."""
+    cluster.server.deny(resource="widgets")
+    api = cluster.sync_api(kubernetes.client.CustomObjectsApi)
+
+    def consume() -> None:
+        events = crwatch.compat.stream(
+            api.list_namespaced_custom_object, "example.com", "v1", "default", "widgets"
+        )
+        with pytest.raises(crwatch.ForbiddenError), events:
+            for _ in events:
+                pass
+        assert compat_threads() == []
+
+    await anyio.to_thread.run_sync(consume)
+
+
+async def test_sync_stream_stop_ends_the_loop_like_the_official_watch(cluster: Cluster) -> None:
+    """stop() inside the loop ends it before the next event, and the thread stops."""
+    for name in "abc":
+        cluster.widget(name)
+    api = cluster.sync_api(kubernetes.client.CustomObjectsApi)
+
+    def consume() -> list[str]:
+        seen = []
+        events = crwatch.compat.stream(
+            api.list_cluster_custom_object, "example.com", "v1", "widgets"
+        )
+        for event in events:
+            seen.append(event["object"]["metadata"]["name"])
+            events.stop()
+        assert compat_threads() == []
+        return seen
+
+    assert await anyio.to_thread.run_sync(consume) == ["a"]
