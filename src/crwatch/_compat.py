@@ -359,6 +359,9 @@ def _async_item(func: Callable[..., Any], return_type: str, event: Event) -> dic
 # --- the synchronous form's thread ---
 
 
+#: Loop iterations given to closing transports before the thread's loop closes.
+_CLOSE_ITERATIONS = 8
+
 #: Events the loop thread reads ahead of the consumer (the hand-off buffer's bound).
 _AHEAD = 256
 
@@ -419,6 +422,11 @@ class _Runner:
                     tg.cancel_scope.cancel()
             finally:
                 await api_client.close()
+                # The closed connections' transports finish closing in the next loop
+                # iterations; asyncio.run would close the loop first and leak their
+                # sockets (https://docs.aiohttp.org/en/stable/client_advanced.html#graceful-shutdown).
+                for _ in range(_CLOSE_ITERATIONS):
+                    await asyncio.sleep(0)
                 cleanup()
         except BaseException as exc:
             self._error = exc
