@@ -236,11 +236,23 @@ async def test_controller_series_use_controller_runtime_names(tmp_path: Path) ->
 
 
 async def test_opentelemetry_reader_sees_the_same_values() -> None:
-    """The SDK's in-memory reader gets counters, gauges and histogram count/sum."""
+    """The SDK's in-memory reader gets counters, gauges and histogram count/sum.
+
+    Each collection reads the registered objects' statistics once.
+    """
     clock = crwatch.ManualClock()
     queue: crwatch.WorkQueue[str] = crwatch.WorkQueue(clock=clock, name="q")
+    reads: list[None] = []
+
+    class Counted:
+        """The queue, counting how often the exporter reads its statistics."""
+
+        def statistics(self) -> crwatch.WorkQueueStatistics:
+            reads.append(None)
+            return queue.statistics()
+
     registry = Registry()
-    registry.register(queue)
+    registry.register(Counted())
     reader = InMemoryMetricReader()
     provider = MeterProvider(metric_readers=[reader])
     crwatch.otel.instrument(meter_provider=provider, registry=registry)
@@ -263,7 +275,9 @@ async def test_opentelemetry_reader_sees_the_same_values() -> None:
                     ]
         return out
 
+    reads.clear()
     got = points()
+    assert len(reads) == 1  # one read per collection, whatever the number of instruments
     assert got["workqueue_depth"] == [({"name": "q"}, 1)]
     assert got["workqueue_adds"] == [({"name": "q"}, 2)]
     assert got["workqueue_queue_duration_seconds_count"] == [({"name": "q"}, 1)]

@@ -32,21 +32,41 @@ __all__ = ["instrument"]
 _UNITS = {"seconds": "s", "": "1"}
 
 
+class _Snapshot:
+    """One ``registry.collect()`` per collection, shared by every instrument's callback.
+
+    The SDK calls the callbacks of all asynchronous instruments one after the other, in
+    the order the instruments were created, for each collection (opentelemetry-sdk,
+    ``MeasurementConsumer.collect``). So the first family's callback reads the registry
+    and the others reuse what it read: the objects' ``statistics()`` are read once per
+    export, and the families of one export agree with each other.
+    """
+
+    def __init__(self, registry: _metrics.Registry) -> None:
+        self._registry = registry
+        self._metrics: dict[str, _metrics.Metric] = {}
+
+    def get(self, name: str) -> _metrics.Metric | None:
+        if name == _metrics.METRICS[0].name or not self._metrics:
+            self._metrics = {m.info.name: m for m in self._registry.collect()}
+        return self._metrics.get(name)
+
+
 def _callback(
-    registry: _metrics.Registry, name: str, part: _Callable[[_Durations], float] | None
+    snapshot: _Snapshot, name: str, part: _Callable[[_Durations], float] | None
 ) -> _Callable[[_otel.CallbackOptions], _Iterable[_otel.Observation]]:
     def observe(options: _otel.CallbackOptions) -> _Iterable[_otel.Observation]:
+        metric = snapshot.get(name)
+        if metric is None:
+            return []
         observations = []
-        for metric in registry.collect():
-            if metric.info.name != name:
-                continue
-            for sample in metric.samples:
-                value = sample.value
-                if isinstance(value, _Durations):
-                    if part is None:
-                        continue
-                    value = part(value)
-                observations.append(_otel.Observation(value, dict(sample.labels)))
+        for sample in metric.samples:
+            value = sample.value
+            if isinstance(value, _Durations):
+                if part is None:
+                    continue
+                value = part(value)
+            observations.append(_otel.Observation(value, dict(sample.labels)))
         return observations
 
     return observe
@@ -73,32 +93,33 @@ def instrument(
     registry = _metrics.default_registry if registry is None else registry
     provider = _otel.get_meter_provider() if meter_provider is None else meter_provider
     meter = provider.get_meter("crwatch", _version)
+    snapshot = _Snapshot(registry)
     for info in _metrics.METRICS:
         unit = _UNITS.get(info.unit, info.unit)
         if info.kind == "counter":
             meter.create_observable_counter(
                 info.name,
-                callbacks=[_callback(registry, info.name, None)],
+                callbacks=[_callback(snapshot, info.name, None)],
                 unit=unit,
                 description=info.help,
             )
         elif info.kind == "gauge":
             meter.create_observable_gauge(
                 info.name,
-                callbacks=[_callback(registry, info.name, None)],
+                callbacks=[_callback(snapshot, info.name, None)],
                 unit=unit,
                 description=info.help,
             )
         else:
             meter.create_observable_counter(
                 f"{info.name}_count",
-                callbacks=[_callback(registry, info.name, lambda d: d.count)],
+                callbacks=[_callback(snapshot, info.name, lambda d: d.count)],
                 unit="1",
                 description=f"{info.help} (how many)",
             )
             meter.create_observable_counter(
                 f"{info.name}_sum",
-                callbacks=[_callback(registry, info.name, lambda d: d.total)],
+                callbacks=[_callback(snapshot, info.name, lambda d: d.total)],
                 unit=unit,
                 description=f"{info.help} (their sum)",
             )
