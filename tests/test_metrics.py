@@ -389,3 +389,47 @@ def test_reconcile_results_add_up_to_the_reconciles(
         if name == "controller_runtime_reconcile"
     }
     assert results == {"success": successes, "error": errors, "requeue": requeues}
+
+
+def test_subscribers_sharing_a_name_are_summed_into_one_series() -> None:
+    """Two subscriber records with one name give one sample per family, their sum."""
+    from crwatch._metrics import families
+
+    def sub(depth: int, delivered: int) -> crwatch.SubscriberStatistics:
+        return crwatch.SubscriberStatistics(
+            name="audit",
+            buffer_size=10,
+            overflow="wait",
+            depth=depth,
+            delivered=delivered,
+            coalesced=0,
+            dropped=0,
+            errors=0,
+            closed=False,
+            last_error=None,
+        )
+
+    record = crwatch.InformerStatistics(
+        objects=5,
+        synced=True,
+        resource_version="9",
+        events=7,
+        lists=3,
+        relists=2,
+        watches=4,
+        reconnects=3,
+        errors=1,
+        stalls=0,
+        last_error=None,
+        last_error_time=None,
+        seconds_since_last_byte=None,
+        subscribers=(sub(1, 2), sub(3, 4)),
+    )
+    by_name = {m.info.name: m.samples for m in families([("widgets", record)])}
+    labels = (("resource", "widgets"), ("subscriber", "audit"))
+    assert [(s.labels, s.value) for s in by_name["crwatch_subscriber_depth"]] == [(labels, 4)]
+    assert [s.value for s in by_name["crwatch_subscriber_delivered"]] == [6]
+    assert [s.value for s in by_name["crwatch_watch_relists"]] == [2]
+    # No byte seen yet and no error yet: those gauges have no sample rather than a made-up one.
+    assert by_name["crwatch_watch_last_byte_age_seconds"] == ()
+    assert by_name["crwatch_watch_last_error_timestamp_seconds"] == ()
