@@ -8,7 +8,14 @@ import types
 
 import pytest
 
-PUBLIC_MODULES = ["crwatch", "crwatch.testing"]
+PUBLIC_MODULES = [
+    "crwatch",
+    "crwatch.compat",
+    "crwatch.metrics",
+    "crwatch.otel",
+    "crwatch.prometheus",
+    "crwatch.testing",
+]
 
 
 def _public_names(module: types.ModuleType) -> set[str]:
