@@ -168,3 +168,38 @@ async def test_metadata_only_must_be_a_bool(env: Env) -> None:
         crwatch.watch(env.client, WIDGETS, metadata_only="yes")  # type: ignore[arg-type]
     with pytest.raises(crwatch.InvalidOptionError, match="metadata_only"):
         crwatch.Informer(env.client, WIDGETS, metadata_only=1)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("how", LISTS)
+async def test_whole_objects_from_a_server_without_the_view_are_used(
+    env: Env, how: dict[str, Any]
+) -> None:
+    """A server that cannot send PartialObjectMetadata answers whole objects: used as they come.
+
+    The request's Accept falls back to plain JSON, so such a server answers (no 406), and
+    the informer's cache and events hold the objects as the server sent them.
+    """
+    env.server.serve_views = False
+    created = env.create("a", size=1)
+    seen: list[Event] = []
+    modified = anyio.Event()
+
+    def record(event: Event) -> None:
+        seen.append(event)
+        if event.type is EventType.MODIFIED:
+            modified.set()
+
+    informer = crwatch.Informer(
+        env.client, WIDGETS, namespace="default", backoff=FAST, metadata_only=True, **how
+    )
+    informer.subscribe(record)
+    async with informer:
+        with anyio.fail_after(5):
+            await informer.wait_synced()
+        assert informer.store.get("default/a") == created
+        changed = env.patch("a", size=2)
+        with anyio.fail_after(5):
+            await modified.wait()
+        assert informer.store.get("default/a") == changed
+    assert [e.object["spec"] for e in seen] == [{"size": 1}, {"size": 2}]
+    assert informer.statistics().errors == 0
