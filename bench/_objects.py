@@ -5,6 +5,7 @@ Shared by the stream server (which pre-encodes it) and the memory benchmark (whi
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -114,9 +115,24 @@ def widget(i: int, rv: int) -> dict[str, Any]:
     }
 
 
-def encoded_event(kind: str, i: int, rv: int) -> bytes:
-    """Return one watch line: ``{"type": kind, "object": widget}`` and a newline."""
-    return orjson.dumps({"type": kind, "object": widget(i, rv)}) + b"\n"
+def encoded_event(
+    kind: str, i: int, rv: int, view: Callable[[dict[str, Any]], dict[str, Any]] | None = None
+) -> bytes:
+    """Return one watch line: ``{"type": kind, "object": widget}`` and a newline.
+
+    ``view`` (such as :func:`partial`) turns the widget into what is sent.
+    """
+    obj = widget(i, rv)
+    return orjson.dumps({"type": kind, "object": view(obj) if view else obj}) + b"\n"
+
+
+def partial(obj: dict[str, Any]) -> dict[str, Any]:
+    """Return the object's ``PartialObjectMetadata`` (what a metadata-only request gets)."""
+    return {
+        "apiVersion": "meta.k8s.io/v1",
+        "kind": "PartialObjectMetadata",
+        "metadata": obj["metadata"],
+    }
 
 
 def bookmark(rv: int, *, initial_events_end: bool = False) -> bytes:

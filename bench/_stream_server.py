@@ -14,6 +14,11 @@ little more than ``write()`` calls of big chunks. It answers any path (clients b
   - without a ``resourceVersion`` (or "0"): the objects as ADDED, then all the events,
   then stays idle (no bytes) until the client goes away.
 
+A request whose ``Accept`` asks for ``as=PartialObjectMetadata`` (or ``...List``), as a
+metadata-only client's does, gets the same answers with each object reduced to its
+``PartialObjectMetadata`` (apiVersion ``meta.k8s.io/v1``, its full ``metadata``, nothing else),
+also encoded in advance.
+
 Faults, for the recovery rows: ``POST /_bench/fault?mode=drop|expire&after=K`` arms one fault
 (and clears the log); ``GET /_bench/log`` returns what happened since, as
 ``[[time.time(), what], ...]``:
@@ -40,6 +45,7 @@ import contextlib
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import orjson
 from aiohttp import web
@@ -57,15 +63,28 @@ STATUS_422 = (
 
 
 class Data:
-    def __init__(self, n_objects: int, n_events: int) -> None:
+    """What the server sends: the objects themselves, or (``partial``) their metadata only."""
+
+    def __init__(self, n_objects: int, n_events: int, *, partial: bool = False) -> None:
         self.list_rv = n_objects + 1
+        self.list_kind = "PartialObjectMetadataList" if partial else f"{objs.KIND}List"
+        self.list_api_version = "meta.k8s.io/v1" if partial else objs.API_VERSION
+        view = objs.partial if partial else _same
         # Objects 0..M-1 at RVs 1..M; list RV is M+1 (or 1 for an empty collection).
-        self.items = [orjson.dumps(objs.widget(i, i + 1)) for i in range(n_objects)]
+        self.items = [orjson.dumps(view(objs.widget(i, i + 1))) for i in range(n_objects)]
         self.added = [b'{"type":"ADDED","object":' + item + b"}\n" for item in self.items]
         self.events = [
-            objs.encoded_event("MODIFIED", i % max(n_objects, 1000), self.list_rv + 1 + i)
+            objs.encoded_event("MODIFIED", i % max(n_objects, 1000), self.list_rv + 1 + i, view)
             for i in range(n_events)
         ]
+        self.added_chunks = _chunks(self.added)
+        self.added_bytes = sum(map(len, self.added))
+        self.event_chunks = _chunks(self.events)
+        self.event_sizes = [len(e) for e in self.events]
+
+
+def _same(obj: dict[str, Any]) -> dict[str, Any]:
+    return obj
 
 
 def _chunks(lines: list[bytes], start: int = 0) -> list[bytes]:
@@ -97,12 +116,10 @@ class Fault:
             self.log.append((time.time(), what))
 
 
-def make_app(data: Data, *, watchlist: bool) -> web.Application:
-    added_chunks = _chunks(data.added)
-    added_bytes = sum(map(len, data.added))
-    event_chunks = _chunks(data.events)
-    event_sizes = [len(e) for e in data.events]
-    end_bookmark = objs.bookmark(data.list_rv, initial_events_end=True)
+def make_app(full: Data, partial: Data, *, watchlist: bool) -> web.Application:
+    """Serve ``full``, or ``partial`` to requests whose Accept asks for PartialObjectMetadata."""
+    views = {False: full, True: partial}
+    end_bookmark = objs.bookmark(full.list_rv, initial_events_end=True)
     fault = Fault()
 
     async def arm(request: web.Request) -> web.Response:
@@ -114,11 +131,14 @@ def make_app(data: Data, *, watchlist: bool) -> web.Application:
 
     async def handle(request: web.Request) -> web.StreamResponse:
         q = request.query
+        # A metadata-only client asks for PartialObjectMetadata(List) first in Accept
+        # (https://kubernetes.io/docs/reference/using-api/api-concepts/#alternate-representations-of-resources).
+        data = views["as=PartialObjectMetadata" in request.headers.get("Accept", "")]
         if q.get("watch") in ("true", "1", "True"):
-            return await watch(request)
-        return list_page(request)
+            return await watch(request, data)
+        return list_page(request, data)
 
-    def list_page(request: web.Request) -> web.Response:
+    def list_page(request: web.Request, data: Data) -> web.Response:
         q = request.query
         start = int(q.get("continue") or 0)
         fault.note("list" if start else "list-first")
@@ -131,13 +151,14 @@ def make_app(data: Data, *, watchlist: bool) -> web.Application:
         if cont:
             meta += f',"remainingItemCount":{len(data.items) - end}'
         body = (
-            f'{{"apiVersion":"{objs.API_VERSION}","kind":"{objs.KIND}List","metadata":{meta}}},'
+            f'{{"apiVersion":"{data.list_api_version}","kind":"{data.list_kind}",'
+            f'"metadata":{meta}}},'
             '"items":['
         ).encode()
         body += b",".join(page) + b"]}"
         return web.Response(body=body, content_type="application/json")
 
-    async def watch(request: web.Request) -> web.StreamResponse:
+    async def watch(request: web.Request, data: Data) -> web.StreamResponse:
         q = request.query
         initial = False
         bookmark = b""
@@ -165,17 +186,17 @@ def make_app(data: Data, *, watchlist: bool) -> web.Application:
             elif fault.watches == 2 and fault.mode == "expire":
                 return await expire(request)
         if initial:
-            chunks.extend(added_chunks)
-            size += added_bytes
+            chunks.extend(data.added_chunks)
+            size += data.added_bytes
         if bookmark:
             chunks.append(bookmark)
             size += len(bookmark)
         if start < stop == len(data.events) and start % CHUNK_EVENTS == 0:
-            chunks.extend(event_chunks[start // CHUNK_EVENTS :])
-            size += sum(event_sizes[start:])
+            chunks.extend(data.event_chunks[start // CHUNK_EVENTS :])
+            size += sum(data.event_sizes[start:])
         elif start < stop:
             chunks.extend(_chunks(data.events[:stop], start))
-            size += sum(event_sizes[start:stop])
+            size += sum(data.event_sizes[start:stop])
         resp = web.StreamResponse(
             headers={"Content-Type": "application/json", "X-Bench-Body-Bytes": str(size)}
         )
@@ -217,8 +238,9 @@ def make_app(data: Data, *, watchlist: bool) -> web.Application:
 
 
 async def serve(args: argparse.Namespace) -> None:
-    data = Data(args.objects, args.events)
-    app = make_app(data, watchlist=args.watchlist)
+    full = Data(args.objects, args.events)
+    partial = Data(args.objects, args.events, partial=True)
+    app = make_app(full, partial, watchlist=args.watchlist)
     runner = web.AppRunner(app, access_log=None, handle_signals=True)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", args.port)

@@ -135,6 +135,12 @@ ROWS = [
         "crwatch", "target >= 0.80x floor"),
     Row("throughput", "crwatch-informer", "crwatch.Informer: cache + 1 callback",
         "informer_client:throughput", "crwatch"),
+    Row("throughput", "floor-metadata", "the floor over the metadata-only stream",
+        "floor:readline_orjson_metadata", "other",
+        "PartialObjectMetadata lines (the same objects' metadata)"),
+    Row("throughput", "crwatch-informer-metadata", "crwatch.Informer(metadata_only=True)",
+        "informer_client:throughput_metadata_only", "crwatch",
+        "target >= 2x floor", vs="floor-metadata"),
     Row("throughput", "k8s-asyncio", "kubernetes-asyncio Watch().stream", "k8s_asyncio:throughput",
         "k8s-asyncio"),
     Row("throughput", "lightkube", "lightkube AsyncClient.watch", "lightkube_client:throughput",
@@ -178,6 +184,13 @@ ROWS = [
         vs="memory-no-managed-fields",
         detail="full gc.collect() {gc_collect_ms:.0f} ms, "
         "{gc_collect_frozen_ms:.1f} ms after gc.freeze()"),
+    Row("memory", "memory-informer-metadata", "crwatch.Informer(metadata_only=True) cache",
+        "informer_client:memory_metadata_only", "crwatch", "target <= 0.6 KiB/object",
+        detail="{bytes_per_object:.0f} B/object"),
+    Row("memory", "memory-informer-metadata-drop-mf",
+        "crwatch.Informer(metadata_only=True), transform=drop_managed_fields",
+        "informer_client:memory_metadata_only_drop_managed_fields", "crwatch",
+        "target <= 0.6 KiB/object", detail="{bytes_per_object:.0f} B/object"),
     # 4. fan-out: every subscriber a sync no-op callback; the rate is the informer's, until
     # every fast subscriber has seen the last event
     Row("fanout", "fanout-1", "Informer, 1 subscriber", "informer_client:throughput", "floor",

@@ -40,7 +40,7 @@ def _rv(event: Any) -> str:
 
 
 async def _fan_out(
-    ctx: Ctx, fast: int, slow: int = 0, *, stuck: bool = False
+    ctx: Ctx, fast: int, slow: int = 0, *, stuck: bool = False, **options: Any
 ) -> tuple[int, dict[str, Any]]:
     """Run one informer with ``fast`` no-op callbacks (and ``slow`` slow ones).
 
@@ -70,7 +70,7 @@ async def _fan_out(
         await asyncio.sleep(0.001)  # 1 ms per event: ~1,000 events/s at most
 
     async with _client(ctx) as client:
-        informer = crwatch.Informer(client, RESOURCE, namespace=NAMESPACE)
+        informer = crwatch.Informer(client, RESOURCE, namespace=NAMESPACE, **options)
         fast_subs = [informer.subscribe(make_fast(), name=f"fast-{i}") for i in range(fast)]
         slow_subs = [
             informer.subscribe(on_event_slow, overflow="wait", name=f"slow-{i}")
@@ -97,6 +97,17 @@ async def _fan_out(
 async def throughput(ctx: Ctx) -> tuple[int, dict[str, Any]]:
     """Informer + cache + one callback subscriber, over the N-event stream."""
     return await _fan_out(ctx, 1)
+
+
+def _metadata_only() -> dict[str, Any]:
+    if "metadata_only" not in inspect.signature(crwatch.Informer).parameters:
+        raise Unavailable("this crwatch has no Informer(metadata_only=...)")
+    return {"metadata_only": True}
+
+
+async def throughput_metadata_only(ctx: Ctx) -> tuple[int, dict[str, Any]]:
+    """Run ``throughput`` with ``metadata_only=True`` (the server sends PartialObjectMetadata)."""
+    return await _fan_out(ctx, 1, **_metadata_only())
 
 
 async def fanout_9(ctx: Ctx) -> tuple[int, dict[str, Any]]:
@@ -162,7 +173,7 @@ async def sync_gc_off(ctx: Ctx) -> tuple[int, dict[str, Any]]:
     return await sync(ctx, **_gc_freeze("off"))
 
 
-async def _memory(ctx: Ctx, transform: Any) -> tuple[int, dict[str, Any]]:
+async def _memory(ctx: Ctx, transform: Any, **options: Any) -> tuple[int, dict[str, Any]]:
     """Measure RSS per cached object once synced, and one full ``gc.collect()``.
 
     The collection is timed before and after ``gc.freeze()``: what a large cache costs the
@@ -171,7 +182,9 @@ async def _memory(ctx: Ctx, transform: Any) -> tuple[int, dict[str, Any]]:
     gc.collect()
     before = rss_bytes()
     async with _client(ctx) as client:
-        informer = crwatch.Informer(client, RESOURCE, namespace=NAMESPACE, transform=transform)
+        informer = crwatch.Informer(
+            client, RESOURCE, namespace=NAMESPACE, transform=transform, **options
+        )
         async with informer:
             await informer.wait_synced()
             n = len(informer.store)
@@ -200,6 +213,14 @@ async def memory(ctx: Ctx) -> tuple[int, dict[str, Any]]:
 
 async def memory_drop_managed_fields(ctx: Ctx) -> tuple[int, dict[str, Any]]:
     return await _memory(ctx, crwatch.drop_managed_fields)
+
+
+async def memory_metadata_only(ctx: Ctx) -> tuple[int, dict[str, Any]]:
+    return await _memory(ctx, None, **_metadata_only())
+
+
+async def memory_metadata_only_drop_managed_fields(ctx: Ctx) -> tuple[int, dict[str, Any]]:
+    return await _memory(ctx, crwatch.drop_managed_fields, **_metadata_only())
 
 
 # --- recovery: the stream server's fault endpoint (see bench/_stream_server.py) ------------

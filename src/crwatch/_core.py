@@ -655,6 +655,7 @@ class Core:
                     resource_version=action.resource_version,
                     timeout_seconds=action.timeout_seconds,
                     send_initial_events=streaming,
+                    metadata_only=options.metadata_only,
                 )
         except TimeoutError:
             return None, Failed(self._stalled("no response headers"))
@@ -676,6 +677,7 @@ class Core:
                 continue_token=action.continue_token,
                 limit=action.limit,
                 read_timeout=options.stall_timeout,
+                metadata_only=options.metadata_only,
             )
         except (ApiError, TransportError) as exc:
             return Failed(exc)

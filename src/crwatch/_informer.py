@@ -525,6 +525,8 @@ class Informer:
             objects they cache from the cyclic garbage collector (:func:`gc.freeze`).
             ``"list"`` (default): only while a list runs; ``"keep"``: for good;
             ``"off"``: never.
+        metadata_only: see :func:`crwatch.watch`: cache and deliver each object's
+            ``PartialObjectMetadata`` only. Default ``False``.
 
     Raises:
         InvalidOptionError: an option is invalid (raised here, not when entering).
@@ -552,6 +554,7 @@ class Informer:
         watch_timeout: tuple[int, int] = (300, 600),
         seed: int | None = None,
         gc_freeze: GcFreeze = "list",
+        metadata_only: bool = False,
     ) -> None:
         transport, resource = target(client, resource)
         options = ListWatchOptions(
@@ -568,6 +571,7 @@ class Informer:
             watch_timeout=watch_timeout,
             seed=seed,
             gc_freeze=gc_freeze,
+            metadata_only=metadata_only,
         )
         if transform is not None and not callable(transform):
             raise InvalidOptionError(f"transform must be a callable or None, got {transform!r}")

@@ -122,6 +122,11 @@ def _seed(value: object) -> int:
     return value
 
 
+def _metadata_only(_: Any, __: Attribute[Any], value: object) -> None:
+    if not isinstance(value, bool):
+        raise InvalidOptionError(f"metadata_only must be True or False, got {value!r}")
+
+
 def _gc_freeze(_: Any, __: Attribute[Any], value: object) -> None:
     if not isinstance(value, str) or value not in GC_FREEZE_POLICIES:
         raise InvalidOptionError(f'gc_freeze must be "list", "keep" or "off", got {value!r}')
@@ -148,6 +153,7 @@ class ListWatchOptions:
     watch_timeout: tuple[int, int] = field(default=(300, 600), validator=_watch_timeout)
     seed: int = field(default=None, converter=_seed)
     gc_freeze: GcFreeze = field(default="list", validator=_gc_freeze)
+    metadata_only: bool = field(default=False, validator=_metadata_only)
 
     def machine_config(self) -> Config:
         """Return the state machine's part of the options."""

@@ -70,6 +70,18 @@ log = logging.getLogger("crwatch")
 #: Seconds allowed to connect (TCP + TLS) before a request counts as failed.
 CONNECT_TIMEOUT: Final = 30.0
 
+#: ``Accept`` of metadata-only requests: the server answers PartialObjectMetadata(List)
+#: (https://kubernetes.io/docs/reference/using-api/api-concepts/#alternate-representations-of-resources);
+#: the trailing plain JSON clause lets a server that cannot send that view answer full
+#: objects instead of 406, as client-go's metadata client asks
+#: (https://github.com/kubernetes/client-go/blob/master/metadata/metadata.go).
+_ACCEPT_METADATA_LIST: Final = (
+    "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1,application/json"
+)
+_ACCEPT_METADATA: Final = (
+    "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1,application/json"
+)
+
 #: Errors of the HTTP stack that mean "no usable answer" (refused, reset, TLS, DNS, timeout).
 _NETWORK_ERRORS: Final = (aiohttp.ClientError, OSError, asyncio.TimeoutError)
 
@@ -263,8 +275,9 @@ class Transport:
         continue_token: str | None,
         limit: int | None,
         read_timeout: float | None,
+        metadata_only: bool = False,
     ) -> ListResult:
-        """GET one page of the collection.
+        """GET one page of the collection (``metadata_only``: as PartialObjectMetadataList).
 
         Raises:
             ApiError: the server answered an error (typed by status, naming verb and resource).
@@ -283,7 +296,8 @@ class Transport:
             connect=CONNECT_TIMEOUT,
             sock_read=read_timeout,
         )
-        response = await self._request("list", resource, namespace, query, timeout)
+        accept = _ACCEPT_METADATA_LIST if metadata_only else "application/json"
+        response = await self._request("list", resource, namespace, query, timeout, accept)
         try:
             body = await response.read()
         except _NETWORK_ERRORS as exc:
@@ -314,8 +328,11 @@ class Transport:
         resource_version: str,
         timeout_seconds: int,
         send_initial_events: bool = False,
+        metadata_only: bool = False,
     ) -> WatchStream:
         """Open a WATCH with bookmarks; return once the response headers arrived.
+
+        ``metadata_only=True`` asks for events carrying PartialObjectMetadata objects.
 
         ``send_initial_events=True`` makes it a streaming list
         (``sendInitialEvents=true&resourceVersionMatch=NotOlderThan``; docs/protocol.md, "Streaming
@@ -336,7 +353,8 @@ class Transport:
         timeout = aiohttp.ClientTimeout(
             total=None, sock_connect=CONNECT_TIMEOUT, connect=CONNECT_TIMEOUT, sock_read=None
         )
-        response = await self._request("watch", resource, namespace, query, timeout)
+        accept = _ACCEPT_METADATA if metadata_only else "application/json"
+        response = await self._request("watch", resource, namespace, query, timeout, accept)
         return WatchStream(response, f"watch {resource}")
 
     async def _request(
@@ -346,11 +364,12 @@ class Transport:
         namespace: str | None,
         query: list[tuple[str, str]],
         timeout: Any,
+        accept: str,
     ) -> Any:
         api = self._api
         url = api_client_host(api) + resource.path(namespace)
         headers: dict[str, str] = dict(api.default_headers)
-        headers["Accept"] = "application/json"
+        headers["Accept"] = accept
         if getattr(api, "cookie", None):
             headers["Cookie"] = api.cookie
         try:

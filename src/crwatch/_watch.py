@@ -257,6 +257,7 @@ def watch(
     watch_timeout: tuple[int, int] = (300, 600),
     seed: int | None = None,
     gc_freeze: GcFreeze = "list",
+    metadata_only: bool = False,
 ) -> Watch:
     """Watch one resource type: its current objects as ADDED events, then every change.
 
@@ -314,6 +315,12 @@ def watch(
             reference cycle frozen while alive is never collected once it dies (until
             :func:`gc.unfreeze`). ``"off"`` never touches the collector. See "Large caches
             and the garbage collector" in the informer guide.
+        metadata_only: ``True`` asks the server for each object's metadata only
+            (``PartialObjectMetadata``, as client-go's metadata informers do): events then
+            carry ``{"apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadata",
+            "metadata": {...}}``, with no spec or status, so lines are smaller and cheaper
+            to parse. A server that cannot answer that view sends whole objects, which are
+            used as they come. Default ``False``.
 
     Returns:
         An async context manager; entering it starts watching and gives an
@@ -337,6 +344,7 @@ def watch(
         watch_timeout=watch_timeout,
         seed=seed,
         gc_freeze=gc_freeze,
+        metadata_only=metadata_only,
     )
     if isinstance(buffer_size, bool) or not isinstance(buffer_size, int) or buffer_size < 0:
         raise InvalidOptionError(f"buffer_size must be an int >= 0, got {buffer_size!r}")

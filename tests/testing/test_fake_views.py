@@ -222,6 +222,29 @@ async def test_partial_object_metadata_get_and_list(
     assert status == 406
 
 
+async def test_serve_views_off_answers_objects_or_406(
+    fake_apiserver: FakeApiServer, k8s_api_client: ApiClient
+) -> None:
+    """``serve_views=False``: view clauses are skipped, as by a server without the views.
+
+    With a plain JSON fallback clause the object itself comes back; with only a view
+    clause (PartialObjectMetadata or Table) the answer is 406.
+    """
+    widgets = register(fake_apiserver)
+    created = fake_apiserver.create(widgets, {"metadata": {"name": "a"}, "spec": {"size": 1}})
+    fake_apiserver.serve_views = False
+    status, body = await call(k8s_api_client, f"{WIDGETS}/a", f"{PARTIAL},application/json")
+    assert (status, body) == (200, created)
+    status, body = await call(k8s_api_client, WIDGETS, f"{PARTIAL_LIST},application/json")
+    assert (status, body["kind"], body["items"]) == (200, "WidgetList", [created])
+    for path, accept in ((f"{WIDGETS}/a", PARTIAL), (WIDGETS, TABLE)):
+        status, body = await call(k8s_api_client, path, accept)
+        assert (status, body["reason"]) == (406, "NotAcceptable")
+    fake_apiserver.serve_views = True
+    status, body = await call(k8s_api_client, f"{WIDGETS}/a", f"{PARTIAL},application/json")
+    assert (status, body["kind"]) == (200, "PartialObjectMetadata")
+
+
 async def test_partial_object_metadata_watch(
     fake_apiserver: FakeApiServer, k8s_api_client: ApiClient
 ) -> None:

@@ -386,6 +386,12 @@ class FakeApiServer:
         self._runner: web.AppRunner | None = None
         self._closing = False
         self._requests = 0
+        self.serve_views = True
+        """Serve the meta.k8s.io views a request asks for in ``Accept`` (``Table``,
+        ``PartialObjectMetadata``). ``False`` answers as an API server without them would:
+        the clauses asking for a view are skipped, so a client that also accepts plain JSON
+        (as metadata-only clients do) gets the objects themselves, and one that accepts only
+        a view gets 406."""
         self.reject_future_watches = False
         """Answer a plain watch from a resourceVersion the server has not reached, after
         ``too_large_rv_wait``, with an ERROR 504 "Too large resource version", as
@@ -1207,7 +1213,10 @@ class FakeApiServer:
             return _json(state.controllers.namespaces.finalize(info.name, body))
         if info.subresource and (info.subresource != "status" or not rtype.status_subresource):
             return _not_found_plain()
-        view = negotiate(request.headers.get("Accept", ""))
+        accept = request.headers.get("Accept", "")
+        if not self.serve_views:
+            accept = ",".join(c for c in accept.split(",") if "as=" not in c) or "none/none"
+        view = negotiate(accept)
         if view is None:
             # Custom resources are served as JSON only (no protobuf) [D1].
             return _not_acceptable()
