@@ -232,7 +232,9 @@ class ControllerStatistics:
         reconciles: reconciles finished (whatever their outcome).
         errors: reconciles that raised, timed out, or returned a wrong type.
         timeouts: reconciles that ran past ``reconcile_timeout``.
-        requeues: reconciles that asked for a requeue or backoff (errors not counted).
+        requeues: reconciles followed by a requeue or a backoff, the backoff after an error
+            included (so ``requeues - errors`` asked to run again themselves, with the
+            default error policy).
         mapper_errors: events a mapper failed on (raised, or returned non-keys).
         foreign_owners: events of owned-type objects whose controller is of another kind.
         resyncs: periodic resyncs done.

@@ -278,7 +278,7 @@ def _controller_points(name: str, s: ControllerStatistics) -> Iterator[Point]:
     # controller-runtime counts each reconcile once under one result: "error" when it
     # failed, "requeue"/"requeue_after" when it asked to run again, else "success"
     # (pkg/internal/controller/controller.go, reconcileHandler). ControllerStatistics
-    # .requeues also counts the backoff an error leads to (Controller._apply), so the
+    # .requeues also counts the backoff an error leads to (as documented), so the
     # requeues that were not errors are requeues - errors; the two requeue results are
     # one here, "requeue", as the record does not tell them apart.
     requeue = max(0, s.requeues - s.errors)
