@@ -368,32 +368,16 @@ class Transport:
     ) -> Any:
         api = self._api
         url = api_client_host(api) + resource.path(namespace)
-        headers: dict[str, str] = dict(api.default_headers)
-        headers["Accept"] = accept
-        if getattr(api, "cookie", None):
-            headers["Cookie"] = api.cookie
-        try:
-            # The ApiClient's auth: bearer token (with its refresh hook: exec plugins,
-            # in-cluster token rotation); client certificates live in its SSL context.
-            await api.update_params_for_auth(headers, query, ["BearerToken"])
-            response = await api.rest_client.request(
-                "GET",
-                url,
-                query_params=query,
-                headers=headers,
-                _preload_content=False,
-                _request_timeout=timeout,
-            )
-        except _NETWORK_ERRORS as exc:
-            raise TransportError(f"{verb} {resource}: {_explain(exc)}") from exc
-        except k8s_config.ConfigException as exc:  # a credential plugin failed
-            raise TransportError(f"{verb} {resource}: credentials: {exc}") from exc
-        if 200 <= response.status < 300:
-            return response
-        try:
-            raise await _error_from(response, verb, str(resource))
-        finally:
-            response.release()
+        return await _open(
+            api,
+            "GET",
+            url,
+            query=query,
+            accept=accept,
+            timeout=timeout,
+            verb=verb,
+            what=str(resource),
+        )
 
     async def get_json(self, path: str, *, read_timeout: float = 32.0) -> Any:
         """GET a JSON document by its path (discovery: ``/api``, ``/apis/example.com/v1``).
@@ -403,43 +387,90 @@ class Transport:
             TransportError: no usable answer, or a body that is not JSON.
         """
         api = self._api
-        headers: dict[str, str] = dict(api.default_headers)
-        headers["Accept"] = "application/json"
-        if getattr(api, "cookie", None):
-            headers["Cookie"] = api.cookie
-        query: list[tuple[str, str]] = []
         timeout = aiohttp.ClientTimeout(
             total=None,
             sock_connect=CONNECT_TIMEOUT,
             connect=CONNECT_TIMEOUT,
             sock_read=read_timeout,
         )
-        try:
-            await api.update_params_for_auth(headers, query, ["BearerToken"])
-            response = await api.rest_client.request(
-                "GET",
-                api_client_host(api) + path,
-                query_params=query,
-                headers=headers,
-                _preload_content=False,
-                _request_timeout=timeout,
-            )
-        except _NETWORK_ERRORS as exc:
-            raise TransportError(f"get {path}: {_explain(exc)}") from exc
-        except k8s_config.ConfigException as exc:  # a credential plugin failed
-            raise TransportError(f"get {path}: credentials: {exc}") from exc
-        try:
-            if not 200 <= response.status < 300:
-                raise await _error_from(response, "get", path)
-            body = await response.read()
-        except _NETWORK_ERRORS as exc:
-            raise TransportError(f"get {path}: body not read: {_explain(exc)}") from exc
-        finally:
-            response.release()
-        try:
-            return loads(body)
-        except ValueError:
-            raise TransportError(f"get {path}: response is not JSON") from None
+        response = await _open(
+            api,
+            "GET",
+            api_client_host(api) + path,
+            query=[],
+            accept="application/json",
+            timeout=timeout,
+            verb="get",
+            what=path,
+        )
+        return await _read_json(response, "get", path)
+
+
+async def _open(
+    api: Any,
+    method: str,
+    url: str,
+    *,
+    query: list[tuple[str, str]],
+    accept: str,
+    timeout: Any,
+    verb: str,
+    what: str,
+    body: Any = None,
+    content_type: str | None = None,
+) -> Any:
+    """Send one request through the ApiClient; return the response of a 2xx answer.
+
+    The ApiClient's auth applies: a bearer token (with its refresh hook: exec plugins,
+    in-cluster token rotation); client certificates live in its SSL context. Every other
+    status is raised as the matching `ApiError`, and no answer as `TransportError`.
+    """
+    headers: dict[str, str] = dict(api.default_headers)
+    headers["Accept"] = accept
+    if content_type is not None:
+        headers["Content-Type"] = content_type
+    if getattr(api, "cookie", None):
+        headers["Cookie"] = api.cookie
+    try:
+        await api.update_params_for_auth(headers, query, ["BearerToken"])
+        response = await api.rest_client.request(
+            method,
+            url,
+            query_params=query,
+            headers=headers,
+            body=body,
+            _preload_content=False,
+            _request_timeout=timeout,
+        )
+    except _NETWORK_ERRORS as exc:
+        raise TransportError(f"{verb} {what}: {_explain(exc)}") from exc
+    except (TypeError, ValueError) as exc:
+        if body is None:
+            raise
+        # json.dumps in the REST client: a value that JSON cannot carry (a datetime, bytes).
+        raise InvalidOptionError(f"{verb} {what}: the body is not JSON: {exc}") from None
+    except k8s_config.ConfigException as exc:  # a credential plugin failed
+        raise TransportError(f"{verb} {what}: credentials: {exc}") from exc
+    if 200 <= response.status < 300:
+        return response
+    try:
+        raise await _error_from(response, verb, what)
+    finally:
+        response.release()
+
+
+async def _read_json(response: Any, verb: str, what: str) -> Any:
+    """Read a 2xx response's body and parse it as JSON, releasing the response."""
+    try:
+        data = await response.read()
+    except _NETWORK_ERRORS as exc:
+        raise TransportError(f"{verb} {what}: body not read: {_explain(exc)}") from exc
+    finally:
+        response.release()
+    try:
+        return loads(data)
+    except ValueError:
+        raise TransportError(f"{verb} {what}: response is not JSON") from None
 
 
 def _selectors(label_selector: str | None, field_selector: str | None) -> list[tuple[str, str]]:
@@ -509,45 +540,19 @@ async def send_request(
         TransportError: no usable answer (network failure, a body that is not JSON).
         InvalidOptionError: ``body`` cannot be encoded as JSON.
     """
-    api = api_client
-    url = api_client_host(api) + path
-    params = list(query)
-    headers: dict[str, str] = dict(api.default_headers)
-    headers["Accept"] = "application/json"
-    headers["Content-Type"] = content_type
-    if getattr(api, "cookie", None):
-        headers["Cookie"] = api.cookie
     timeout = aiohttp.ClientTimeout(
         total=REQUEST_TIMEOUT, sock_connect=CONNECT_TIMEOUT, connect=CONNECT_TIMEOUT
     )
-    try:
-        await api.update_params_for_auth(headers, params, ["BearerToken"])
-        response = await api.rest_client.request(
-            method,
-            url,
-            query_params=params,
-            headers=headers,
-            body=body,
-            _preload_content=False,
-            _request_timeout=timeout,
-        )
-    except _NETWORK_ERRORS as exc:
-        raise TransportError(f"{verb} {resource}: {_explain(exc)}") from exc
-    except (TypeError, ValueError) as exc:
-        # json.dumps in the REST client: a value that JSON cannot carry (a datetime, bytes).
-        raise InvalidOptionError(f"{verb} {resource}: the body is not JSON: {exc}") from None
-    except k8s_config.ConfigException as exc:  # a credential plugin failed
-        raise TransportError(f"{verb} {resource}: credentials: {exc}") from exc
-    try:
-        if not 200 <= response.status < 300:
-            raise await _error_from(response, verb, resource)
-        try:
-            data = await response.read()
-        except _NETWORK_ERRORS as exc:
-            raise TransportError(f"{verb} {resource}: body not read: {_explain(exc)}") from exc
-    finally:
-        response.release()
-    try:
-        return loads(data)
-    except ValueError:
-        raise TransportError(f"{verb} {resource}: response is not JSON") from None
+    response = await _open(
+        api_client,
+        method,
+        api_client_host(api_client) + path,
+        query=list(query),
+        accept="application/json",
+        timeout=timeout,
+        verb=verb,
+        what=resource,
+        body=body,
+        content_type=content_type,
+    )
+    return await _read_json(response, verb, resource)
