@@ -920,3 +920,40 @@ async def test_random_changes_faults_and_a_fickle_consumer_converge(
         assert sum(fault.fired for fault in added) >= 3
         assert stats.watches > 3
         assert stats.errors + stats.malformed_lines > 0  # the faults were met, not dodged
+
+
+@pytest.mark.parametrize("progress", [False, True])
+async def test_a_410_is_logged_once_at_info_with_its_context(
+    env: Env, progress: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A routine 410 is one INFO line, whether relisted at once or after a backoff.
+
+    It used to be an INFO "relisting" and then a WARNING "retrying in ..." for the same
+    error. The record carries ``extra=`` fields (resource, namespace, reason, attempt) for
+    structured log processors.
+    """
+    env.create("a")
+    if progress:  # the first stream delivers (initial events + bookmark + one change)
+        env.server.faults.add(Fault.end_after(3), verb="watch")
+    expired = env.server.faults.add(Fault.expired(), verb="watch")
+    caplog.set_level(logging.DEBUG, logger="crwatch")
+    async with env.watch() as events:
+        assert len(await take(events, 1)) == 1
+        if progress:
+            env.patch("a", size=1)
+        env.create("b")
+        got = await take(events, 2 if progress else 1)
+        assert got[-1].key == "default/b"
+        assert expired.fired == 1
+    about_410 = [
+        r for r in caplog.records if "Expired" in r.getMessage() or "410" in r.getMessage()
+    ]
+    assert len(about_410) == 1, [r.getMessage() for r in about_410]
+    (record,) = about_410
+    assert record.levelno == logging.INFO
+    assert "relisting" in record.getMessage()
+    assert record.__dict__["resource"] == str(WIDGETS)
+    assert record.__dict__["namespace"] == "default"
+    assert record.__dict__["reason"] == "ExpiredError"
+    assert isinstance(record.__dict__["attempt"], int)
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]

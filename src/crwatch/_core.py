@@ -43,6 +43,7 @@ from ._exceptions import (
     ExpiredError,
     MalformedLineError,
     ResourceVersionRollbackError,
+    ResourceVersionTooLargeError,
     StallTimeout,
     TransportError,
 )
@@ -170,6 +171,10 @@ def admission(namespace: str | None, namespaced: bool | None) -> Callable[[Any],
         return None
 
     return anywhere
+
+
+#: Failures a relist answers: routine on a healthy cluster, so logged at INFO, not WARNING.
+_RELIST_ERRORS: Final = (ExpiredError, ResourceVersionTooLargeError)
 
 
 def _rv_int(rv: str) -> int | None:
@@ -553,11 +558,15 @@ class Core:
         try:
             while True:
                 assert observation is not None
-                if isinstance(observation, Failed):
-                    self._note_failure(observation.error)
+                failure = observation.error if isinstance(observation, Failed) else None
+                if failure is not None:
+                    self._note_failure(failure)
                 self._fold()
                 before = self.state.resource_version  # for _check_rollback
+                phase = self.state.phase
                 self.state, actions = step(self.state, observation, anyio.current_time())
+                if failure is not None:
+                    self._log_failure(failure, phase, actions)
                 observation = None
                 for action in actions:
                     if isinstance(action, Deliver):
@@ -620,9 +629,19 @@ class Core:
             return None, await self._list(action)
         assert isinstance(action, Sleep), action
         delay = max(0.0, action.until - anyio.current_time())
-        if action.error is not None:
+        error = action.error
+        if error is not None:
+            # Logged here, once, with the delay (not also where the failure was noted).
             # Error messages already name the verb and the resource.
-            log.warning("%s; retrying in %.1f s", action.error, delay)
+            routine = isinstance(error, _RELIST_ERRORS)
+            log.log(
+                logging.INFO if routine else logging.WARNING,
+                "%s; %s in %.1f s",
+                error,
+                "relisting" if routine else "retrying",
+                delay,
+                extra=self._log_fields(error, delay=round(delay, 3)),
+            )
         await anyio.sleep(delay)
         return None, SleepDone()
 
@@ -633,10 +652,28 @@ class Core:
         counters.last_error_at = time.time()
         if isinstance(error, StallTimeout):
             counters.stalls += 1
-        if isinstance(error, ExpiredError):
-            log.info("%s; relisting", error)
-        elif isinstance(error, BadRequestError) and self.state.phase is Phase.STREAMING_LIST:
-            log.info("%s; falling back to paginated lists", error)
+
+    def _log_failure(self, error: CrwatchError, phase: Phase, actions: Iterable[object]) -> None:
+        """Log a failure the machine answered at once, as one line.
+
+        A failure it backs off from is logged by the sleep instead, with the delay.
+        """
+        if any(isinstance(action, Sleep) for action in actions):
+            return
+        if isinstance(error, _RELIST_ERRORS):
+            log.info("%s; relisting", error, extra=self._log_fields(error))
+        elif isinstance(error, BadRequestError) and phase is Phase.STREAMING_LIST:
+            log.info("%s; falling back to paginated lists", error, extra=self._log_fields(error))
+
+    def _log_fields(self, error: CrwatchError, **more: Any) -> dict[str, Any]:
+        """Structured context for log processors: ``extra=`` fields on the record."""
+        return {
+            "resource": str(self.resource),
+            "namespace": self.options.namespace,
+            "reason": type(error).__name__,
+            "attempt": self.state.attempt,
+            **more,
+        }
 
     async def _open(
         self, action: StartWatch | StartStreamingList
