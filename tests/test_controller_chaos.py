@@ -350,3 +350,136 @@ async def test_controller_converges_under_random_faults(
             await poll(lambda: server.statistics().open_watches == 0)
     assert len(asyncio.all_tasks()) == tasks_before
     assert unexpected_errors(caplog.records) == []
+
+
+# Lease timings, in real seconds (the lease duration is whole seconds, at least 1). The
+# leader gives up at most retry_period + renew_deadline after its last renewal, and a
+# follower takes over no sooner than lease_duration after it saw that renewal, so a
+# shutdown_timeout below lease_duration - renew_deadline - retry_period (0.3 s here) keeps
+# the two from acting at once.
+LEASE, RENEW, RETRY = 1.0, 0.5, 0.2
+SLACK = 0.1  # seconds of event-loop lateness and request latency tolerated in the bounds
+
+
+@pytest.mark.parametrize("seed", LEADER_SEEDS)
+async def test_leader_loss_mid_reconcile_hands_over_without_overlap(
+    tmp_path: Path, seed: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Two replicas under LeaderElection: losing the Lease mid-reconcile never overlaps.
+
+    The leader's Lease renewals fail (an injected 500 on lease updates) while one of its
+    reconciles is running and will not finish by itself; its controller is cancelled,
+    stops within ``shutdown_timeout``, and only then does the other replica take over,
+    which reconciles every object at its latest generation under continued churn and
+    watch faults. Acting intervals of the two replicas never overlap, no key runs twice at
+    once, and no task or watch is left.
+    """
+    caplog.set_level(logging.WARNING)
+    rnd = random.Random(seed)
+    progress = Progress()
+    # Within the documented bound (no overlap), or past it (overlap bounded by the excess).
+    shutdown_timeout = (0.1, 0.7, 0.0)[seed % 3]
+    window = max(0.0, RETRY + RENEW + shutdown_timeout - LEASE)
+    tasks_before = len(asyncio.all_tasks())
+    async with FakeApiServer(bookmark_interval=0.05) as server:
+        rtype, kubeconfig = await _cluster(server, tmp_path)
+        writer = Writer(server, rtype, rnd, n=6)
+        for i in range(4):
+            writer.create(f"w{i}")
+        async with crwatch.Client.from_kubeconfig(kubeconfig) as client:
+            replicas = {
+                name: Reconciler(random.Random(seed * 10 + i), progress, name)
+                for i, name in enumerate(("a", "b"))
+            }
+            elections: dict[str, crwatch.LeaderElection] = {}
+            lost: dict[str, float] = {}
+
+            async def replica(name: str) -> None:
+                reconciler = replicas[name]
+                election = crwatch.LeaderElection(
+                    client,
+                    "widgets-chaos",
+                    namespace="default",
+                    identity=name,
+                    lease_duration=LEASE,
+                    renew_deadline=RENEW,
+                    retry_period=RETRY,
+                )
+                elections[name] = election
+                controller = crwatch.Controller(
+                    client,
+                    WIDGETS,
+                    reconciler,
+                    workers=rnd.randrange(2, 5),
+                    namespace="default",
+                    rate_limiter=crwatch.ExponentialRateLimiter(base=0.001, maximum=0.02),
+                    shutdown_timeout=shutdown_timeout,
+                    informers=crwatch.SharedInformers(backoff=FAST),
+                    name=f"widgets-{name}",
+                )
+                async with election:
+                    try:
+                        async with election.leading(), controller:
+                            await anyio.sleep_forever()
+                    except crwatch.LeadershipLost:
+                        lost[name] = time.monotonic()
+                        progress.poke()
+
+            async def churn(steps: int) -> None:
+                for step in range(steps):
+                    writer.step(step)
+                    if rnd.random() < 0.05:
+                        inject(server, rnd)
+                    await anyio.sleep(rnd.random() * 0.004)  # a pace, not a synchronisation
+
+            def leader() -> str | None:
+                leading = [n for n, e in elections.items() if e.is_leader]
+                assert len(leading) <= 1, "two replicas lead at once"
+                return leading[0] if leading else None
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(replica, "a")
+                tg.start_soon(replica, "b")
+                await progress.until(lambda: leader() is not None and replicas[leader()].active)
+                first = leader()
+                assert first is not None
+                follower = "b" if first == "a" else "a"
+                await churn(60)
+                # The leader's next reconciles hang; wait until one runs, then cut its Lease.
+                replicas[first].hold = True
+                for i in range(4):
+                    if f"default/w{i}" in writer.state():
+                        server.patch(rtype, f"w{i}", {"spec": {"held": True}}, namespace="default")
+                    else:
+                        writer.create(f"w{i}")
+                await progress.until(lambda: replicas[first].active > 0)
+                cut = server.faults.add(
+                    Fault.status(500), verb="update", resource="leases", times=None
+                )
+                cut_at = time.monotonic()
+                await progress.until(lambda: first in lost)
+                cut.remove()
+                await churn(60)
+                server.faults.clear()
+                replicas[follower].chaos = False
+                await progress.until(lambda: converged(writer, replicas[follower]))
+                assert elections[follower].is_leader
+                tg.cancel_scope.cancel()
+            old, new = replicas[first], replicas[follower]
+            assert old.intervals
+            assert new.intervals
+            old_end = max(end for _, end in old.intervals)
+            new_start = min(start for start, _ in new.intervals)
+            assert old_end - new_start <= window + SLACK, (
+                f"seed {seed}: replicas acted at once for {old_end - new_start:.3f} s, "
+                f"more than the {window:.3f} s the lease timings allow"
+            )
+            # The hanging reconcile was cancelled once the renewals had failed for
+            # renew_deadline (after one retry period) and shutdown_timeout had passed.
+            assert old_end > cut_at
+            assert old_end - cut_at <= RETRY + RENEW + shutdown_timeout + 5 * SLACK
+            assert old.overlaps == []
+            assert new.overlaps == []
+            await poll(lambda: server.statistics().open_watches == 0)
+    assert len(asyncio.all_tasks()) == tasks_before
+    assert unexpected_errors(caplog.records) == []
