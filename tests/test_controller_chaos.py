@@ -40,7 +40,7 @@ import anyio
 import pytest
 
 import crwatch
-from crwatch.testing import FakeApiServer, Fault, ResourceType
+from crwatch.testing import ApiError, FakeApiServer, Fault, ResourceType
 
 pytestmark = pytest.mark.anyio
 
@@ -148,23 +148,76 @@ class Reconciler:
                 raise Injected(f"injected failure of {ctx.key}")
             if roll < 0.2:
                 return crwatch.Action.requeue(after=self.rnd.choice([0, 0.001, 0.01]))
-        await anyio.lowlevel.checkpoint()  # let the writer and the watches interleave
-        generation = meta.get("generation")
-        if (obj.get("status") or {}).get("observedGeneration") == generation:
-            return None
+        return await self.act(ctx, obj)
+
+    async def act(
+        self, ctx: crwatch.Context[dict[str, Any]], obj: dict[str, Any]
+    ) -> crwatch.Action | None:
+        """Bring the object's status up to date; a 409 asks for a requeue."""
         try:
-            await ctx.client.patch_status(
-                WIDGETS,
-                obj,
-                {"observedGeneration": generation},
-                resource_version=meta["resourceVersion"],
-            )
+            await self.write_status(ctx.client, obj)
         except crwatch.ConflictError:
             self.conflicts += 1
             return crwatch.Action.requeue()
         except crwatch.NotFoundError:
             return None  # deleted meanwhile: its deletion is reconciled next
+        return None
+
+    async def write_status(self, client: crwatch.Client, obj: dict[str, Any]) -> None:
+        """Write ``status.observedGeneration``, conditional on the resourceVersion read."""
+        await anyio.lowlevel.checkpoint()  # let the writer and the watches interleave
+        meta = obj["metadata"]
+        generation = meta.get("generation")
+        if (obj.get("status") or {}).get("observedGeneration") == generation:
+            return
+        await client.patch_status(
+            WIDGETS,
+            obj,
+            {"observedGeneration": generation},
+            resource_version=meta["resourceVersion"],
+        )
         self.writes += 1
+
+
+FINALIZER = "example.com/chaos"
+
+
+class FinalizingReconciler(Reconciler):
+    """A reconcile through ``crwatch.finalizer``: status on live objects, cleanup on delete.
+
+    Cleanups fail at random while ``chaos`` is on; each successful one is counted per uid.
+    It also records an Event now and then (the controller's EventRecorder writes it).
+    """
+
+    def __init__(self, rnd: random.Random, progress: Progress) -> None:
+        super().__init__(rnd, progress)
+        self.cleaned: dict[str, int] = {}
+
+    async def act(
+        self, ctx: crwatch.Context[dict[str, Any]], obj: dict[str, Any]
+    ) -> crwatch.Action | None:
+        async def apply(live: dict[str, Any]) -> None:
+            await self.write_status(ctx.client, live)
+            if self.rnd.random() < 0.1:
+                ctx.record(live, "Synced", "status written")
+
+        async def cleanup(doomed: dict[str, Any]) -> None:
+            await anyio.lowlevel.checkpoint()
+            if self.chaos and self.rnd.random() < 0.2:
+                self.injected += 1
+                raise Injected(f"injected cleanup failure of {ctx.key}")
+            uid = doomed["metadata"]["uid"]
+            self.cleaned[uid] = self.cleaned.get(uid, 0) + 1
+
+        try:
+            await crwatch.finalizer(
+                ctx.client, WIDGETS, obj, FINALIZER, apply=apply, cleanup=cleanup
+            )
+        except crwatch.ConflictError:
+            self.conflicts += 1
+            return crwatch.Action.requeue()
+        except crwatch.NotFoundError:
+            return None
         return None
 
 
@@ -174,11 +227,17 @@ class Writer:
     def __init__(self, server: FakeApiServer, rtype: ResourceType, rnd: random.Random, n: int):
         self.server, self.rtype, self.rnd, self.n = server, rtype, rnd, n
         self.ever: set[str] = set()
+        self.finalized: set[str] = set()  # uids deleted while they carried FINALIZER
 
     def create(self, name: str) -> None:
-        self.server.create(
-            self.rtype, {"metadata": {"name": name, "namespace": "default"}, "spec": {"n": 0}}
-        )
+        try:
+            self.server.create(
+                self.rtype,
+                {"metadata": {"name": name, "namespace": "default"}, "spec": {"n": 0}},
+            )
+        except ApiError as exc:  # still terminating (its finalizer not yet removed)
+            if exc.code != 409:
+                raise
         self.ever.add(f"default/{name}")
 
     def step(self, step: int) -> None:
@@ -189,7 +248,9 @@ class Writer:
             return
         roll = self.rnd.random()
         if roll < 0.15:
-            self.server.delete(self.rtype, name, namespace="default")
+            last = self.server.delete(self.rtype, name, namespace="default")
+            if FINALIZER in (last["metadata"].get("finalizers") or ()):
+                self.finalized.add(last["metadata"]["uid"])
         elif roll < 0.4:  # status-only: no new generation, but a new resourceVersion
             self.server.patch(
                 self.rtype, name, {"status": {"note": step}}, namespace="default", status=True
@@ -251,8 +312,14 @@ def converged(writer: Writer, reconciler: Reconciler) -> bool:
     (a replica that started after the deletion never saw it).
     """
     state = writer.state()
+    finalizing = isinstance(reconciler, FinalizingReconciler)
     for key, obj in state.items():
-        if (obj.get("status") or {}).get("observedGeneration") != obj["metadata"]["generation"]:
+        meta = obj["metadata"]
+        if (obj.get("status") or {}).get("observedGeneration") != meta["generation"]:
+            return False
+        if meta.get("deletionTimestamp"):  # a deletion the finalizer still holds up
+            return False
+        if finalizing and FINALIZER not in (meta.get("finalizers") or ()):
             return False
         if reconciler.last_seen.get(key) != obj["metadata"]["uid"]:
             return False
@@ -280,21 +347,27 @@ async def _cluster(server: FakeApiServer, tmp_path: Path) -> tuple[ResourceType,
     return rtype, server.kubeconfig(tmp_path / "kc")
 
 
+@pytest.mark.parametrize("finalizing", [False, True], ids=["status", "finalizer"])
 @pytest.mark.parametrize("seed", SEEDS)
 async def test_controller_converges_under_random_faults(
-    tmp_path: Path, seed: int, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, seed: int, finalizing: bool, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A controller under random changes and faults ends with every object reconciled.
 
     Watch faults, 409s on its writes, failing and requeueing reconciles: once quiet, every
     object's ``observedGeneration`` is its generation, each key's last reconcile saw the
     final object (``None`` for deleted ones), no key ran twice at once, no task or watch
-    is left, and the only ERROR logs are the injected reconcile failures.
+    is left, and the only ERROR logs are the injected reconcile failures. With
+    ``crwatch.finalizer`` (cleanups failing at random too, Events recorded): every live
+    object carries the finalizer, no deletion is left pending, and every object deleted
+    while it carried the finalizer was cleaned up.
     """
     caplog.set_level(logging.WARNING)
     rnd = random.Random(seed)
     progress = Progress()
-    reconciler = Reconciler(random.Random(seed + 1000), progress)
+    reconciler = (FinalizingReconciler if finalizing else Reconciler)(
+        random.Random(seed + 1000), progress
+    )
     tasks_before = len(asyncio.all_tasks())
     async with FakeApiServer(bookmark_interval=0.05) as server:
         rtype, kubeconfig = await _cluster(server, tmp_path)
@@ -317,6 +390,13 @@ async def test_controller_converges_under_random_faults(
                 )
                 async with controller:
                     await controller.wait_synced(timeout=GUARD)
+                    if finalizing:  # so that the first deletions meet the finalizer
+                        await progress.until(
+                            lambda: all(
+                                FINALIZER in (o["metadata"].get("finalizers") or ())
+                                for o in writer.state().values()
+                            )
+                        )
                     for step in range(1, 151):
                         writer.step(step)
                         if rnd.random() < 0.08:
@@ -347,6 +427,9 @@ async def test_controller_converges_under_random_faults(
             gone = writer.ever - set(writer.state())
             # A deleted key the controller had reconciled got a reconcile with None.
             assert {key for key in gone if key in reconciler.last_seen} <= (reconciler.deleted_seen)
+            if isinstance(reconciler, FinalizingReconciler):
+                assert writer.finalized, "no deletion met the finalizer"
+                assert writer.finalized <= set(reconciler.cleaned)
             await poll(lambda: server.statistics().open_watches == 0)
     assert len(asyncio.all_tasks()) == tasks_before
     assert unexpected_errors(caplog.records) == []
