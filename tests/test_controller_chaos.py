@@ -31,6 +31,7 @@ import asyncio
 import logging
 import os
 import random
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -104,6 +105,7 @@ class Reconciler:
         self.name = name
         self.chaos = True
         self.hold = False  # reconciles started while set wait until cancelled
+        self.hangs = False  # while chaos is on, some reconciles hang (for reconcile_timeout)
         self.in_flight: dict[str, int] = {}
         self.overlaps: list[str] = []
         self.last_seen: dict[str, str | None] = {}  # key -> uid of the object, None if gone
@@ -148,6 +150,8 @@ class Reconciler:
                 raise Injected(f"injected failure of {ctx.key}")
             if roll < 0.2:
                 return crwatch.Action.requeue(after=self.rnd.choice([0, 0.001, 0.01]))
+            if roll < 0.23 and self.hangs:
+                await anyio.sleep_forever()
         return await self.act(ctx, obj)
 
     async def act(
@@ -265,9 +269,19 @@ class Writer:
         }
 
 
-def inject(server: FakeApiServer, rnd: random.Random) -> str:
-    """Inject one random fault; return what it was (for the failure message)."""
-    choice = rnd.randrange(8)
+def inject(server: FakeApiServer, rnd: random.Random, *, cut_writes: bool = False) -> str:
+    """Inject one random fault; return what it was (for the failure message).
+
+    With ``cut_writes``, the controller's writes may also stall past its reconcile
+    timeout or lose their connection.
+    """
+    choice = rnd.randrange(10 if cut_writes else 8)
+    if choice == 8:
+        server.faults.add(Fault.stall(0.5), verb="patch", resource="widgets")
+        return "stalled write"
+    if choice == 9:
+        server.faults.add(Fault.reset(), verb="patch", resource="widgets")
+        return "reset write"
     if choice == 0:
         server.close_watches()
         return "close"
@@ -326,13 +340,23 @@ def converged(writer: Writer, reconciler: Reconciler) -> bool:
     return all(reconciler.last_seen.get(key) is None for key in writer.ever - set(state))
 
 
-def unexpected_errors(records: list[logging.LogRecord]) -> list[str]:
-    """ERROR records other than the reconciles the schedule made fail."""
+def unexpected_errors(
+    records: list[logging.LogRecord],
+    *,
+    injected: tuple[type[BaseException], ...] = (Injected,),
+    timeouts: bool = False,
+) -> list[str]:
+    """ERROR records other than the failures the schedule caused.
+
+    Those are reconciles that raised one of the ``injected`` errors and, with ``timeouts``,
+    reconciles cancelled past their deadline.
+    """
     return [
         record.getMessage()
         for record in records
         if record.levelno >= logging.ERROR
-        and not (record.exc_info and isinstance(record.exc_info[1], Injected))
+        and not (record.exc_info and isinstance(record.exc_info[1], injected))
+        and not (timeouts and "ran past its" in record.getMessage())
     ]
 
 
@@ -368,6 +392,7 @@ async def test_controller_converges_under_random_faults(
     reconciler = (FinalizingReconciler if finalizing else Reconciler)(
         random.Random(seed + 1000), progress
     )
+    reconciler.hangs = True
     tasks_before = len(asyncio.all_tasks())
     async with FakeApiServer(bookmark_interval=0.05) as server:
         rtype, kubeconfig = await _cluster(server, tmp_path)
@@ -386,6 +411,7 @@ async def test_controller_converges_under_random_faults(
                     namespace="default",
                     rate_limiter=crwatch.ExponentialRateLimiter(base=0.001, maximum=0.02),
                     shutdown_timeout=1.0,
+                    reconcile_timeout=0.25,
                     informers=informers,
                 )
                 async with controller:
@@ -400,7 +426,7 @@ async def test_controller_converges_under_random_faults(
                     for step in range(1, 151):
                         writer.step(step)
                         if rnd.random() < 0.08:
-                            faults.append(inject(server, rnd))
+                            faults.append(inject(server, rnd, cut_writes=True))
                         if rnd.random() < 0.3:
                             # Let the controller run for a while (a real-time pace, not
                             # a synchronisation: the invariants hold for any interleaving).
@@ -422,7 +448,10 @@ async def test_controller_converges_under_random_faults(
                     stats = controller.statistics()
             assert reconciler.overlaps == []
             assert faults, "the schedule injected no fault"
-            assert stats.errors == reconciler.injected
+            # Every failure is counted once: raised, timed out, or a write cut off.
+            cut = faults.count("reset write")
+            assert reconciler.injected + stats.timeouts <= stats.errors
+            assert stats.errors <= reconciler.injected + stats.timeouts + cut
             assert stats.informers[0].watches > 1  # the watch faults were met
             gone = writer.ever - set(writer.state())
             # A deleted key the controller had reconciled got a reconcile with None.
@@ -432,7 +461,12 @@ async def test_controller_converges_under_random_faults(
                 assert writer.finalized <= set(reconciler.cleaned)
             await poll(lambda: server.statistics().open_watches == 0)
     assert len(asyncio.all_tasks()) == tasks_before
-    assert unexpected_errors(caplog.records) == []
+    assert (
+        unexpected_errors(
+            caplog.records, injected=(Injected, crwatch.TransportError), timeouts=True
+        )
+        == []
+    )
 
 
 # Lease timings, in real seconds (the lease duration is whole seconds, at least 1). The
@@ -566,3 +600,67 @@ async def test_leader_loss_mid_reconcile_hands_over_without_overlap(
             await poll(lambda: server.statistics().open_watches == 0)
     assert len(asyncio.all_tasks()) == tasks_before
     assert unexpected_errors(caplog.records) == []
+
+
+# --- regressions the chaos tests found ----------------------------------------------------
+
+
+class _AsyncReconcile:
+    """A reconcile object whose ``async def __call__`` its subclasses inherit."""
+
+    def __init__(self) -> None:
+        self.threads: list[str] = []
+        self.started = Progress()
+        self.calls = 0
+        self.cancelled = 0
+
+    async def __call__(self, ctx: crwatch.Context[dict[str, Any]]) -> None:
+        self.threads.append(threading.current_thread().name)
+        self.calls += 1
+        self.started.poke()
+        if ctx.retries == 0:
+            try:
+                await anyio.sleep_forever()
+            except anyio.get_cancelled_exc_class():
+                self.cancelled += 1
+                raise
+
+
+class _InheritedAsyncReconcile(_AsyncReconcile):
+    """Inherits ``__call__``: still an async reconcile."""
+
+
+async def test_an_inherited_async_call_is_an_async_reconcile(tmp_path: Path) -> None:
+    """Regression: a reconcile object whose class inherits ``async def __call__`` is async.
+
+    It was taken for a sync reconcile (only the class's own ``__dict__`` was looked at): it
+    ran through a worker thread hop and, past ``reconcile_timeout``, was only reported,
+    never cancelled, so the key hung for good. Now it runs on the event loop and is
+    cancelled at its deadline, then retried.
+    """
+    reconcile = _InheritedAsyncReconcile()
+    clock = crwatch.ManualClock()
+    async with FakeApiServer() as server:
+        rtype, kubeconfig = await _cluster(server, tmp_path)
+        server.create(rtype, {"metadata": {"name": "w", "namespace": "default"}})
+        async with crwatch.Client.from_kubeconfig(kubeconfig) as client:
+            controller = crwatch.Controller(
+                client,
+                WIDGETS,
+                reconcile,
+                reconcile_timeout=10,
+                shutdown_timeout=0,
+                clock=clock,
+                informers=crwatch.SharedInformers(backoff=FAST),
+            )
+            async with controller:
+                await reconcile.started.until(lambda: reconcile.calls == 1)
+                await anyio.wait_all_tasks_blocked()
+                clock.advance(10)
+                await anyio.wait_all_tasks_blocked()
+                clock.advance(0.005)  # the retry's backoff
+                await reconcile.started.until(lambda: reconcile.calls == 2, timeout=5)
+                stats = controller.statistics()
+    assert reconcile.cancelled == 1
+    assert stats.timeouts == 1
+    assert reconcile.threads == [threading.current_thread().name] * 2
