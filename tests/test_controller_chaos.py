@@ -5,8 +5,10 @@ writer makes random changes (spec updates that bump ``metadata.generation``, sta
 updates, deletes, re-creates under the same name) and the schedule injects faults: watches
 closed or answered 410 (with compactions), 500/429 on list and watch, 409 Conflicts on the
 controller's status writes (which carry a ``resourceVersion`` precondition, so the writer's
-own status updates make some fail for real too), reconciles that raise or ask for a requeue,
-and, in the leader test, the loss of the Lease while a reconcile runs.
+own status updates make some fail for real too), writes that stall past the reconcile
+deadline or lose their connection, reconciles that raise, hang or ask for a requeue, a
+finalizer whose cleanups fail, and, in the leader test, the loss of the Lease while a
+reconcile runs.
 
 After quiescing (faults lifted, writer stopped, queue idle) the tests check:
 
@@ -16,7 +18,8 @@ After quiescing (faults lifted, writer stopped, queue idle) the tests check:
 - no key was ever reconciled twice at once (a per-key in-flight counter);
 - with two replicas under :class:`crwatch.LeaderElection`, the old leader stops acting
   before the new one starts (see ``docs/controller.md``, "Run two replicas");
-- no task and no watch connection is left, and nothing was logged at ERROR but the
+- a hanging reconcile is cancelled at ``reconcile_timeout`` and retried;
+- no task, no watch and no socket is left, and nothing was logged at ERROR but the
   injected failures.
 
 Seeds: the normal suite runs a fixed few (``SEEDS``). Set ``CRWATCH_CHAOS_SEEDS`` to run
