@@ -233,6 +233,16 @@ class FinalizingReconciler(Reconciler):
         return None
 
 
+class Observer(Reconciler):
+    """A second controller on the same shared informer: it records, and writes nothing."""
+
+    async def act(
+        self, ctx: crwatch.Context[dict[str, Any]], obj: dict[str, Any]
+    ) -> crwatch.Action | None:
+        await anyio.lowlevel.checkpoint()
+        return None
+
+
 class Writer:
     """Random changes to widgets ``w0``..``w{n-1}`` in ``default``, through the server."""
 
@@ -392,7 +402,8 @@ async def test_controller_converges_under_random_faults(
     is left, and the only ERROR logs are the injected reconcile failures. With
     ``crwatch.finalizer`` (cleanups failing at random too, Events recorded): every live
     object carries the finalizer, no deletion is left pending, and every object deleted
-    while it carried the finalizer was cleaned up.
+    while it carried the finalizer was cleaned up. A second controller on the same
+    ``SharedInformers`` (an observer) ends with the same view.
     """
     caplog.set_level(logging.WARNING)
     rnd = random.Random(seed)
@@ -401,6 +412,7 @@ async def test_controller_converges_under_random_faults(
         random.Random(seed + 1000), progress
     )
     reconciler.hangs = True
+    observer = Observer(random.Random(seed + 2000), progress)  # shares the informer
     tasks_before = len(asyncio.all_tasks())
     fds_before = open_fds()
     async with FakeApiServer(bookmark_interval=0.05) as server:
@@ -423,7 +435,17 @@ async def test_controller_converges_under_random_faults(
                     reconcile_timeout=0.25,
                     informers=informers,
                 )
-                async with controller:
+                audit = crwatch.Controller(
+                    client,
+                    WIDGETS,
+                    observer,
+                    workers=2,
+                    namespace="default",
+                    rate_limiter=crwatch.ExponentialRateLimiter(base=0.001, maximum=0.02),
+                    informers=informers,
+                    name="audit",
+                )
+                async with controller, audit:
                     await controller.wait_synced(timeout=GUARD)
                     if finalizing:  # so that the first deletions meet the finalizer
                         await progress.until(
@@ -442,9 +464,11 @@ async def test_controller_converges_under_random_faults(
                             await anyio.sleep(rnd.random() * 0.004)
                     # Quiesce: lift the faults, stop the chaos, wait for convergence.
                     server.faults.clear()
-                    reconciler.chaos = False
+                    reconciler.chaos = observer.chaos = False
                     try:
-                        await progress.until(lambda: converged(writer, reconciler))
+                        await progress.until(
+                            lambda: converged(writer, reconciler) and converged(writer, observer)
+                        )
                     except TimeoutError:  # pragma: no cover - the failure report
                         pytest.fail(
                             f"seed {seed}: no convergence; faults {faults}; "
@@ -453,9 +477,12 @@ async def test_controller_converges_under_random_faults(
                         )
                     with anyio.fail_after(GUARD):
                         await controller.queue.wait_idle()
+                        await audit.queue.wait_idle()
                     assert converged(writer, reconciler)
+                    assert converged(writer, observer)
                     stats = controller.statistics()
             assert reconciler.overlaps == []
+            assert observer.overlaps == []
             assert faults, "the schedule injected no fault"
             # Every failure is counted once: raised, timed out, or a write cut off.
             cut = faults.count("reset write")
