@@ -39,6 +39,9 @@ RANDOMIZED = [
     "tests/testing/test_fake_state_model.py",
     "tests/test_watch.py",
     "tests/test_informer.py",
+    "tests/test_workqueue.py",
+    "tests/test_ratelimit.py",
+    "tests/test_controller_chaos.py",
 ]
 
 
@@ -88,13 +91,15 @@ print(f"score: {(s['killed'] + s['timeout']) / max(1, done):.1%} of mutants that
 
 @nox.session
 def soak(session: nox.Session) -> None:
-    """Soak an Informer over 10,000 objects: ``nox -s soak -- --minutes 10``.
+    """Soak an Informer, then a Controller, over 10,000 objects: ``nox -s soak -- --minutes 10``.
 
-    Steady churn and periodic faults against FakeApiServer; samples RSS, tasks, fds and
-    subscriber depths, prints their slopes after warm-up and fails on steady growth.
+    Steady churn and periodic faults against FakeApiServer; samples RSS, tasks, fds,
+    subscriber and queue depths, prints their slopes after warm-up and fails on steady
+    growth. The options (``--minutes``, ``--seconds``, ``--objects``, ``--seed``) go to both.
     """
     _install(session)
     session.run("python", "tests/soak.py", *session.posargs)
+    session.run("python", "bench/soak_controller.py", *session.posargs)
 
 
 @nox.session

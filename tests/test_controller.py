@@ -137,6 +137,8 @@ async def test_reconciles_each_object_after_sync_then_each_change(cluster: Clust
         cluster.server.delete(cluster.widgets, "b", namespace="default")
         await calls.until(lambda c: len(c.of("default/b")) == 2)
         assert calls.of("default/b")[-1][1] is None
+        # The reconcile has been called; its bookkeeping ends when the queue is idle.
+        await controller.queue.wait_idle()
         stats = controller.statistics()
     assert stats.reconciles == 4
     assert stats.errors == 0

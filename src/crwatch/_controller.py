@@ -269,9 +269,12 @@ def _is_async_callable(fn: Callable[..., Any]) -> bool:
     """Whether calling ``fn`` gives a coroutine (an ``async def``, also behind a partial)."""
     if inspect.iscoroutinefunction(fn):
         return True
-    return not inspect.isfunction(fn) and inspect.iscoroutinefunction(
-        type(fn).__dict__.get("__call__")
+    # Looked up along the class's MRO, not in its own __dict__: a subclass inherits
+    # ``__call__``.
+    call = next(
+        (c.__dict__["__call__"] for c in type(fn).__mro__ if "__call__" in c.__dict__), None
     )
+    return not inspect.isfunction(fn) and inspect.iscoroutinefunction(call)
 
 
 def _as_resource(value: object, what: str) -> Resource:

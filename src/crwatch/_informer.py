@@ -179,10 +179,12 @@ def _is_async_callable(fn: Callable[..., Any]) -> bool:
     """Whether calling ``fn`` gives a coroutine (an ``async def``, also behind a partial)."""
     if inspect.iscoroutinefunction(fn):
         return True
-    # An instance whose class defines ``async def __call__``.
-    return not inspect.isfunction(fn) and inspect.iscoroutinefunction(
-        type(fn).__dict__.get("__call__")
+    # An instance whose class defines ``async def __call__``, looked up along the MRO and
+    # not in the class's own __dict__ only: a subclass inherits ``__call__``.
+    call = next(
+        (c.__dict__["__call__"] for c in type(fn).__mro__ if "__call__" in c.__dict__), None
     )
+    return not inspect.isfunction(fn) and inspect.iscoroutinefunction(call)
 
 
 def _check_subscriber(
