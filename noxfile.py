@@ -68,7 +68,7 @@ def chaos(session: nox.Session) -> None:
 
 @nox.session
 def mutate(session: nox.Session) -> None:
-    """Mutation testing (mutmut) of the pure core: _machine, _wire, _store, _backoff.
+    """Mutation testing (mutmut) of the pure core: _machine, _wire, _store, _backoff, _coalesce.
 
     Configured in pyproject.toml ([tool.mutmut]); prints the score. Takes minutes.
     ``nox -s mutate -- <mutant-name-glob>`` runs a subset.
