@@ -44,6 +44,7 @@ import anyio
 import pytest
 
 import crwatch
+from _support import until
 from crwatch.testing import ApiError, FakeApiServer, Fault, ResourceType
 
 pytestmark = pytest.mark.anyio
@@ -90,13 +91,6 @@ class Progress:
 def open_fds() -> int:
     """Count this process's open file descriptors (sockets included)."""
     return sum(1 for _ in Path("/proc/self/fd").iterdir())
-
-
-async def poll(condition: Callable[[], bool], timeout: float = 5.0) -> None:
-    """Wait for a condition the fake server gives nothing to await on (closed sockets)."""
-    with anyio.fail_after(timeout):
-        while not condition():  # noqa: ASYNC110
-            await anyio.sleep(0.005)
 
 
 class Reconciler:
@@ -496,9 +490,9 @@ async def test_controller_converges_under_random_faults(
             if isinstance(reconciler, FinalizingReconciler):
                 assert writer.finalized, "no deletion met the finalizer"
                 assert writer.finalized <= set(reconciler.cleaned)
-            await poll(lambda: server.statistics().open_watches == 0)
+            await until(lambda: server.statistics().open_watches == 0)
     assert len(asyncio.all_tasks()) == tasks_before
-    await poll(lambda: open_fds() <= fds_before)  # no socket left, of client or server
+    await until(lambda: open_fds() <= fds_before)  # no socket left, of client or server
     errors = unexpected_errors(
         caplog.records, injected=(Injected, crwatch.TransportError), timeouts=True
     )
@@ -633,7 +627,7 @@ async def test_leader_loss_mid_reconcile_hands_over_without_overlap(
             assert old_end - cut_at <= RETRY + RENEW + shutdown_timeout + 5 * SLACK
             assert old.overlaps == []
             assert new.overlaps == []
-            await poll(lambda: server.statistics().open_watches == 0)
+            await until(lambda: server.statistics().open_watches == 0)
     assert len(asyncio.all_tasks()) == tasks_before
     assert unexpected_errors(caplog.records) == []
 

@@ -8,7 +8,6 @@ counted, logged once and repaired by a relist, for both consumers of the driver.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +15,7 @@ import anyio
 import pytest
 
 import crwatch
-from _support import widget_cluster
+from _support import until, widget_cluster
 from crwatch import Backoff, Event
 from crwatch.testing import FakeApiServer, Fault, ResourceType
 
@@ -48,13 +47,6 @@ def widget(name: str, **spec: Any) -> dict[str, Any]:
         "metadata": {"name": name},
         "spec": spec,
     }
-
-
-async def until(predicate: Callable[[], object], timeout: float = 5.0) -> None:
-    """Wait for a counter that has no event to wait on (a relist that changes nothing)."""
-    with anyio.fail_after(timeout):
-        while not predicate():  # noqa: ASYNC110
-            await anyio.sleep(0.01)
 
 
 def skip_warnings(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
