@@ -107,3 +107,60 @@ def test_a_recreated_object_gives_the_deletion_then_an_added() -> None:
     assert deleted.old is not None
     assert deleted.old["spec"]["rv"] == 1  # what the consumer saw, not the skipped MODIFIED
     assert (added.type, added.object["spec"]["rv"], added.old) == (ADDED, 5, None)
+
+
+KEY = "d/a"
+
+
+def _event(kind: EventType, rv: int, old: int | None = None, *, synthetic: bool = False) -> Event:
+    return Event(kind, _obj(rv, 1), KEY, None if old is None else _obj(old, 1), synthetic)
+
+
+def test_a_synthetic_deletion_folded_into_a_run_stays_synthetic() -> None:
+    """A relist's synthetic DELETED keeps its flag and the ``old`` the consumer saw."""
+    run = Run(_event(MODIFIED, 2, old=1))
+    assert run.add(_event(DELETED, 3, old=2, synthetic=True)) == 1
+    (deleted,) = run.outputs()
+    assert deleted.type is DELETED
+    assert deleted.synthetic is True
+    assert deleted.old is not None
+    assert deleted.old["spec"]["rv"] == 1
+    plain = Run(_event(MODIFIED, 2, old=1))
+    plain.add(_event(DELETED, 3, old=2))
+    assert plain.outputs()[0].synthetic is False
+
+
+def test_a_folded_live_state_is_not_synthetic() -> None:
+    """A live event built from several changes carries ``synthetic=False``, not a stand-in."""
+    run = Run(_event(MODIFIED, 2, old=1))
+    assert run.add(_event(MODIFIED, 3, old=2)) == 1
+    (live,) = run.outputs()
+    assert (live.type, live.object["spec"]["rv"], live.synthetic) == (MODIFIED, 3, False)
+
+
+def test_a_second_deletion_in_a_run_is_redundant() -> None:
+    """In a run that starts with a deletion, a later deletion leaves the first one standing."""
+    first = _event(DELETED, 2, old=1)
+    run = Run(first)
+    assert run.add(_event(DELETED, 3, old=1)) == 1
+    assert run.outputs() == (first,)
+    assert run.size == 1
+
+
+def test_a_deletion_after_an_unseen_create_and_delete_is_delivered() -> None:
+    """An empty run (created and deleted unseen) takes a later deletion as a fresh run would."""
+    run = Run(_event(ADDED, 1))
+    assert run.add(_event(DELETED, 2, old=1)) == 2
+    assert run.empty
+    gone = _event(DELETED, 3, old=2)
+    assert run.add(gone) == 0
+    assert run.outputs() == (gone,)
+
+
+def test_a_change_after_a_deletion_is_an_added_whatever_its_type() -> None:
+    """After a deletion the object is new to the consumer: ADDED without ``old``."""
+    run = Run(_event(DELETED, 2, old=1))
+    assert run.add(_event(MODIFIED, 4, old=3)) == 0
+    deleted, live = run.outputs()
+    assert deleted.type is DELETED
+    assert (live.type, live.old, live.object["spec"]["rv"]) == (ADDED, None, 4)
