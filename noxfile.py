@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+
 import nox
 
 nox.needs_version = ">=2025.2"
@@ -110,11 +113,51 @@ def lint(session: nox.Session) -> None:
     session.run("ruff", "format", "--check", ".")
 
 
+#: The public modules whose API pyright's ``--verifytypes`` must find fully typed.
+PUBLIC_MODULES = [
+    "crwatch",
+    "crwatch.compat",
+    "crwatch.metrics",
+    "crwatch.otel",
+    "crwatch.prometheus",
+    "crwatch.testing",
+]
+
+
 @nox.session
 def typing(session: nox.Session) -> None:
-    """Type-check with mypy --strict: the package and the typing-only API file."""
+    """Type-check with mypy --strict, then require pyright's type completeness at 100%.
+
+    ``pyright --verifytypes`` checks what a user's type checker sees of each public module:
+    every exported symbol (and every type its signatures reach) with a known type.
+    """
     _install(session, "typing")
     session.run("mypy")
+    failed = []
+    for module in PUBLIC_MODULES:
+        # pyright exits 1 when it reports errors; the score is read from its JSON report so
+        # that anything below 100% fails too, whatever the exit code says.
+        output = session.run(
+            "pyright",
+            "--verifytypes",
+            module,
+            "--ignoreexternal",
+            "--outputjson",
+            silent=True,
+            success_codes=[0, 1],
+            stderr=subprocess.DEVNULL,
+        )
+        report = json.loads(str(output))
+        score = report["typeCompleteness"]["completenessScore"]
+        session.log(f"pyright --verifytypes {module}: {score:.1%}")
+        if score < 1:
+            failed.append(module)
+            for symbol in report["typeCompleteness"]["symbols"]:
+                for diagnostic in symbol["diagnostics"]:
+                    if diagnostic["severity"] == "error":
+                        session.log(f"  {symbol['name']}: {diagnostic['message']}")
+    if failed:
+        session.error(f"type completeness below 100% for {', '.join(failed)}")
 
 
 @nox.session

@@ -175,11 +175,11 @@ class Context(Generic[T]):
         self._controller = controller
         self._in_thread = False
         #: The key being reconciled: ``namespace/name`` (``name`` when cluster-scoped).
-        self.key = key
+        self.key: str = key
         #: The object as the cache holds it when the reconcile starts; ``None`` when gone.
-        self.object = obj
+        self.object: T | None = obj
         #: How many reconciles of this key failed (or backed off) in a row before this one.
-        self.retries = retries
+        self.retries: int = retries
 
     def __repr__(self) -> str:
         return f"<crwatch.Context {self.key!r} retries={self.retries}>"
@@ -498,7 +498,7 @@ class Controller(Generic[T]):
         self._error_policy = error_policy
         self._clock = validate_clock(clock)
         #: The controller's name, in logs and statistics.
-        self.name = name or str(self._resource)
+        self.name: str = name or str(self._resource)
         # Until the default EventRecorder runs (it owns a task), records go to the log.
         self._recorder: Recorder = recorder if recorder is not None else _LogRecorder(self.name)
         self._own_recorder = (

@@ -184,6 +184,8 @@ def _rv_int(rv: str) -> int | None:
 
 
 class _Counters:
+    """The mutable counters behind a watch's or an informer's ``statistics()`` record."""
+
     __slots__ = (
         "errors",
         "events",
@@ -198,8 +200,13 @@ class _Counters:
     )
 
     def __init__(self) -> None:
-        self.events = self.lists = self.watches = 0
-        self.malformed_lines = self.oversized_events = self.stalls = self.errors = 0
+        self.events: int = 0
+        self.lists: int = 0
+        self.watches: int = 0
+        self.malformed_lines: int = 0
+        self.oversized_events: int = 0
+        self.stalls: int = 0
+        self.errors: int = 0
         self.last_error: BaseException | None = None
         #: Wall-clock time of the last error; monotonic time of the last byte read.
         self.last_error_at: float | None = None
@@ -257,9 +264,9 @@ class Core:
         self._gc_keep = options.gc_freeze == "keep"
         self._gc_held: int | None = None  # the _gc.begin() token of a running list
         self.state: State = initial_state(options.machine_config(), options.seed)
-        self.cache = Cache(indexes)
+        self.cache: Cache = Cache(indexes)
         self.transform = transform
-        self.counters = _Counters()
+        self.counters: _Counters = _Counters()
         self.error: BaseException | None = None
         self._on_fatal = on_fatal
         # The fast path (see _machine): the resourceVersion of the last change applied since

@@ -193,7 +193,7 @@ class MalformedLineError(StreamError, ValueError):
     """
 
     def __init__(self, message: str, *, line: bytes = b"") -> None:
-        self.line = line[:200]
+        self.line: bytes = line[:200]
         super().__init__(message)
 
 

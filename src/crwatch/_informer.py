@@ -225,10 +225,16 @@ class Subscription:
     def __init__(
         self,
         informer: Informer,
-        lane: Lane,
         middlewares: tuple[Middleware, ...],
         fn: Callback | None = None,
+        *,
+        name: str,
+        buffer_size: int,
+        overflow: Overflow,
     ) -> None:
+        # The lane (the subscriber's buffer) is private: built here from public options so
+        # that no private type shows in this constructor's signature.
+        lane = Lane(name, buffer_size, overflow)
         self._informer = informer
         self._lane = lane
         self._middlewares = middlewares
@@ -239,7 +245,7 @@ class Subscription:
         # What a callback called directly returned to be awaited (see ``_direct``).
         self._awaiting: Awaitable[Any] | None = None
         #: The subscriber's name (in logs, errors and statistics).
-        self.name = lane.name
+        self.name: str = lane.name
 
     def __repr__(self) -> str:
         return f"<crwatch.{type(self).__name__} {self.name!r} depth={self._lane.depth}>"
@@ -396,8 +402,18 @@ class InformerStream(Subscription):
 
     __slots__ = ("_error", "_receive", "_task_group")
 
-    def __init__(self, informer: Informer, lane: Lane, middlewares: tuple[Middleware, ...]) -> None:
-        super().__init__(informer, lane, middlewares)
+    def __init__(
+        self,
+        informer: Informer,
+        middlewares: tuple[Middleware, ...],
+        *,
+        name: str,
+        buffer_size: int,
+        overflow: Overflow,
+    ) -> None:
+        super().__init__(
+            informer, middlewares, name=name, buffer_size=buffer_size, overflow=overflow
+        )
         self._receive: MemoryObjectReceiveStream[Any] | None = None
         self._task_group: TaskGroup | None = None
         self._error: BaseException | None = None
@@ -665,9 +681,10 @@ class Informer:
         _check_subscriber(middlewares, buffer_size, overflow, name)
         if name is None:
             name = getattr(fn, "__qualname__", None) or repr(fn)
-        lane = Lane(name, buffer_size, overflow)
-        subscription = Subscription(self, lane, middlewares, fn)
-        self._attach(subscription, lane)
+        subscription = Subscription(
+            self, middlewares, fn, name=name, buffer_size=buffer_size, overflow=overflow
+        )
+        self._attach(subscription, subscription._lane)
         if self._task_group is not None:
             subscription._start(self._task_group)
         return subscription
@@ -691,7 +708,9 @@ class Informer:
         _check_subscriber(middlewares, buffer_size, overflow, name)
         if name is None:
             name = f"stream-{next(_counter)}"
-        return InformerStream(self, Lane(name, buffer_size, overflow), middlewares)
+        return InformerStream(
+            self, middlewares, name=name, buffer_size=buffer_size, overflow=overflow
+        )
 
     def _attach(self, subscription: Subscription, lane: Lane) -> None:
         if self._core.finished:

@@ -96,9 +96,9 @@ class Lane:
     def __init__(
         self, name: str, size: int, overflow: Overflow = "wait", *, blocking: bool = False
     ) -> None:
-        self.name = name
-        self.size = max(size, 1)
-        self.overflow = overflow
+        self.name: str = name
+        self.size: int = max(size, 1)
+        self.overflow: Overflow = overflow
         # watch() only: the driver bounds what it pushes itself (it waits while the
         # :attr:`backlog` is ``size``), so the lane takes everything in order.
         self._blocking = blocking
@@ -117,7 +117,7 @@ class Lane:
         # task cancels the future; a cancelled or done future is simply not set.
         self._waiter: asyncio.Future[None] | None = None
         #: Whether the reader was woken since the driver last let it run (see ``FanOut``).
-        self.woken = False
+        self.woken: bool = False
         self._closed = False
         self._failed = False
         self._error: BaseException | None = None
@@ -129,9 +129,9 @@ class Lane:
         #: subscriber is caught up, so the order holds): no hand-off, and the event dies
         #: young. Set by the informer for plain sync callbacks; it must not raise.
         self.direct: Callable[[Event], None] | None = None
-        self.delivered = 0
-        self.coalesced = 0
-        self.dropped = 0
+        self.delivered: int = 0
+        self.coalesced: int = 0
+        self.dropped: int = 0
 
     def __repr__(self) -> str:
         return f"<Lane {self.name!r} {self.overflow} depth={self.depth}/{self.size}>"

@@ -217,7 +217,10 @@ _BY_NAME = {info.name: info for info in METRICS}
 
 
 class _HasStatistics(Protocol):
-    def statistics(self) -> object: ...
+    """What :meth:`Registry.register` accepts: an object with a ``statistics()`` method."""
+
+    def statistics(self) -> object:
+        """Return the object's frozen statistics record (read at each collection)."""
 
 
 Point = tuple[str, Labels, "float | Durations"]
@@ -442,7 +445,7 @@ def _statistics(obj: _HasStatistics) -> object:
 
 
 #: The process-wide registry :func:`register` adds to and exporters read by default.
-default_registry = Registry()
+default_registry: Registry = Registry()
 
 
 def register(obj: _HasStatistics, *, name: str | None = None) -> None:

@@ -85,8 +85,8 @@ class ExponentialRateLimiter:
     __slots__ = ("_failures", "base", "maximum")
 
     def __init__(self, *, base: float = 0.005, maximum: float = 1000.0) -> None:
-        self.base = _positive("base", base)
-        self.maximum = _positive("maximum", maximum)
+        self.base: float = _positive("base", base)
+        self.maximum: float = _positive("maximum", maximum)
         if self.maximum < self.base:
             raise InvalidOptionError(f"maximum ({maximum}) must be >= base ({base})")
         self._failures: dict[Hashable, int] = {}
@@ -141,10 +141,10 @@ class BucketRateLimiter:
     __slots__ = ("_clock", "_stamp", "_tokens", "burst", "rate")
 
     def __init__(self, *, rate: float = 10.0, burst: int = 100, clock: Clock | None = None) -> None:
-        self.rate = _positive("rate", rate)
+        self.rate: float = _positive("rate", rate)
         if isinstance(burst, bool) or not isinstance(burst, int) or burst < 1:
             raise InvalidOptionError(f"burst must be an int >= 1, got {burst!r}")
-        self.burst = burst
+        self.burst: int = burst
         self._clock = validate_clock(clock)
         self._tokens = float(burst)
         self._stamp: float | None = None  # when _tokens was last brought up to date

@@ -133,11 +133,13 @@ class EventStream:
 
     __slots__ = ("_core", "_handoff", "_lane", "_watch")
 
-    def __init__(self, owner: Watch, core: Core, lane: Lane, handoff: _Handoff) -> None:
+    def __init__(self, owner: Watch) -> None:
+        # The watch's private parts are taken from it here, so that no private type shows in
+        # this constructor's signature.
         self._watch = owner
-        self._core = core
-        self._lane = lane
-        self._handoff = handoff
+        self._core = owner._core
+        self._lane = owner._lane
+        self._handoff = owner._handoff
 
     def __aiter__(self) -> EventStream:
         return self
@@ -218,7 +220,7 @@ class Watch:
         await task_group.__aenter__()
         self._task_group = task_group
         task_group.start_soon(self._core.run, name=f"crwatch.watch {self._core.resource}")
-        return EventStream(self, self._core, self._lane, self._handoff)
+        return EventStream(self)
 
     async def __aexit__(
         self,

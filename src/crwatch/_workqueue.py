@@ -234,7 +234,7 @@ class WorkQueue(Generic[K]):
         if not isinstance(name, str):
             raise InvalidOptionError(f"name must be a string, got {name!r}")
         #: The queue's name, in logs and statistics.
-        self.name = name
+        self.name: str = name
         self._limiter = rate_limiter
         # The default clock is the event loop's, which on asyncio is time.monotonic():
         # read it directly, this runs a few times per key.

@@ -28,7 +28,7 @@ class Controllers:
     def __init__(
         self, state: ClusterState, namespaces: ResourceType, *, garbage_collector: bool = True
     ) -> None:
-        self.namespaces = NamespaceLifecycle(state, namespaces)
+        self.namespaces: NamespaceLifecycle = NamespaceLifecycle(state, namespaces)
         self.gc: GarbageCollector | None = GarbageCollector(state) if garbage_collector else None
         self._held = 0
 

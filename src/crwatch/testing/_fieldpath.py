@@ -46,12 +46,12 @@ class Shape:
         keys: tuple[str, ...] = (),
         atomic: bool = False,
     ) -> None:
-        self.kind = kind
-        self.fields = fields or {}
-        self.elem = elem
-        self.list_type = list_type  # atomic | set | map
-        self.keys = keys
-        self.atomic = atomic or (kind == LIST and list_type == "atomic")
+        self.kind: str = kind
+        self.fields: dict[str, Shape] = fields or {}
+        self.elem: Shape | None = elem
+        self.list_type: str = list_type  # atomic | set | map
+        self.keys: tuple[str, ...] = keys
+        self.atomic: bool = atomic or (kind == LIST and list_type == "atomic")
 
     def child(self, key: str) -> Shape:
         """Shape of a map or struct member."""

@@ -325,36 +325,38 @@ class Node:
     )
 
     def __init__(self, schema: Obj) -> None:
-        self.schema = schema
+        self.schema: Obj = schema
         get = schema.get
         self.type: str | None = get("type") or None
-        self.nullable = bool(get("nullable"))
-        self.int_or_string = bool(get(INT_OR_STRING))
-        self.preserve = bool(get(PRESERVE))
-        self.embedded = bool(get(EMBEDDED))
+        self.nullable: bool = bool(get("nullable"))
+        self.int_or_string: bool = bool(get(INT_OR_STRING))
+        self.preserve: bool = bool(get(PRESERVE))
+        self.embedded: bool = bool(get(EMBEDDED))
         enum = get("enum")
         self.enum: list[Any] | None = list(enum) if isinstance(enum, list) else None
-        self.min_length = get("minLength")
-        self.max_length = get("maxLength")
+        self.min_length: Any | None = get("minLength")
+        self.max_length: Any | None = get("maxLength")
         pattern = get("pattern")
-        self.pattern = (
+        self.pattern: tuple[str, re.Pattern[str] | None] | None = (
             (pattern, _pattern(pattern)) if isinstance(pattern, str) and pattern else None
         )
         fmt = get("format")
-        self.fmt = (fmt, _FORMAT_CHECKS[fmt]) if fmt in _FORMAT_CHECKS else None
-        self.minimum = get("minimum")
-        self.maximum = get("maximum")
-        self.excl_min = bool(get("exclusiveMinimum"))
-        self.excl_max = bool(get("exclusiveMaximum"))
-        self.multiple = get("multipleOf") or None
-        self.min_items = get("minItems")
-        self.max_items = get("maxItems")
-        self.unique = bool(get("uniqueItems"))
+        self.fmt: tuple[str, Callable[[str], bool]] | None = (
+            (fmt, _FORMAT_CHECKS[fmt]) if fmt in _FORMAT_CHECKS else None
+        )
+        self.minimum: Any | None = get("minimum")
+        self.maximum: Any | None = get("maximum")
+        self.excl_min: bool = bool(get("exclusiveMinimum"))
+        self.excl_max: bool = bool(get("exclusiveMaximum"))
+        self.multiple: Any | None = get("multipleOf") or None
+        self.min_items: Any | None = get("minItems")
+        self.max_items: Any | None = get("maxItems")
+        self.unique: bool = bool(get("uniqueItems"))
         self.list_type: str | None = get("x-kubernetes-list-type")
         keys = get("x-kubernetes-list-map-keys")
         self.list_keys: tuple[str, ...] = tuple(keys) if isinstance(keys, list) else ()
-        self.min_props = get("minProperties")
-        self.max_props = get("maxProperties")
+        self.min_props: Any | None = get("minProperties")
+        self.max_props: Any | None = get("maxProperties")
         required = get("required")
         self.required: tuple[str, ...] = tuple(required) if isinstance(required, list) else ()
         props = get("properties")
@@ -364,15 +366,21 @@ class Node:
             else None
         )
         additional = get("additionalProperties")
-        self.additional = Node(additional) if isinstance(additional, dict) else None
-        self.additional_true = additional is True
+        self.additional: Node | None = Node(additional) if isinstance(additional, dict) else None
+        self.additional_true: bool = additional is True
         items = get("items")
-        self.items = Node(items) if isinstance(items, dict) else None
-        self.all_of = tuple(Node(s) for s in get("allOf") or () if isinstance(s, dict))
-        self.any_of = tuple(Node(s) for s in get("anyOf") or () if isinstance(s, dict))
-        self.one_of = tuple(Node(s) for s in get("oneOf") or () if isinstance(s, dict))
+        self.items: Node | None = Node(items) if isinstance(items, dict) else None
+        self.all_of: tuple[Node, ...] = tuple(
+            Node(s) for s in get("allOf") or () if isinstance(s, dict)
+        )
+        self.any_of: tuple[Node, ...] = tuple(
+            Node(s) for s in get("anyOf") or () if isinstance(s, dict)
+        )
+        self.one_of: tuple[Node, ...] = tuple(
+            Node(s) for s in get("oneOf") or () if isinstance(s, dict)
+        )
         negated = get("not")
-        self.not_ = Node(negated) if isinstance(negated, dict) else None
+        self.not_: Node | None = Node(negated) if isinstance(negated, dict) else None
         self.defaults: tuple[tuple[str, Node], ...] = tuple(
             (k, n) for k, n in (self.props or {}).items() if "default" in n.schema
         )
@@ -383,7 +391,7 @@ class Node:
         )
         self.direct = self.type if plain and self.type in ("object", "string") else ""
         # A leaf only checks its type: most fields of most objects.
-        self.leaf = not (
+        self.leaf: bool = not (
             self.enum is not None
             or self.min_length is not None
             or self.max_length is not None
@@ -790,12 +798,12 @@ class VersionSchema:
     __slots__ = ("columns", "kind", "node", "permissive", "schema")
 
     def __init__(self, schema: Obj, columns: list[Obj], kind: str) -> None:
-        self.schema = schema
-        self.node = Node(schema)
-        self.columns = columns
-        self.kind = kind
+        self.schema: Obj = schema
+        self.node: Node = Node(schema)
+        self.columns: list[Obj] = columns
+        self.kind: str = kind
         # Fast path: a root that keeps everything and checks nothing below it.
-        self.permissive = bool(schema.get(PRESERVE)) and not any(
+        self.permissive: bool = bool(schema.get(PRESERVE)) and not any(
             k in schema
             for k in (
                 "properties",

@@ -374,7 +374,7 @@ class FakeApiServer:
         self.watch_list = watch_list
         self.too_large_rv_wait = too_large_rv_wait
         self.max_request_bytes = max_request_bytes
-        self.user = user or ("system:anonymous" if token is None else "crwatch-test-user")
+        self.user: str = user or ("system:anonymous" if token is None else "crwatch-test-user")
         self._state = ClusterState(
             history_size=history_size, now=now, garbage_collector=garbage_collector
         )
@@ -392,7 +392,7 @@ class FakeApiServer:
         the clauses asking for a view are skipped, so a client that also accepts plain JSON
         (as metadata-only clients do) gets the objects themselves, and one that accepts only
         a view gets 406."""
-        self.reject_future_watches = False
+        self.reject_future_watches: bool = False
         """Answer a plain watch from a resourceVersion the server has not reached, after
         ``too_large_rv_wait``, with an ERROR 504 "Too large resource version", as
         kube-apiserver does for a streaming list. Off by default: such a watch then stays

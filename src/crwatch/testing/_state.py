@@ -246,12 +246,12 @@ class EventRecord:
     def __init__(
         self, rv: int, etype: str, key: str, namespace: str, obj: Obj, prev: Obj | None
     ) -> None:
-        self.rv = rv
-        self.type = etype
-        self.key = key
-        self.namespace = namespace
-        self.object = obj  # for DELETED: last stored state with RV = deletion RV
-        self.prev = prev  # stored state before this change (its own RV)
+        self.rv: int = rv
+        self.type: str = etype
+        self.key: str = key
+        self.namespace: str = namespace
+        self.object: Obj = obj  # for DELETED: last stored state with RV = deletion RV
+        self.prev: Obj | None = prev  # stored state before this change (its own RV)
         self._lines: dict[tuple[str, str, str], bytes] = {}
 
     def line(self, api_version: str, variant: str = "", view: str = "") -> bytes:
@@ -284,10 +284,10 @@ class Collection:
     def __init__(self, history_size: int, floor_rv: int) -> None:
         self.objects: dict[str, Obj] = {}
         self.events: list[EventRecord] = []
-        self.offset = 0  # sequence number of events[0]
-        self.start_seq = 0  # first sequence number still logically retained
-        self.floor_rv = floor_rv  # history is complete for every rv > floor_rv
-        self.evicted = False  # an event fell out of the history since the last (re)start
+        self.offset: int = 0  # sequence number of events[0]
+        self.start_seq: int = 0  # first sequence number still logically retained
+        self.floor_rv: int = floor_rv  # history is complete for every rv > floor_rv
+        self.evicted: bool = False  # an event fell out of the history since the last (re)start
         self.history_size = history_size
         self.watchers: set[Watcher] = set()
         self._sorted: list[str] | None = None
@@ -304,6 +304,11 @@ class Collection:
         return self._sorted
 
     def append(self, record: EventRecord) -> None:
+        """Apply one change to the stored objects and add it to the watch history.
+
+        The history keeps at most ``history_size`` events: older ones fall out (moving
+        ``floor_rv`` up, so watches from before it get 410 Gone). Every watcher is woken.
+        """
         if record.type == "DELETED":
             self.objects.pop(record.key, None)
             self._sorted = None
@@ -323,6 +328,7 @@ class Collection:
             watcher.wake.set()
 
     def compact(self, rv: int) -> None:
+        """Drop the whole watch history: watches from a resourceVersion before ``rv`` get 410."""
         self.floor_rv = rv
         self.evicted = False
         self.start_seq = self.end_seq
@@ -741,18 +747,20 @@ class ClusterState:
     ) -> None:
         if history_size < 1:
             raise ValueError("history_size must be at least 1")
-        self.rv = 0
+        self.rv: int = 0
         self.history_size = history_size
         self._now = now or (lambda: datetime.now(timezone.utc))
         self._types: dict[tuple[str, str, str], ResourceType] = {}
         self._collections: dict[tuple[str, str], Collection] = {}
         self._crd_types: dict[str, list[ResourceType]] = {}  # CRD name -> its types
         self._rv_changed = asyncio.Event()
-        self.schemas = SchemaRegistry(invalid, bad_request)
-        self.fields = FieldTracker(self._crd_schema)
+        self.schemas: SchemaRegistry = SchemaRegistry(invalid, bad_request)
+        self.fields: FieldTracker = FieldTracker(self._crd_schema)
         for rtype in BUILTIN_TYPES:
             self.register(rtype)
-        self.controllers = Controllers(self, NAMESPACE_TYPE, garbage_collector=garbage_collector)
+        self.controllers: Controllers = Controllers(
+            self, NAMESPACE_TYPE, garbage_collector=garbage_collector
+        )
         self._events_view = EventsView(self, CORE_EVENTS_TYPE)
         for ns in INITIAL_NAMESPACES:
             self.create(NAMESPACE_TYPE, {"metadata": {"name": ns}})
