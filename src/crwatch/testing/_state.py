@@ -1049,20 +1049,7 @@ class ClusterState:
         if not rtype.namespaced:
             meta.pop("namespace", None)
         old = self.get(rtype, name, ns)
-        given_rv = meta.get("resourceVersion")
-        if given_rv and given_rv != old["metadata"]["resourceVersion"]:
-            raise rtype.conflict(
-                name,
-                "the object has been modified; please apply your changes to the latest version "
-                "and try again",
-            )
-        given_uid = meta.get("uid")
-        if given_uid and given_uid != old["metadata"].get("uid"):
-            raise rtype.conflict(
-                name,
-                f"Precondition failed: UID in precondition: {given_uid}, UID in object meta: "
-                f"{old['metadata'].get('uid')}",
-            )
+        _check_preconditions(rtype, name, meta, old)
         return self._store_update(rtype, old, obj, subresource, op=op, dry_run=dry_run)
 
     def _store_update(
@@ -1246,20 +1233,7 @@ class ClusterState:
         try:
             if live is None:
                 return self.create(rtype, merged, ns, op=op, dry_run=dry_run), True
-            given_rv = meta.get("resourceVersion")
-            if given_rv and given_rv != live["metadata"]["resourceVersion"]:
-                raise rtype.conflict(
-                    name,
-                    "the object has been modified; please apply your changes to the latest "
-                    "version and try again",
-                )
-            given_uid = meta.get("uid")
-            if given_uid and given_uid != live["metadata"].get("uid"):
-                raise rtype.conflict(
-                    name,
-                    f"Precondition failed: UID in precondition: {given_uid}, UID in object "
-                    f"meta: {live['metadata'].get('uid')}",
-                )
+            _check_preconditions(rtype, name, meta, live)
             obj = self._check_body(rtype, merged)
             obj["metadata"].pop("managedFields", None)
             return self._store_update(rtype, live, obj, subresource, op=op, dry_run=dry_run), False
@@ -1728,3 +1702,21 @@ def _served(obj: Obj, rtype: ResourceType) -> Obj:
 
 def _with_applied(op: Operation, applied: frozenset[tuple[str, ...]]) -> Operation:
     return Operation(op.manager, APPLY, op.api_version, op.subresource, op.force, applied)
+
+
+def _check_preconditions(rtype: ResourceType, name: str, meta: Obj, stored: Obj) -> None:
+    """409 when a write's ``resourceVersion`` or ``uid`` does not match the stored object."""
+    given_rv = meta.get("resourceVersion")
+    if given_rv and given_rv != stored["metadata"]["resourceVersion"]:
+        raise rtype.conflict(
+            name,
+            "the object has been modified; please apply your changes to the latest version "
+            "and try again",
+        )
+    given_uid = meta.get("uid")
+    if given_uid and given_uid != stored["metadata"].get("uid"):
+        raise rtype.conflict(
+            name,
+            f"Precondition failed: UID in precondition: {given_uid}, UID in object meta: "
+            f"{stored['metadata'].get('uid')}",
+        )
