@@ -33,7 +33,7 @@ import re
 import tempfile
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Generator
+from collections.abc import AsyncIterator, Callable, Generator, Mapping
 from pathlib import Path
 from types import SimpleNamespace, TracebackType
 from typing import Any
@@ -359,8 +359,8 @@ def _async_item(func: Callable[..., Any], return_type: str, event: Event) -> dic
 # --- the synchronous form's thread ---
 
 
-#: Loop iterations given to closing transports before the thread's loop closes.
-_CLOSE_ITERATIONS = 8
+#: Seconds given to closing transports before the thread's loop closes.
+_CLOSE_GRACE = 2.0
 
 #: Events the loop thread reads ahead of the consumer (the hand-off buffer's bound).
 _AHEAD = 256
@@ -422,11 +422,7 @@ class _Runner:
                     tg.cancel_scope.cancel()
             finally:
                 await api_client.close()
-                # The closed connections' transports finish closing in the next loop
-                # iterations; asyncio.run would close the loop first and leak their
-                # sockets (https://docs.aiohttp.org/en/stable/client_advanced.html#graceful-shutdown).
-                for _ in range(_CLOSE_ITERATIONS):
-                    await asyncio.sleep(0)
+                await _settle_transports(_CLOSE_GRACE)
                 cleanup()
         except BaseException as exc:
             self._error = exc
@@ -478,6 +474,40 @@ class _Runner:
         self._call(self._stopping)
         if self._thread.is_alive() and threading.current_thread() is not self._thread:
             self._thread.join(timeout=30)
+
+
+async def _settle_transports(grace: float) -> None:
+    """Let this thread's loop finish closing its sockets before it closes.
+
+    Closed connections finish closing in the next loop iterations, and asyncio.run would
+    close the loop first and leak their sockets
+    (https://docs.aiohttp.org/en/stable/client_advanced.html#graceful-shutdown). A
+    connection cancelled in the middle of its TLS handshake is worse: asyncio keeps its
+    socket open until the TLS shutdown after the handshake, which no pool tracks. The loop
+    is this thread's own, so every transport on it is ours: wait for them to close, up to
+    ``grace`` seconds, then abort what is left. CPython's selector loops keep their
+    transports in ``_transports``; on a loop without it, a few iterations are all we give.
+    """
+    loop = asyncio.get_running_loop()
+    transports: Mapping[int, asyncio.Transport] = getattr(loop, "_transports", {})
+    deadline = loop.time() + grace
+    for _ in range(8):
+        await asyncio.sleep(0)
+    while True:
+        open_ = [t for t in list(transports.values()) if _socket_open(t)]
+        if not open_:
+            return
+        if loop.time() >= deadline:
+            for transport in open_:
+                transport.abort()
+            await asyncio.sleep(0)
+            return
+        await asyncio.sleep(0.01)
+
+
+def _socket_open(transport: asyncio.BaseTransport) -> bool:
+    sock = transport.get_extra_info("socket")
+    return sock is not None and sock.fileno() != -1
 
 
 def _thread_events(spec: _Spec) -> Generator[dict[str, Any], None, None]:
