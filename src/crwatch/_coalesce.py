@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from typing import Any, Final
 
-from ._events import Event, EventType
+from ._events import Event, EventType, Packed, stored_object, stored_old
 
 __all__ = ["Run"]
 
@@ -48,24 +48,26 @@ class Run:
         # the ``old`` the consumer saw, the newest object, and the event itself while the run
         # holds exactly one live change (handed out as is).
         self._kind: EventType | None = None
-        self._old: dict[str, Any] | None = None
-        self._object: dict[str, Any] | None = None
+        # Objects as the events hold them (still packed when a compact cache made them):
+        # folding never decodes.
+        self._old: dict[str, Any] | Packed | None = None
+        self._object: dict[str, Any] | Packed | None = None
         self._synthetic = False
         self._event: Event | None = None
         if event.type is _DELETED:
             self.deleted = event
         else:
-            self._live(event, event.type, event.old)
+            self._live(event, event.type, stored_old(event))
 
     def __repr__(self) -> str:
         return f"<Run {self.key!r} deleted={self.deleted is not None} live={self._kind}>"
 
-    def _live(self, event: Event, kind: EventType, old: dict[str, Any] | None) -> None:
+    def _live(self, event: Event, kind: EventType, old: dict[str, Any] | Packed | None) -> None:
         self._kind = kind
         self._old = old
-        self._object = event.object
+        self._object = stored_object(event)
         self._synthetic = event.synthetic
-        self._event = event if kind is event.type and old is event.old else None
+        self._event = event if kind is event.type and old is stored_old(event) else None
 
     def add(self, event: Event) -> int:
         """Fold a later change of the same key in; return how many events it made redundant."""
@@ -74,7 +76,7 @@ class Run:
             # The common case first (a full lane's newer state of a pending key): the newest
             # object replaces the one held; the first type and ``old`` stay.
             self._event = None
-            self._object = event.object
+            self._object = stored_object(event)
             self._synthetic = event.synthetic
             return 1
         if event.type is _DELETED:
@@ -93,7 +95,7 @@ class Run:
                 return 2
             if self.deleted is None:
                 # Never lose a deletion; ``old`` stays what the consumer last saw.
-                self.deleted = Event(_DELETED, event.object, self.key, old, event.synthetic)
+                self.deleted = Event(_DELETED, stored_object(event), self.key, old, event.synthetic)
             return 1
         # After a deletion (or in an empty run) the object is new to the consumer, whatever
         # the change's type says.

@@ -34,7 +34,7 @@ from typing import Any, Final, Protocol, TypeAlias
 import anyio
 
 from . import _gc
-from ._events import CHANGE_TYPES, Event, EventType, object_key
+from ._events import CHANGE_TYPES, Event, EventType, Packed, object_key, pack
 from ._exceptions import (
     ApiError,
     BadRequestError,
@@ -105,6 +105,8 @@ _BOOKMARK_PREFIX: Final = b'{"type":"BOOKMARK"'
 #: Unless ``gc_freeze="off"``: objects of a streaming list between two ``gc.freeze()`` (a page).
 _FREEZE_EVERY: Final = 500
 
+#: A list's objects so far, keyed: dicts, or packed for a compact cache.
+_Collected: TypeAlias = "list[tuple[str, dict[str, Any] | Packed]]"
 _Problem: TypeAlias = "MalformedLineError | EventTooLargeError"
 _Line: TypeAlias = "bytes | RawEvent | MalformedLineError | EventTooLargeError"
 
@@ -264,7 +266,7 @@ class Core:
         self._gc_keep = options.gc_freeze == "keep"
         self._gc_held: int | None = None  # the _gc.begin() token of a running list
         self.state: State = initial_state(options.machine_config(), options.seed)
-        self.cache: Cache = Cache(indexes)
+        self.cache: Cache = Cache(indexes, compact=options.cache == "compact")
         self.transform = transform
         self.counters: _Counters = _Counters()
         self.error: BaseException | None = None
@@ -300,7 +302,7 @@ class Core:
         """Return the cache's state as ADDED events once the initial state is in (else none)."""
         if not self._initial_done:
             return iter(())
-        return (Event(_ADDED, obj, key) for key, obj in self.cache.items())
+        return (Event(_ADDED, obj, key) for key, obj in self.cache.stored_items())
 
     def synced_now(self, target: int = -1) -> bool:
         """Whether the cache is synced and has seen resourceVersion ``target`` (if >= 0)."""
@@ -477,41 +479,48 @@ class Core:
                     if key is None:
                         return _inadmissible(line)
                     self._fast_rv = meta["resourceVersion"]  # admitted: a non-empty str
-                    return self._apply(change, obj, key)
+                    return self._apply(change, obj, key, line)
         try:
             return event_from_json(data, line)
         except MalformedLineError as exc:
             return exc
 
-    def _apply(self, change: EventType, obj: dict[str, Any], key: str) -> Event | None:
-        """Apply one admitted change to the cache; return its event (``None``: nothing to say)."""
+    def _apply(
+        self, change: EventType, obj: dict[str, Any], key: str, line: bytes | None = None
+    ) -> Event | None:
+        """Apply one admitted change to the cache; return its event (``None``: nothing to say).
+
+        ``line`` is the watch line ``obj`` was parsed from, for a compact cache to keep.
+        """
         transform = self.transform
         if transform is not None:
             # Keyed as lists key it: by the object the cache keeps.
             obj = transform(obj)
             key = object_key(obj)
-        event = self.cache.apply_keyed(change, obj, key)
+            line = None  # no longer what the line says
+        event = self.cache.apply_keyed(change, obj, key, line)
         if event is not None:
             self.counters.events += 1
         return event
 
-    def _collect(self, collected: list[tuple[str, dict[str, Any]]], objects: Iterable[Any]) -> None:
+    def _collect(self, collected: _Collected, objects: Iterable[Any]) -> None:
         """Keep listed objects for the cache, keyed; leave out (and report) inadmissible ones."""
         key_of = self._key
         transform = self.transform
+        compact = self.cache.compact
         for obj in objects:
             key = key_of(obj.get("metadata")) if type(obj) is dict else None
             if key is None:
                 self._skipped(_inadmissible(_snippet(obj)))
-            elif transform is None:
-                collected.append((key, obj))
             else:
-                obj = transform(obj)
-                collected.append((object_key(obj), obj))
+                if transform is not None:
+                    obj = transform(obj)
+                    key = object_key(obj)
+                # A compact cache packs each listed object at once: the page's dicts die
+                # young, and a large list never holds them all.
+                collected.append((key, pack(obj) if compact else obj))
 
-    def _relisted(
-        self, collected: list[tuple[str, dict[str, Any]]], action: ReplaceAll
-    ) -> list[Event]:
+    def _relisted(self, collected: _Collected, action: ReplaceAll) -> list[Event]:
         """Swap a complete list into the cache; return the differences (see ``Cache``)."""
         cache = self.cache
         events = cache.replace_keyed(collected)
@@ -559,7 +568,7 @@ class Core:
     async def _steps(self) -> AsyncGenerator[None, None]:
         """Run the list/watch loop: perform the actions; yield where the consumers run."""
         delivery = self._delivery
-        collected: list[tuple[str, dict[str, Any]]] = []
+        collected: _Collected = []
         stream: _OpenStream | None = None
         observation: Observation | None = Start()
         try:
@@ -748,9 +757,7 @@ class Core:
             )
         counters.last_error = problem
 
-    async def _read(
-        self, open_stream: _OpenStream, collected: list[tuple[str, dict[str, Any]]]
-    ) -> Observation | _Yield:
+    async def _read(self, open_stream: _OpenStream, collected: _Collected) -> Observation | _Yield:
         """Read until the next observation for the machine, applying changes on the way.
 
         While WATCHING each change is applied and handed over as it is parsed (a pulling
@@ -812,9 +819,7 @@ class Core:
             if observation is not None:
                 return observation
 
-    def _observe(
-        self, raw: RawEvent, phase: Phase, collected: list[tuple[str, dict[str, Any]]]
-    ) -> Observation | None:
+    def _observe(self, raw: RawEvent, phase: Phase, collected: _Collected) -> Observation | None:
         """Return what a parsed line means for the machine (``None``: nothing more to do)."""
         kind = raw.type
         if kind in CHANGE_TYPES:
@@ -828,7 +833,7 @@ class Core:
                 if self.transform is not None:
                     obj = self.transform(obj)
                     key = object_key(obj)
-                collected.append((key, obj))
+                collected.append((key, pack(obj) if self.cache.compact else obj))
                 if self._gc_freeze and not len(collected) % _FREEZE_EVERY:
                     self._freeze()
                 return None

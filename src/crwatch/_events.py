@@ -1,9 +1,11 @@
 from __future__ import annotations
 
 import enum
-from typing import Any
+from typing import Any, TypeAlias
 
 from attrs import field, frozen
+
+from ._wire import dumps, loads
 
 
 class EventType(str, enum.Enum):
@@ -33,25 +35,87 @@ def object_key(obj: dict[str, Any]) -> str:
     return f"{namespace}/{name}" if namespace else str(name)
 
 
-@frozen
+#: An object as a compact cache keeps it: its JSON (a whole watch line when ``wrapped``),
+#: its resourceVersion and uid (what a relist compares), ``wrapped``. A tuple of atoms: the
+#: cyclic garbage collector stops tracking it after one pass, and it frees in one call.
+Packed: TypeAlias = "tuple[bytes, str, str, bool]"
+
+
+def pack(obj: dict[str, Any], line: bytes | None = None) -> Packed:
+    """Pack ``obj`` for a compact cache.
+
+    ``line``, when given, is the watch line ``obj`` was parsed from (unchanged): it is kept
+    as is, and ``obj`` is encoded otherwise.
+    """
+    meta = obj.get("metadata") or {}
+    rv = meta.get("resourceVersion") or ""
+    uid = meta.get("uid") or ""
+    if line is not None:
+        return (line, rv, uid, True)
+    return (dumps(obj), rv, uid, False)
+
+
+def unpack(packed: Packed) -> dict[str, Any]:
+    """Decode a packed object: a new dict every call."""
+    data: dict[str, Any] = loads(packed[0])
+    return data["object"] if packed[3] else data
+
+
+@frozen(eq=False)
 class Event:
     """One change to one object, as a subscriber sees it.
 
     Attributes:
         type: ``ADDED``, ``MODIFIED`` or ``DELETED``.
-        object: the object as parsed from JSON, not copied: treat it as read-only.
+        object: the object as parsed from JSON, not copied: treat it as read-only. With
+            ``cache="compact"`` an object the cache had kept as bytes (``old``, a synthetic
+            deletion, a snapshot) is decoded on first access, once per event: every
+            subscriber reading it gets the same dict.
         key: ``namespace/name`` (``name`` for cluster-scoped objects).
         old: the previous state of the object where crwatch knows it, else ``None``.
         synthetic: ``True`` when crwatch inferred the change from a relist rather than reading
             it from a watch event (for example a ``DELETED`` for an object that vanished while
             the connection was down).
+
+    Two events are equal when these five are.
     """
 
     type: EventType
-    object: dict[str, Any] = field(repr=False)
+    _object: dict[str, Any] | Packed = field(alias="object", repr=False)
     key: str
-    old: dict[str, Any] | None = field(default=None, repr=False)
+    _old: dict[str, Any] | Packed | None = field(default=None, alias="old", repr=False)
     synthetic: bool = False
+
+    @property
+    def object(self) -> dict[str, Any]:
+        """The object: its new state, or its last known state for a ``DELETED``."""
+        value = self._object
+        if type(value) is tuple:
+            value = unpack(value)
+            _set_object(self, value)
+        return value  # type: ignore[return-value]
+
+    @property
+    def old(self) -> dict[str, Any] | None:
+        """The previous state of the object where crwatch knows it, else ``None``."""
+        value = self._old
+        if type(value) is tuple:
+            value = unpack(value)
+            _set_old(self, value)
+        return value  # type: ignore[return-value]
+
+    def __eq__(self, other: Any) -> bool:
+        if other.__class__ is not Event:
+            return NotImplemented
+        return bool(
+            self.type == other.type
+            and self.key == other.key
+            and self.synthetic == other.synthetic
+            and self.object == other.object
+            and self.old == other.old
+        )
+
+    __hash__ = None  # type: ignore[assignment]  # holds dicts, like the attrs default
 
     @classmethod
     def from_object(
@@ -68,16 +132,21 @@ class Event:
     @property
     def resource_version(self) -> str:
         """The object's ``metadata.resourceVersion`` (``""`` when absent)."""
-        return str((self.object.get("metadata") or {}).get("resourceVersion", ""))
+        value = self._object
+        if type(value) is tuple:
+            return value[1]
+        return str((value.get("metadata") or {}).get("resourceVersion", ""))  # type: ignore[union-attr]
 
 
 _new = Event.__new__
 _set_type, _set_object, _set_key, _set_old, _set_synthetic = (
-    Event.__dict__[name].__set__ for name in ("type", "object", "key", "old", "synthetic")
+    Event.__dict__[name].__set__ for name in ("type", "_object", "key", "_old", "synthetic")
 )
 
 
-def new_event(kind: EventType, obj: dict[str, Any], key: str, old: dict[str, Any] | None) -> Event:
+def new_event(
+    kind: EventType, obj: dict[str, Any] | Packed, key: str, old: dict[str, Any] | Packed | None
+) -> Event:
     """Build a non-synthetic :class:`Event` from checked values: the per-event path.
 
     Equal to ``Event(kind, obj, key, old)``, in about half the time: the slots are written
@@ -91,3 +160,13 @@ def new_event(kind: EventType, obj: dict[str, Any], key: str, old: dict[str, Any
     _set_old(event, old)
     _set_synthetic(event, False)
     return event
+
+
+def stored_object(event: Event) -> dict[str, Any] | Packed:
+    """Return the event's object as held (a dict, or still packed), for passing it on."""
+    return event._object
+
+
+def stored_old(event: Event) -> dict[str, Any] | Packed | None:
+    """Return the event's ``old`` as held (see :func:`stored_object`)."""
+    return event._old

@@ -44,7 +44,7 @@ from ._events import Event
 from ._exceptions import CrwatchError, InvalidOptionError, SyncTimeout
 from ._gc import GcFreeze
 from ._lanes import OVERFLOWS, FanOut, Lane, Overflow
-from ._options import ListWatchOptions, MiB, target
+from ._options import CacheMode, ListWatchOptions, MiB, target
 from ._resource import Resource
 from ._store import IndexFunc, Store
 
@@ -545,6 +545,11 @@ class Informer:
             ``"off"``: never.
         metadata_only: see :func:`crwatch.watch`: cache and deliver each object's
             ``PartialObjectMetadata`` only. Default ``False``.
+        cache: ``"objects"`` (default) keeps the parsed dicts, shared by ``store`` reads
+            and events. ``"compact"`` keeps each object as its JSON bytes (about its size
+            on the wire instead of ~4x): ``store.get()`` and ``store.list()`` decode a new
+            dict on every call (change it freely), events carry the dicts parsed from the
+            wire, and ``event.old`` is decoded when first read. See the cache guide.
 
     Raises:
         InvalidOptionError: an option is invalid (raised here, not when entering).
@@ -573,6 +578,7 @@ class Informer:
         seed: int | None = None,
         gc_freeze: GcFreeze = "list",
         metadata_only: bool = False,
+        cache: CacheMode = "objects",
     ) -> None:
         transport, resource = target(client, resource)
         options = ListWatchOptions(
@@ -590,6 +596,7 @@ class Informer:
             seed=seed,
             gc_freeze=gc_freeze,
             metadata_only=metadata_only,
+            cache=cache,
         )
         if transform is not None and not callable(transform):
             raise InvalidOptionError(f"transform must be a callable or None, got {transform!r}")

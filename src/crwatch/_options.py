@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import random
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, TypeAlias
 
 from attrs import Attribute, field, frozen
 
@@ -127,6 +127,16 @@ def _metadata_only(_: Any, __: Attribute[Any], value: object) -> None:
         raise InvalidOptionError(f"metadata_only must be True or False, got {value!r}")
 
 
+#: How a cache keeps objects: see the ``cache`` option of :func:`crwatch.watch`.
+CacheMode: TypeAlias = Literal["objects", "compact"]
+CACHE_MODES: tuple[str, ...] = ("objects", "compact")
+
+
+def _cache(_: Any, __: Attribute[Any], value: object) -> None:
+    if not isinstance(value, str) or value not in CACHE_MODES:
+        raise InvalidOptionError(f'cache must be "objects" or "compact", got {value!r}')
+
+
 def _gc_freeze(_: Any, __: Attribute[Any], value: object) -> None:
     if not isinstance(value, str) or value not in GC_FREEZE_POLICIES:
         raise InvalidOptionError(f'gc_freeze must be "list", "keep" or "off", got {value!r}')
@@ -154,6 +164,7 @@ class ListWatchOptions:
     seed: int = field(default=None, converter=_seed)
     gc_freeze: GcFreeze = field(default="list", validator=_gc_freeze)
     metadata_only: bool = field(default=False, validator=_metadata_only)
+    cache: CacheMode = field(default="objects", validator=_cache)
 
     def machine_config(self) -> Config:
         """Return the state machine's part of the options."""

@@ -3,14 +3,15 @@
 :class:`Cache` is the mutable side, owned by the list/watch core: ``apply`` records one watch
 change; ``replace`` swaps in a complete new state (after a list or a relist) and returns
 exactly the differences as events, so a relist is quiet: unchanged objects produce nothing
-(docs/guarantees.md, "Relists are quiet"), and the object already cached is kept, so the cache holds
-each object
-once. Indexes (``name -> fn(obj) -> values``) are updated with every change, including the
-synthetic deletions of a relist. Objects are stored as given, not copied.
+(docs/guarantees.md, "Relists are quiet"), and the object already cached is kept, so the
+cache holds each object once. Indexes (``name -> fn(obj) -> values``) are updated with every
+change, including the synthetic deletions of a relist. Objects are stored as given, not
+copied, or packed as JSON bytes (``cache="compact"``, docs/cache.md).
 
 :class:`Store` is the public, read-only view of a cache (``informer.store``): it has no
-mutators. The objects it returns are the cached ones, shared with every subscriber: treat
-them as read-only.
+mutators. With the default ``cache="objects"`` the objects it returns are the cached ones,
+shared with every subscriber: treat them as read-only. With ``cache="compact"`` every read
+decodes a new dict, which the caller may change freely.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import logging
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, TypeAlias
 
-from ._events import CHANGE_TYPES, Event, EventType, new_event, object_key
+from ._events import CHANGE_TYPES, Event, EventType, Packed, new_event, object_key, pack, unpack
 
 __all__ = ["Cache", "IndexFunc", "Store"]
 
@@ -34,45 +35,58 @@ _MODIFIED = EventType.MODIFIED
 _DELETED = EventType.DELETED
 
 
-def _rv(obj: dict[str, Any]) -> Any:
-    meta = obj.get("metadata")
+def _rv(obj: dict[str, Any] | Packed) -> Any:
+    if type(obj) is tuple:
+        return obj[1]
+    meta = obj.get("metadata")  # type: ignore[union-attr]
     return meta.get("resourceVersion") if isinstance(meta, dict) else None
 
 
-def _uid(obj: dict[str, Any]) -> Any:
-    meta = obj.get("metadata")
+def _uid(obj: dict[str, Any] | Packed) -> Any:
+    if type(obj) is tuple:
+        return obj[2]
+    meta = obj.get("metadata")  # type: ignore[union-attr]
     return meta.get("uid") if isinstance(meta, dict) else None
 
 
-class _Index:
-    """One named index: value -> keys.
+def _decode(value: dict[str, Any] | Packed) -> dict[str, Any]:
+    return unpack(value) if type(value) is tuple else value  # type: ignore[return-value]
 
-    The values of an object are recomputed from it on removal (index functions must be pure),
-    as client-go's ``threadSafeMap.updateIndices`` does.
+
+class _Index:
+    """One named index: value -> keys, and the values each key was indexed under.
+
+    Keeping each key's values makes removal independent of the removed object, so a compact
+    cache never decodes an object to unindex it (client-go's ``threadSafeMap`` recomputes
+    them from the old object instead; the result is the same for pure index functions).
     """
 
-    __slots__ = ("fn", "name", "values")
+    __slots__ = ("fn", "name", "of_key", "values")
 
     def __init__(self, name: str, fn: IndexFunc) -> None:
         self.name = name
         self.fn = fn
         self.values: dict[str, dict[str, None]] = {}
+        self.of_key: dict[str, tuple[str, ...]] = {}
 
-    def _of(self, obj: dict[str, Any]) -> Iterable[str]:
+    def _of(self, key: str, obj: dict[str, Any]) -> tuple[str, ...]:
         try:
             return tuple(self.fn(obj))
         except Exception:
             # The index function is user code running in the core: a bug in it must not
             # stop the cache. The object is left out of this index.
-            log.exception("index %r failed on %s; object not indexed", self.name, object_key(obj))
+            log.exception("index %r failed on %s; object not indexed", self.name, key)
             return ()
 
     def add(self, key: str, obj: dict[str, Any]) -> None:
-        for value in self._of(obj):
-            self.values.setdefault(value, {})[key] = None
+        values = self._of(key, obj)
+        if values:
+            self.of_key[key] = values
+            for value in values:
+                self.values.setdefault(value, {})[key] = None
 
-    def remove(self, key: str, obj: dict[str, Any]) -> None:
-        for value in self._of(obj):
+    def remove(self, key: str) -> None:
+        for value in self.of_key.pop(key, ()):
             keys = self.values.get(value)
             if keys is not None:
                 keys.pop(key, None)
@@ -81,15 +95,29 @@ class _Index:
 
 
 class Cache:
-    """Objects by key (``namespace/name``, or ``name`` when cluster-scoped), with indexes."""
+    """Objects by key (``namespace/name``, or ``name`` when cluster-scoped), with indexes.
 
-    __slots__ = ("_indexes", "_items")
+    With ``compact=True`` each object is kept packed (:func:`~crwatch._events.pack`: its
+    JSON bytes, resourceVersion and uid) and decoded on every read, so a reader always gets
+    a dict of its own; events still carry the dicts parsed from the wire, and their ``old``
+    is decoded only when read.
+    """
 
-    def __init__(self, indexes: Mapping[str, IndexFunc] | None = None) -> None:
-        self._items: dict[str, dict[str, Any]] = {}
+    __slots__ = ("_compact", "_indexes", "_items")
+
+    def __init__(
+        self, indexes: Mapping[str, IndexFunc] | None = None, *, compact: bool = False
+    ) -> None:
+        self._items: dict[str, dict[str, Any] | Packed] = {}
+        self._compact = compact
         self._indexes: tuple[_Index, ...] = tuple(
             _Index(name, fn) for name, fn in (indexes or {}).items()
         )
+
+    @property
+    def compact(self) -> bool:
+        """Whether objects are kept packed (``cache="compact"``)."""
+        return self._compact
 
     def __len__(self) -> int:
         return len(self._items)
@@ -101,11 +129,20 @@ class Cache:
         return iter(self._items)
 
     def get(self, key: str) -> dict[str, Any] | None:
-        """Return the object stored under ``key``, or ``None``."""
-        return self._items.get(key)
+        """Return the object stored under ``key`` (decoded anew when packed), or ``None``."""
+        value = self._items.get(key)
+        if type(value) is tuple:
+            return unpack(value)
+        return value  # type: ignore[return-value]
 
     def items(self) -> Iterator[tuple[str, dict[str, Any]]]:
-        """Iterate over ``(key, object)`` pairs."""
+        """Iterate over ``(key, object)`` pairs (decoded anew when packed)."""
+        if not self._compact:
+            return iter(self._items.items())  # type: ignore[arg-type]
+        return ((key, _decode(value)) for key, value in list(self._items.items()))
+
+    def stored_items(self) -> Iterator[tuple[str, dict[str, Any] | Packed]]:
+        """Iterate over ``(key, object as held)``: for events that decode on access."""
         return iter(self._items.items())
 
     def index_names(self) -> tuple[str, ...]:
@@ -118,7 +155,7 @@ class Cache:
             if index.name == name:
                 keys = index.values.get(value, ())
                 items = self._items
-                return [items[k] for k in sorted(keys)]
+                return [_decode(items[k]) for k in sorted(keys)]
         raise KeyError(f"no index named {name!r}; indexes: {list(self.index_names())}")
 
     def apply(self, type: EventType | str, obj: dict[str, Any]) -> Event | None:
@@ -130,26 +167,30 @@ class Cache:
         """
         return self.apply_keyed(CHANGE_TYPES.get(type) or EventType(type), obj, object_key(obj))
 
-    def apply_keyed(self, kind: EventType, obj: dict[str, Any], key: str) -> Event | None:
+    def apply_keyed(
+        self, kind: EventType, obj: dict[str, Any], key: str, line: bytes | None = None
+    ) -> Event | None:
         """:meth:`apply` for a caller that has the key and the :class:`EventType` already.
 
         The core's per-event path: it reads the key from the metadata it checks anyway.
+        ``line``, the watch line ``obj`` was parsed from unchanged, is what a compact cache
+        keeps (else it encodes ``obj``).
         """
         if kind is _DELETED:
             old = self._items.pop(key, None)
             if old is None:
                 return None
             for index in self._indexes:
-                index.remove(key, old)
+                index.remove(key)
             return new_event(kind, obj, key, old)
         items = self._items
         old = items.get(key)
-        items[key] = obj
+        items[key] = pack(obj, line) if self._compact else obj
         indexes = self._indexes
         if indexes:
             for index in indexes:
                 if old is not None:
-                    index.remove(key, old)
+                    index.remove(key)
                 index.add(key, obj)
         if old is not None and kind is _ADDED:
             # Already known (for example re-entering a selector we missed leaving): to the
@@ -164,29 +205,32 @@ class Cache:
         """
         return self.replace_keyed([(object_key(obj), obj) for obj in objects])
 
-    def replace_keyed(self, items: Iterable[tuple[str, dict[str, Any]]]) -> list[Event]:
+    def replace_keyed(self, items: Iterable[tuple[str, dict[str, Any] | Packed]]) -> list[Event]:
         """Swap in a complete state of ``(key, object)`` pairs; return the differences.
 
         New keys give ADDED, keys whose ``resourceVersion`` changed give MODIFIED (with
         ``old``), or a synthetic DELETED then an ADDED when the ``uid`` changed (the object
         was deleted and re-created while nobody watched), and keys that vanished give a
         synthetic DELETED whose object is the last known state (their index entries are
-        removed). Unchanged objects give nothing, and
-        the cached copy is kept (the listed duplicate is dropped).
+        removed). Unchanged objects give nothing, and the cached copy is kept (the listed
+        duplicate is dropped). A compact cache takes objects packed already (or packs them).
         """
         previous = self._items
-        current: dict[str, dict[str, Any]] = {}
+        current: dict[str, dict[str, Any] | Packed] = {}
         events: list[Event] = []
         indexes = self._indexes
+        compact = self._compact
         for key, obj in items:
             old = previous.get(key)
             if old is None:
-                current[key] = obj
+                current[key] = pack(obj) if compact and type(obj) is dict else obj
                 events.append(Event(_ADDED, obj, key, None))
-                for index in indexes:
-                    index.add(key, obj)
+                if indexes:
+                    decoded = _decode(obj)
+                    for index in indexes:
+                        index.add(key, decoded)
             elif _rv(old) != _rv(obj):
-                current[key] = obj
+                current[key] = pack(obj) if compact and type(obj) is dict else obj
                 if _uid(old) != _uid(obj):
                     # Deleted and re-created while we were not watching: never lose the
                     # deletion (a MODIFIED would hide that it is a different object).
@@ -194,16 +238,18 @@ class Cache:
                     events.append(Event(_ADDED, obj, key, None))
                 else:
                     events.append(Event(_MODIFIED, obj, key, old))
-                for index in indexes:
-                    index.remove(key, old)
-                    index.add(key, obj)
+                if indexes:
+                    decoded = _decode(obj)
+                    for index in indexes:
+                        index.remove(key)
+                        index.add(key, decoded)
             else:
                 current[key] = old
         for key, old in previous.items():
             if key not in current:
                 events.append(Event(_DELETED, old, key, old, synthetic=True))
                 for index in indexes:
-                    index.remove(key, old)
+                    index.remove(key)
         self._items = current
         return events
 
@@ -212,9 +258,11 @@ class Store:
     """A read-only view of an informer's cache: ``informer.store``.
 
     Keys are ``namespace/name`` (``name`` for cluster-scoped objects). The view always shows
-    the cache's current state; it has no mutators. The objects it returns are the cached
-    ones, not copies, shared with every subscriber: treat them as read-only (copy one with
-    ``copy.deepcopy`` before changing it).
+    the cache's current state; it has no mutators. With ``cache="objects"`` (the default)
+    the objects it returns are the cached ones, not copies, shared with every subscriber:
+    treat them as read-only (copy one with ``copy.deepcopy`` before changing it). With
+    ``cache="compact"`` each read decodes the object's bytes into a new dict: changing it
+    changes nothing else.
     """
 
     __slots__ = ("_cache",)
@@ -239,7 +287,7 @@ class Store:
         return self._cache.get(key)
 
     def list(self) -> builtins.list[dict[str, Any]]:
-        """Return every cached object (a new list of the shared objects)."""
+        """Return every cached object (a new list; of the shared objects unless compact)."""
         return [obj for _, obj in self._cache.items()]
 
     def keys(self) -> builtins.list[str]:

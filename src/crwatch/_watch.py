@@ -29,7 +29,7 @@ from ._events import Event
 from ._exceptions import CrwatchError, InvalidOptionError
 from ._gc import GcFreeze
 from ._lanes import Lane
-from ._options import ListWatchOptions, MiB, target
+from ._options import CacheMode, ListWatchOptions, MiB, target
 from ._resource import Resource
 from ._transport import Transport
 
@@ -260,6 +260,7 @@ def watch(
     seed: int | None = None,
     gc_freeze: GcFreeze = "list",
     metadata_only: bool = False,
+    cache: CacheMode = "objects",
 ) -> Watch:
     """Watch one resource type: its current objects as ADDED events, then every change.
 
@@ -323,6 +324,12 @@ def watch(
             "metadata": {...}}``, with no spec or status, so lines are smaller and cheaper
             to parse. A server that cannot answer that view sends whole objects, which are
             used as they come. Default ``False``.
+        cache: how the watch's own state (what a relist is compared with) keeps each
+            object. ``"objects"`` (default): the parsed dicts. ``"compact"``: the object's
+            JSON bytes, about its size on the wire instead of ~4x in dicts, with no
+            containers for the cyclic garbage collector to walk; events still carry the
+            dicts parsed from the wire, and ``event.old`` (and a synthetic deletion's
+            object) is decoded when first read. See the cache guide.
 
     Returns:
         An async context manager; entering it starts watching and gives an
@@ -347,6 +354,7 @@ def watch(
         seed=seed,
         gc_freeze=gc_freeze,
         metadata_only=metadata_only,
+        cache=cache,
     )
     if isinstance(buffer_size, bool) or not isinstance(buffer_size, int) or buffer_size < 0:
         raise InvalidOptionError(f"buffer_size must be an int >= 0, got {buffer_size!r}")

@@ -54,6 +54,11 @@ def loads(data: bytes | bytearray | memoryview | str) -> Any:
     return orjson.loads(data)
 
 
+def dumps(obj: Any) -> bytes:
+    """Encode JSON: the counterpart of :func:`loads` (orjson, compact, keys in dict order)."""
+    return orjson.dumps(obj)
+
+
 class LineSplitter:
     r"""Split a byte stream into lines, whatever the chunk boundaries, with a size limit.
 
