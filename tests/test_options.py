@@ -63,6 +63,8 @@ def test_streaming_list_reaches_the_machine_as_its_meaning(
         ("watch_timeout", [1, 2]),
         ("seed", "x"),
         ("gc_freeze", True),
+        ("cache", "bytes"),
+        ("cache", None),
     ],
 )
 def test_each_bad_option_is_named_in_a_typed_error(name: str, value: Any) -> None:
