@@ -107,6 +107,9 @@ def _informer_sync_rows(kind: str) -> list[Row]:
     group = f"sync-{kind}"
     name = f"crwatch-informer-{kind}"
     return [
+        Row(group, f"{name}-compact", 'crwatch.Informer(cache="compact", gc_freeze="off")',
+            "informer_client:sync_compact", "crwatch", "target <= 1.2x floor (time)",
+            detail=COLLECT_AFTER),
         Row(group, name, "crwatch.Informer: wait_synced()", "informer_client:sync", "crwatch",
             "target <= 1.3x floor (time)", vs=f"floor-{kind}-kept-nogc", detail=COLLECT_AFTER),
         Row(group, f"{name}-keep", 'crwatch.Informer(gc_freeze="keep")',
@@ -133,8 +136,15 @@ ROWS = [
         "crwatch_client:wire_throughput", "other", "sans-IO layer, no watcher"),
     Row("throughput", "crwatch-watch", "crwatch.watch", "crwatch_client:watch_throughput",
         "crwatch", "target >= 0.80x floor"),
+    Row("throughput", "crwatch-watch-reading", "crwatch.watch, consumer reads every object",
+        "crwatch_client:watch_throughput_reading", "crwatch", "target >= 0.9x floor"),
+    Row("throughput", "crwatch-watch-compact", 'crwatch.watch(cache="compact"), reads every object',
+        "crwatch_client:watch_throughput_compact", "crwatch", "target >= 0.9x floor"),
     Row("throughput", "crwatch-informer", "crwatch.Informer: cache + 1 callback",
-        "informer_client:throughput", "crwatch"),
+        "informer_client:throughput", "crwatch", "the callback reads every object; "
+        "target >= 0.85x floor"),
+    Row("throughput", "crwatch-informer-compact", 'crwatch.Informer(cache="compact") + 1 callback',
+        "informer_client:throughput_compact", "crwatch", "target >= 0.85x floor"),
     Row("throughput", "floor-metadata", "the floor over the metadata-only stream",
         "floor:readline_orjson_metadata", "other",
         "PartialObjectMetadata lines (the same objects' metadata)"),
@@ -178,6 +188,13 @@ ROWS = [
     Row("memory", "memory-informer", "crwatch.Informer cache", "informer_client:memory",
         "crwatch", "target <= 1.10x", detail="full gc.collect() {gc_collect_ms:.0f} ms, "
         "{gc_collect_frozen_ms:.1f} ms after gc.freeze()"),
+    Row("memory", "memory-informer-compact", 'crwatch.Informer(cache="compact") cache',
+        "informer_client:memory_compact", "crwatch", "target <= 1.3x the JSON size",
+        detail="{bytes_per_object:.0f} B/object; full gc.collect() {gc_collect_ms:.0f} ms"),
+    Row("memory", "memory-informer-compact-metadata",
+        'crwatch.Informer(cache="compact", metadata_only=True) cache',
+        "informer_client:memory_compact_metadata_only", "crwatch", "target <= 0.6 KiB/object",
+        detail="{bytes_per_object:.0f} B/object"),
     Row("memory", "memory-informer-drop-mf",
         "crwatch.Informer cache, transform=drop_managed_fields",
         "informer_client:memory_drop_managed_fields", "crwatch", "target < 1x",

@@ -24,7 +24,7 @@ import aiohttp
 import crwatch
 
 from . import NAMESPACE, Ctx, Unavailable
-from .crwatch_client import RESOURCE, _client
+from .crwatch_client import RESOURCE, _client, compact
 from .floor import rss_bytes
 
 if not hasattr(crwatch, "Informer"):
@@ -110,6 +110,11 @@ async def throughput_metadata_only(ctx: Ctx) -> tuple[int, dict[str, Any]]:
     return await _fan_out(ctx, 1, **_metadata_only())
 
 
+async def throughput_compact(ctx: Ctx) -> tuple[int, dict[str, Any]]:
+    """Run ``throughput`` with ``cache="compact"`` (the callback reads every object)."""
+    return await _fan_out(ctx, 1, **compact())
+
+
 async def fanout_9(ctx: Ctx) -> tuple[int, dict[str, Any]]:
     """Run the slow-subscriber row without its slow subscriber."""
     return await _fan_out(ctx, 9)
@@ -173,6 +178,11 @@ async def sync_gc_off(ctx: Ctx) -> tuple[int, dict[str, Any]]:
     return await sync(ctx, **_gc_freeze("off"))
 
 
+async def sync_compact(ctx: Ctx) -> tuple[int, dict[str, Any]]:
+    """Time the same with ``cache="compact"`` and ``gc_freeze="off"``."""
+    return await sync(ctx, **_gc_freeze("off"), **compact())
+
+
 async def _memory(ctx: Ctx, transform: Any, **options: Any) -> tuple[int, dict[str, Any]]:
     """Measure RSS per cached object once synced, and one full ``gc.collect()``.
 
@@ -217,6 +227,14 @@ async def memory_drop_managed_fields(ctx: Ctx) -> tuple[int, dict[str, Any]]:
 
 async def memory_metadata_only(ctx: Ctx) -> tuple[int, dict[str, Any]]:
     return await _memory(ctx, None, **_metadata_only())
+
+
+async def memory_compact(ctx: Ctx) -> tuple[int, dict[str, Any]]:
+    return await _memory(ctx, None, **compact())
+
+
+async def memory_compact_metadata_only(ctx: Ctx) -> tuple[int, dict[str, Any]]:
+    return await _memory(ctx, None, **compact(), **_metadata_only())
 
 
 async def memory_metadata_only_drop_managed_fields(ctx: Ctx) -> tuple[int, dict[str, Any]]:
