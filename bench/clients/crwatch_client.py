@@ -77,7 +77,7 @@ async def watch_throughput(ctx: Ctx, *, read: bool = False, **options: Any) -> i
     ):
         async for event in events:
             if read:
-                event.object["metadata"]["resourceVersion"]  # noqa: B018
+                event.object["metadata"]["resourceVersion"]
             n += 1
             if n >= ctx.count:
                 break
@@ -97,7 +97,7 @@ async def watch_throughput_reading(ctx: Ctx) -> int:
 
 
 async def watch_throughput_compact(ctx: Ctx) -> int:
-    """The same with ``cache="compact"``."""
+    """Run ``watch_throughput_reading`` with ``cache="compact"``."""
     return await watch_throughput(ctx, read=True, **compact())
 
 
