@@ -394,10 +394,10 @@ async def test_a_stale_group_in_aggregated_discovery_hides_only_itself(
 async def test_aggregated_discovery_is_negotiated(fake_apiserver: FakeApiServer) -> None:
     """``/api`` and ``/apis`` answer ``APIGroupDiscoveryList`` only when Accept asks for it.
 
-    The Content-Type names the form chosen (v2 or v2beta1, in the client's order); plain
-    JSON clients get the legacy documents; the server with the knob off never answers
-    aggregated; a matching ``If-None-Match`` gets 304. Read with plain aiohttp, an
-    independent client.
+    The Content-Type names the form chosen (v2 or v2beta1, by the client's ``q`` values,
+    then its order); plain JSON clients get the legacy documents; the server with the knob
+    off never answers aggregated; a matching ``If-None-Match`` gets 304. Read with plain
+    aiohttp, an independent client.
     """
     fake_apiserver.register_crd(
         group="example.com",
@@ -428,6 +428,11 @@ async def test_aggregated_discovery_is_negotiated(fake_apiserver: FakeApiServer)
         assert (status, ctype) == (200, v2beta1)
         assert body["apiVersion"] == "apidiscovery.k8s.io/v2beta1"
         assert response.headers["Vary"] == "Accept"
+        # Quality values rank the clauses before their order does; q=0 refuses one.
+        _, ctype, _, _ = await get("/apis", f"application/json;q=0.5, {_AGGREGATED_V2}")
+        assert ctype == _AGGREGATED_V2
+        _, ctype, _, _ = await get("/apis", f"{_AGGREGATED_V2};q=0, application/json")
+        assert ctype == "application/json"
         status, ctype, body, response = await get("/apis", f"{_AGGREGATED_V2},application/json")
         assert (status, ctype) == (200, _AGGREGATED_V2)
         assert (body["kind"], body["apiVersion"]) == (

@@ -369,15 +369,16 @@ class Discovery:
         # Each answer says its form in Content-Type alone: an aggregated body read as a
         # legacy one has no "versions"/"groups" and would look like an empty server.
         cache.aggregated = _is_aggregated(core_type) and _is_aggregated(apis_type)
-        for content_type, doc in ((core_type, core), (apis_type, apis)):
-            if _is_aggregated(content_type):
-                self._take_aggregated(doc, groups)
-            elif doc is core:
-                versions = tuple(str(v) for v in _list(core, "versions") if isinstance(v, str))
-                if versions:
-                    groups[""] = versions
-            else:
-                groups.update(_legacy_groups(doc))
+        if _is_aggregated(core_type):
+            self._take_aggregated(core, groups)
+        else:
+            versions = tuple(str(v) for v in _list(core, "versions") if isinstance(v, str))
+            if versions:
+                groups[""] = versions
+        if _is_aggregated(apis_type):
+            self._take_aggregated(apis, groups)
+        else:
+            groups.update(_legacy_groups(apis))
         cache.groups = groups
         return groups
 
