@@ -6,7 +6,9 @@ import io
 import json
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
@@ -52,6 +54,37 @@ def test_watch_with_an_unloadable_kubeconfig_is_one_line(
     assert captured.err.startswith(f"crwatch: error: kubeconfig '{kubeconfig}'")
     assert "context" in captured.err
     assert captured.err.count("\n") == 1
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("clusters: [unclosed\n", "is not YAML (line 2)"),
+        ("- a list\n- not a mapping\n", "is not a mapping"),
+        ("just a string\n", "is not a mapping"),
+    ],
+    ids=["not-yaml", "a-list", "a-string"],
+)
+def test_watch_with_a_kubeconfig_that_is_not_a_kubeconfig_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str, problem: str
+) -> None:
+    """A kubeconfig that is not YAML, or not a mapping, is exit code 1 and one line naming it.
+
+    The same holds when the file comes from ``$KUBECONFIG`` rather than ``--kubeconfig``.
+    """
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(text)
+    for argv, env in (
+        (["watch", "widgets", "--kubeconfig", str(kubeconfig)], None),
+        (["watch", "widgets"], str(kubeconfig)),
+    ):
+        with pytest.MonkeyPatch.context() as patch:
+            if env is not None:
+                patch.setenv("KUBECONFIG", env)
+            assert main(argv) == 1
+        captured = capsys.readouterr()
+        assert captured.out == ""
+        assert captured.err == f"crwatch: error: kubeconfig '{kubeconfig}' {problem}\n"
 
 
 async def _run_watch(kubeconfig: Path, *extra: str, resource: str = "widgets") -> Process:
@@ -108,6 +141,70 @@ async def test_watch_prints_the_state_then_changes(tmp_path: Path) -> None:
     assert err == b""
     assert [doc["type"] for doc in lines] == ["ADDED", "MODIFIED"]
     assert [doc["object"]["metadata"]["name"] for doc in lines] == ["a", "a"]  # type: ignore[index]
+
+
+@pytest.mark.anyio
+async def test_watch_defaults_to_the_contexts_namespace(tmp_path: Path) -> None:
+    """Without ``-n``, ``crwatch watch`` watches the kubeconfig context's namespace.
+
+    The context names "team-a": its widget comes first, and a change in "default" made
+    before a change in "team-a" is never printed. ``-A`` still watches every namespace.
+    """
+    async with FakeApiServer() as server:
+        widgets = server.register_crd(
+            group="example.com", version="v1", plural="widgets", kind="Widget"
+        )
+        server.create(widgets, {"metadata": {"name": "home", "namespace": "default"}})
+        server.create(widgets, {"metadata": {"name": "mine", "namespace": "team-a"}})
+        kubeconfig = server.kubeconfig(tmp_path / "kubeconfig", namespace="team-a")
+        lines = await _watch_lines(
+            kubeconfig,
+            2,
+            "-o",
+            "json",
+            then=lambda: (
+                server.patch(widgets, "home", {"spec": {"x": 1}}, namespace="default"),
+                server.patch(widgets, "mine", {"spec": {"x": 1}}, namespace="team-a"),
+            ),
+        )
+        assert [(doc["type"], doc["object"]["metadata"]["namespace"]) for doc in lines] == [
+            ("ADDED", "team-a"),
+            ("MODIFIED", "team-a"),
+        ]
+        everything = await _watch_lines(kubeconfig, 2, "-A", "-o", "json")
+        assert {doc["object"]["metadata"]["namespace"] for doc in everything} == {
+            "default",
+            "team-a",
+        }
+
+
+async def _watch_lines(
+    kubeconfig: Path, count: int, *extra: str, then: Callable[[], object] | None = None
+) -> list[dict[str, Any]]:
+    """Run ``crwatch watch widgets`` until it printed ``count`` JSON lines; return them.
+
+    ``then`` runs once, after the first line.
+    """
+    process = await _run_watch(kubeconfig, *extra)
+    lines: list[dict[str, Any]] = []
+    try:
+        assert process.stdout is not None
+        buffer = b""
+        with anyio.fail_after(20):
+            async for chunk in process.stdout:
+                buffer += chunk
+                *complete, buffer = buffer.split(b"\n")
+                for line in complete:
+                    lines.append(json.loads(line))
+                    if len(lines) == 1 and then is not None:
+                        then()
+                if len(lines) >= count:
+                    break
+    finally:
+        process.terminate()
+        await process.wait()
+        await process.aclose()
+    return lines
 
 
 @pytest.mark.anyio

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import pickle
 import re
 import shutil
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
+import aiohttp
 import anyio
+import orjson
 import pytest
+from aiohttp import web
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -16,6 +22,14 @@ import crwatch
 from crwatch.testing import FakeApiServer
 
 pytestmark = pytest.mark.anyio
+
+_AGGREGATED_V2 = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList"
+
+
+@pytest.fixture(params=[True, False], ids=["aggregated", "legacy"])
+def fake_apiserver_options(request: pytest.FixtureRequest) -> dict[str, Any]:
+    """Every test runs against a server with aggregated discovery and one without it."""
+    return {"bookmark_interval": 0.05, "aggregated_discovery": request.param}
 
 
 async def test_every_spelling_resolves_to_the_served_resource(
@@ -128,12 +142,20 @@ async def test_a_resource_name_beats_another_types_short_name(
 async def test_cached_then_refreshed_on_a_miss(
     fake_apiserver: FakeApiServer, crwatch_client: crwatch.Client
 ) -> None:
-    """A hit costs no request; a CRD created after the first lookup is found on a miss."""
+    """A hit costs no request; a CRD created after the first lookup is found on a miss.
+
+    With aggregated discovery the whole catalogue is two requests (``/api``, ``/apis``);
+    without it, one more per group/version that had to be read.
+    """
     fake_apiserver.register_crd(group="example.com", version="v1", plural="widgets", kind="W")
     discovery = crwatch_client.discovery
     await discovery.lookup("widgets")
     first = discovery.statistics()
-    assert first.requests >= 3  # /api, /apis, then the group/version documents
+    assert first.aggregated is fake_apiserver.aggregated_discovery
+    if fake_apiserver.aggregated_discovery:
+        assert first.requests == 2
+    else:
+        assert first.requests >= 3  # /api, /apis, then the group/version documents
     await crwatch_client.resource("widgets.example.com")
     assert discovery.statistics().requests == first.requests
     assert discovery.statistics().lookups == 2
@@ -143,6 +165,8 @@ async def test_cached_then_refreshed_on_a_miss(
     after = discovery.statistics()
     assert after.refreshes == 1
     assert after.requests > first.requests
+    if fake_apiserver.aggregated_discovery:
+        assert after.requests == 4
     assert after.resources > first.resources
     assert after.unavailable == ()
 
@@ -242,33 +266,30 @@ def test_every_qualified_form_reads_back_the_same_parts(
     assert parse_name(f"{plural.upper()}.{group}")[0] == _Query(plural, group)
 
 
-async def test_a_group_that_cannot_answer_hides_only_itself(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
-    """A group/version answering 503 is skipped (with a warning), not fatal to others.
+@contextlib.asynccontextmanager
+async def _proxy(
+    server: FakeApiServer,
+    tmp_path: Path,
+    rewrite: Callable[[str, Any], web.StreamResponse | None],
+) -> AsyncIterator[Path]:
+    """Put a pass-through proxy in front of ``server``; yield a kubeconfig pointing at it.
 
-    It is not asked again on a hit, and is asked again after a miss: once it answers, its
-    types resolve. The 503 comes from a pass-through proxy in front of FakeApiServer, as
-    an aggregated API whose backend is down answers.
+    ``rewrite(path, body)`` may answer a discovery request itself (``body`` is the server's
+    JSON answer); ``None`` passes the server's answer through, headers and all.
     """
-    import aiohttp
-    from aiohttp import web
-
-    async with FakeApiServer() as server, aiohttp.ClientSession() as session:
-        server.register_crd(group="example.com", version="v1", plural="widgets", kind="Widget")
-        server.register_crd(group="broken.io", version="v1", plural="gizmos", kind="Gizmo")
-        down = True
+    async with aiohttp.ClientSession() as session:
 
         async def proxy(request: web.Request) -> web.StreamResponse:
-            if down and request.path == "/apis/broken.io/v1":
-                status = {"kind": "Status", "apiVersion": "v1", "status": "Failure"}
-                status |= {"code": 503, "reason": "ServiceUnavailable", "message": "no backend"}
-                return web.json_response(status, status=503)
-            async with session.get(server.url + request.path_qs) as upstream:
+            headers = {"Accept": request.headers.get("Accept", "*/*")}
+            async with session.get(server.url + request.path_qs, headers=headers) as upstream:
                 body = await upstream.read()
-                return web.Response(
-                    body=body, status=upstream.status, content_type=upstream.content_type
-                )
+                content_type = upstream.headers.get("Content-Type", "")
+            replaced = rewrite(request.path, orjson.loads(body) if body[:1] == b"{" else None)
+            if replaced is not None:
+                return replaced
+            return web.Response(
+                body=body, status=upstream.status, headers={"Content-Type": content_type}
+            )
 
         app = web.Application()
         app.router.add_get("/{tail:.*}", proxy)
@@ -282,23 +303,171 @@ async def test_a_group_that_cannot_answer_hides_only_itself(
             kubeconfig.write_text(
                 kubeconfig.read_text().replace(server.url, f"http://127.0.0.1:{port}")
             )
-            async with crwatch.Client.from_kubeconfig(kubeconfig) as client:
-                discovery = client.discovery
-                with caplog.at_level("WARNING", logger="crwatch"):
-                    assert (await client.resource("widgets")).group == "example.com"
-                assert discovery.statistics().unavailable == ("broken.io/v1",)
-                assert "broken.io/v1" in caplog.text
-                requests = discovery.statistics().requests
-                await client.resource("widget")
-                assert discovery.statistics().requests == requests  # a hit asks nobody
-
-                with pytest.raises(crwatch.UnknownResourceError):
-                    await client.resource("gizmos")
-                down = False
-                assert (await client.resource("gizmos")).group == "broken.io"
-                assert discovery.statistics().unavailable == ()
+            yield kubeconfig
         finally:
             await runner.cleanup()
+
+
+async def test_a_group_that_cannot_answer_hides_only_itself(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A group/version answering 503 is skipped (with a warning), not fatal to others.
+
+    It is not asked again on a hit, and is asked again after a miss: once it answers, its
+    types resolve. The 503 comes from a pass-through proxy in front of FakeApiServer (legacy
+    discovery), as an aggregated API whose backend is down answers.
+    """
+    down = True
+
+    def rewrite(path: str, body: Any) -> web.StreamResponse | None:
+        if down and path == "/apis/broken.io/v1":
+            status = {"kind": "Status", "apiVersion": "v1", "status": "Failure"}
+            status |= {"code": 503, "reason": "ServiceUnavailable", "message": "no backend"}
+            return web.json_response(status, status=503)
+        return None
+
+    async with FakeApiServer(aggregated_discovery=False) as server:
+        server.register_crd(group="example.com", version="v1", plural="widgets", kind="Widget")
+        server.register_crd(group="broken.io", version="v1", plural="gizmos", kind="Gizmo")
+        async with (
+            _proxy(server, tmp_path, rewrite) as kubeconfig,
+            crwatch.Client.from_kubeconfig(kubeconfig) as client,
+        ):
+            discovery = client.discovery
+            with caplog.at_level("WARNING", logger="crwatch"):
+                assert (await client.resource("widgets")).group == "example.com"
+            assert discovery.statistics().unavailable == ("broken.io/v1",)
+            assert "broken.io/v1" in caplog.text
+            requests = discovery.statistics().requests
+            await client.resource("widget")
+            assert discovery.statistics().requests == requests  # a hit asks nobody
+
+            with pytest.raises(crwatch.UnknownResourceError):
+                await client.resource("gizmos")
+            down = False
+            assert (await client.resource("gizmos")).group == "broken.io"
+            assert discovery.statistics().unavailable == ()
+
+
+async def test_a_stale_group_in_aggregated_discovery_hides_only_itself(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A group/version marked ``Stale`` in aggregated discovery is unavailable, not trusted.
+
+    Its types do not resolve while it is stale (the server could not reach the API behind
+    it); the others do, from the same two requests; once fresh, a miss finds it.
+    """
+    stale = True
+
+    def rewrite(path: str, body: Any) -> web.StreamResponse | None:
+        if path != "/apis" or not stale or body.get("kind") != "APIGroupDiscoveryList":
+            return None
+        for item in body["items"]:
+            if item["metadata"].get("name") == "broken.io":
+                item["versions"][0]["freshness"] = "Stale"
+        return web.Response(
+            body=orjson.dumps(body),
+            headers={"Content-Type": _AGGREGATED_V2},
+        )
+
+    async with FakeApiServer() as server:
+        server.register_crd(group="example.com", version="v1", plural="widgets", kind="Widget")
+        server.register_crd(group="broken.io", version="v1", plural="gizmos", kind="Gizmo")
+        async with (
+            _proxy(server, tmp_path, rewrite) as kubeconfig,
+            crwatch.Client.from_kubeconfig(kubeconfig) as client,
+        ):
+            discovery = client.discovery
+            with caplog.at_level("WARNING", logger="crwatch"):
+                assert (await client.resource("widgets")).group == "example.com"
+            assert "broken.io/v1 is stale" in caplog.text
+            statistics = discovery.statistics()
+            assert (statistics.aggregated, statistics.requests) == (True, 2)
+            assert statistics.unavailable == ("broken.io/v1",)
+            with pytest.raises(crwatch.UnknownResourceError):
+                await client.resource("gizmos")
+            stale = False
+            assert (await client.resource("gizmos")).group == "broken.io"
+            assert discovery.statistics().unavailable == ()
+
+
+async def test_aggregated_discovery_is_negotiated(fake_apiserver: FakeApiServer) -> None:
+    """``/api`` and ``/apis`` answer ``APIGroupDiscoveryList`` only when Accept asks for it.
+
+    The Content-Type names the form chosen (v2 or v2beta1, by the client's ``q`` values,
+    then its order); plain JSON clients get the legacy documents; the server with the knob
+    off never answers aggregated; a matching ``If-None-Match`` gets 304. Read with plain
+    aiohttp, an independent client.
+    """
+    fake_apiserver.register_crd(
+        group="example.com",
+        version=["v1", "v2"],
+        plural="widgets",
+        kind="Widget",
+        short_names=["wd"],
+        status_subresource=True,
+    )
+    v2beta1 = _AGGREGATED_V2.replace("v=v2;", "v=v2beta1;")
+    async with aiohttp.ClientSession() as session:
+
+        async def get(path: str, accept: str, **headers: str) -> tuple[int, str, Any, Any]:
+            headers["Accept"] = accept
+            async with session.get(fake_apiserver.url + path, headers=headers) as response:
+                raw = await response.read()
+                body = orjson.loads(raw) if raw else None
+                return response.status, response.headers.get("Content-Type"), body, response
+
+        for path in ("/api", "/apis"):
+            status, ctype, body, _ = await get(path, "application/json")
+            assert (status, ctype) == (200, "application/json")
+            assert body["kind"] in ("APIVersions", "APIGroupList")
+        status, ctype, body, response = await get("/apis", f"{v2beta1},{_AGGREGATED_V2}")
+        if not fake_apiserver.aggregated_discovery:
+            assert (status, ctype, body["kind"]) == (200, "application/json", "APIGroupList")
+            return
+        assert (status, ctype) == (200, v2beta1)
+        assert body["apiVersion"] == "apidiscovery.k8s.io/v2beta1"
+        assert response.headers["Vary"] == "Accept"
+        # Quality values rank the clauses before their order does; q=0 refuses one.
+        _, ctype, _, _ = await get("/apis", f"application/json;q=0.5, {_AGGREGATED_V2}")
+        assert ctype == _AGGREGATED_V2
+        _, ctype, _, _ = await get("/apis", f"{_AGGREGATED_V2};q=0, application/json")
+        assert ctype == "application/json"
+        status, ctype, body, response = await get("/apis", f"{_AGGREGATED_V2},application/json")
+        assert (status, ctype) == (200, _AGGREGATED_V2)
+        assert (body["kind"], body["apiVersion"]) == (
+            "APIGroupDiscoveryList",
+            "apidiscovery.k8s.io/v2",
+        )
+        group = next(i for i in body["items"] if i["metadata"]["name"] == "example.com")
+        assert [v["version"] for v in group["versions"]] == ["v2", "v1"]  # preferred first
+        widgets = group["versions"][0]["resources"][0]
+        assert widgets["resource"] == "widgets"
+        assert widgets["responseKind"] == {
+            "group": "example.com",
+            "version": "v2",
+            "kind": "Widget",
+        }
+        assert (widgets["scope"], widgets["singularResource"]) == ("Namespaced", "widget")
+        assert widgets["shortNames"] == ["wd"]
+        assert [s["subresource"] for s in widgets["subresources"]] == ["status"]
+        assert group["versions"][0]["freshness"] == "Current"
+        tag = response.headers["ETag"]
+        status, _, body, _ = await get("/apis", _AGGREGATED_V2, **{"If-None-Match": tag})
+        assert (status, body) == (304, None)
+
+        _, ctype, core, _ = await get("/api", _AGGREGATED_V2)
+        assert ctype == _AGGREGATED_V2
+        [core_group] = core["items"]
+        assert core_group["metadata"].get("name", "") == ""
+        resources = {r["resource"]: r for r in core_group["versions"][0]["resources"]}
+        assert resources["namespaces"]["scope"] == "Cluster"
+        assert resources["configmaps"]["scope"] == "Namespaced"
+
+        fake_apiserver.register_crd(group="example.com", version="v1", plural="gadgets", kind="G")
+        status, _, body, _ = await get("/apis", _AGGREGATED_V2, **{"If-None-Match": tag})
+        assert status == 200  # the document changed, so its tag did
+        assert "gadgets" in orjson.dumps(body).decode()
 
 
 @pytest.mark.kubectl

@@ -116,6 +116,56 @@ async def test_informer_series_follow_its_statistics(tmp_path: Path) -> None:
             assert sample in text
 
 
+async def test_informer_exports_skipped_lines(tmp_path: Path) -> None:
+    """An informer's malformed and oversized lines are exported, as a watch()'s are.
+
+    The server sends one line that is not JSON and one event over ``max_event_bytes``; both
+    are skipped and counted by ``statistics()``, and both reach prometheus-client and the
+    OpenTelemetry SDK's in-memory reader with the ``resource`` label only.
+    """
+    async with widget_cluster(tmp_path) as (server, rtype, client):
+        server.faults.add(Fault.malformed_line(), verb="watch")
+        informer = crwatch.Informer(
+            client,
+            "widgets.v1.example.com",
+            backoff=FAST,
+            streaming_list=False,
+            max_event_bytes=2048,
+        )
+        seen = Seen()
+        informer.subscribe(seen.add, name="audit")
+        registry = Registry()
+        registry.register(informer, name="widgets")
+        prom = scrape(registry)
+        reader = InMemoryMetricReader()
+        provider = MeterProvider(metric_readers=[reader])
+        crwatch.otel.instrument(meter_provider=provider, registry=registry)
+        labels = {"resource": "widgets"}
+        async with informer:
+            await informer.wait_synced(GUARD)
+            server.create(rtype, widget("big", blob="x" * 4096))
+            server.create(rtype, widget("small"))
+            await seen.until(1)
+            stats = informer.statistics()
+            assert (stats.malformed_lines, stats.oversized_events) == (1, 1)
+            assert prom.get_sample_value("crwatch_watch_malformed_lines_total", labels) == 1.0
+            assert prom.get_sample_value("crwatch_watch_oversized_events_total", labels) == 1.0
+            data = reader.get_metrics_data()
+            assert data is not None
+            got = {
+                metric.name: [
+                    (dict(p.attributes or {}), p.value)  # type: ignore[union-attr]
+                    for p in metric.data.data_points
+                ]
+                for rm in data.resource_metrics
+                for scope in rm.scope_metrics
+                for metric in scope.metrics
+            }
+            assert got["crwatch_watch_malformed_lines"] == [(labels, 1)]
+            assert got["crwatch_watch_oversized_events"] == [(labels, 1)]
+        provider.shutdown()
+
+
 async def test_watch_stream_series_derive_relists_and_reconnects(tmp_path: Path) -> None:
     """A watch() stream exports its counters; relists and reconnects count after the first."""
     async with widget_cluster(tmp_path) as (server, rtype, client):

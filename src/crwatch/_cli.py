@@ -8,6 +8,7 @@ import os
 import sys
 from collections.abc import Sequence
 from functools import partial
+from pathlib import Path
 from typing import TYPE_CHECKING, TextIO, TypeVar
 
 import anyio
@@ -55,7 +56,11 @@ def _parser() -> argparse.ArgumentParser:
         ),
     )
     scope = watch.add_mutually_exclusive_group()
-    scope.add_argument("-n", "--namespace", help="namespace to watch (default: 'default')")
+    scope.add_argument(
+        "-n",
+        "--namespace",
+        help="namespace to watch (default: the kubeconfig context's namespace, else 'default')",
+    )
     scope.add_argument("-A", "--all-namespaces", action="store_true", help="watch every namespace")
     watch.add_argument("-l", "--selector", dest="label_selector", help="label selector")
     watch.add_argument("--field-selector", help="field selector, e.g. metadata.name=a")
@@ -82,7 +87,7 @@ async def _watch(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         resource = await client.resource(args.resource)
         namespace = None
         if resource.namespaced and not args.all_namespaces:
-            namespace = args.namespace or "default"
+            namespace = args.namespace or _context_namespace(args)
         progress = Progress(err, str(resource)) if err.isatty() else None
         try:
             async with (
@@ -112,6 +117,19 @@ async def _watch(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             if progress is not None:
                 progress.finish()  # an interrupted list leaves no half-drawn line behind
     return 0
+
+
+def _context_namespace(args: argparse.Namespace) -> str:
+    """Return the namespace of the kubeconfig context in use: kubectl's default for ``-n``.
+
+    The files were read and checked when the client connected; this reads them again for
+    the one field the client does not keep.
+    """
+    from ._kubeconfig import default_paths, load
+
+    explicit = args.kubeconfig is not None
+    paths = [Path(args.kubeconfig)] if explicit else default_paths()
+    return load(paths, args.context, explicit=explicit).namespace
 
 
 async def _tick(progress: Progress, events: EventStream) -> None:

@@ -2,9 +2,14 @@
 
 ``"widgets"``, ``"widget"``, ``"Widget"``, a short name (``"wd"``), ``"widgets.example.com"``,
 ``"widgets.v1.example.com"`` and ``"example.com/v1/widgets"`` all resolve through the API
-server's discovery documents (``/api``, ``/apis``, ``/api/v1``, ``/apis/<group>/<version>``;
-https://kubernetes.io/docs/concepts/overview/kubernetes-api/#discovery-api), read once per
-``ApiClient`` and read again when a name is not found (a CRD created since is then seen).
+server's discovery, read once per ``ApiClient`` and read again when a name is not found (a
+CRD created since is then seen). A server that offers aggregated discovery
+(https://kubernetes.io/docs/concepts/overview/kubernetes-api/#aggregated-discovery; on by
+default since 1.27) describes every group's resources in the answers to ``/api`` and ``/apis``:
+two requests in all. Older servers, and servers with it turned off, answer the same requests
+with the legacy documents, and the resources are then read per group/version
+(``/api/v1``, ``/apis/<group>/<version>``;
+https://kubernetes.io/docs/concepts/overview/kubernetes-api/#discovery-api).
 
 The matching rules are kubectl's, with one decision of ours:
 
@@ -50,6 +55,15 @@ _VERSION: Final = re.compile(r"^v[1-9][0-9]*((alpha|beta)[1-9][0-9]*)?$")
 
 #: Group/version documents fetched at once when the whole catalogue is read.
 _PARALLEL: Final = 8
+
+#: ``Accept`` of ``/api`` and ``/apis``: aggregated discovery (v2, then v2beta1 for 1.27-1.29
+#: servers), else the legacy documents, as kubectl asks. The types:
+#: https://github.com/kubernetes/api/blob/master/apidiscovery/v2/types.go
+_ACCEPT_DISCOVERY: Final = (
+    "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,"
+    "application/json;g=apidiscovery.k8s.io;v=v2beta1;as=APIGroupDiscoveryList,"
+    "application/json"
+)
 
 
 @frozen
@@ -104,7 +118,11 @@ class DiscoveryStatistics:
         groups: API groups known, the core group included (0 before the first read).
         resources: resource types cached (every served version counts).
         unavailable: group/versions that could not be read at the last attempt (an
-            aggregated API that is down answers 503); they are asked again on the next miss.
+            aggregated API that is down answers 503, or is marked ``Stale`` in aggregated
+            discovery); they are asked again on the next miss.
+        aggregated: whether the last read used aggregated discovery (every group's
+            resources in the answers to ``/api`` and ``/apis``) rather than one request
+            per group/version.
     """
 
     lookups: int
@@ -113,6 +131,7 @@ class DiscoveryStatistics:
     groups: int
     resources: int
     unavailable: tuple[str, ...]
+    aggregated: bool = False
 
 
 @frozen
@@ -169,6 +188,7 @@ class _Cache:
         self.documents: dict[tuple[str, str], tuple[ApiResource, ...]] = {}
         self.unavailable: dict[tuple[str, str], str] = {}
         self.lock = anyio.Lock()
+        self.aggregated = False
         self.lookups = 0
         self.refreshes = 0
         self.requests = 0
@@ -281,6 +301,7 @@ class Discovery:
             groups=len(cache.groups or ()),
             resources=sum(len(doc) for doc in cache.documents.values()),
             unavailable=tuple(sorted(_gv(g, v) for g, v in cache.unavailable)),
+            aggregated=cache.aggregated,
         )
 
     # -- resolving ---------------------------------------------------------------------------
@@ -341,29 +362,52 @@ class Discovery:
             return cache.groups
         groups: dict[str, tuple[str, ...]] = {}
         try:
-            core = await self._get("/api")
+            core_type, core = await self._negotiate("/api")
         except NotFoundError:
-            core = {}  # kubectl tolerates a server without the legacy core group
-        core_versions = tuple(str(v) for v in _list(core, "versions") if isinstance(v, str))
-        if core_versions:
-            groups[""] = core_versions
-        for doc in _list(await self._get("/apis"), "groups"):
-            if not isinstance(doc, Mapping) or not isinstance(doc.get("name"), str):
-                continue
-            versions = [
-                str(v["version"])
-                for v in _list(doc, "versions")
-                if isinstance(v, Mapping) and isinstance(v.get("version"), str)
-            ]
-            preferred = doc.get("preferredVersion")
-            first = preferred.get("version") if isinstance(preferred, Mapping) else None
-            if first in versions:
-                versions.remove(first)
-                versions.insert(0, first)
+            core_type, core = "", {}  # kubectl tolerates a server without the legacy core group
+        apis_type, apis = await self._negotiate("/apis")
+        # Each answer says its form in Content-Type alone: an aggregated body read as a
+        # legacy one has no "versions"/"groups" and would look like an empty server.
+        cache.aggregated = _is_aggregated(core_type) and _is_aggregated(apis_type)
+        if _is_aggregated(core_type):
+            self._take_aggregated(core, groups)
+        else:
+            versions = tuple(str(v) for v in _list(core, "versions") if isinstance(v, str))
             if versions:
-                groups[doc["name"]] = tuple(versions)
+                groups[""] = versions
+        if _is_aggregated(apis_type):
+            self._take_aggregated(apis, groups)
+        else:
+            groups.update(_legacy_groups(apis))
         cache.groups = groups
         return groups
+
+    def _take_aggregated(self, doc: Any, groups: dict[str, tuple[str, ...]]) -> None:
+        """Cache every resource of an ``APIGroupDiscoveryList``; add its groups to ``groups``."""
+        cache = self._cache
+        for item in _list(doc, "items"):
+            metadata = item.get("metadata") if isinstance(item, Mapping) else None
+            name = metadata.get("name", "") if isinstance(metadata, Mapping) else ""
+            if not isinstance(name, str):
+                continue
+            versions: list[str] = []
+            # Versions come in preference order: the first is the group's preferred one.
+            for entry in _list(item, "versions"):
+                version = entry.get("version") if isinstance(entry, Mapping) else None
+                if not isinstance(version, str) or not version or version in versions:
+                    continue
+                versions.append(version)
+                if entry.get("freshness") == "Stale":
+                    # The aggregated API behind it did not answer the server; client-go
+                    # counts such a group/version as failed rather than trusting the list.
+                    cache.unavailable[(name, version)] = "discovery information is stale"
+                    log.warning("discovery: %s is stale", _gv(name, version))
+                    continue
+                cache.documents[(name, version)] = _aggregated_resources(
+                    entry, name, version, preferred=len(versions) == 1
+                )
+            if versions:
+                groups[name] = tuple(versions)
 
     async def _read(self, groups: Mapping[str, tuple[str, ...]]) -> None:
         """Fetch the resource lists of ``groups`` that are not cached yet, a few at once."""
@@ -403,6 +447,46 @@ class Discovery:
         self._cache.requests += 1
         return await self._transport.get_json(path)
 
+    async def _negotiate(self, path: str) -> tuple[str, Any]:
+        self._cache.requests += 1
+        return await self._transport.get_negotiated(path, accept=_ACCEPT_DISCOVERY)
+
+
+def _is_aggregated(content_type: str) -> bool:
+    """Whether ``content_type`` is an ``APIGroupDiscoveryList`` (apidiscovery v2 or v2beta1)."""
+    media, *raw = content_type.split(";")
+    params = {}
+    for item in raw:
+        key, _, value = item.partition("=")
+        params[key.strip().lower()] = value.strip()
+    return (
+        media.strip().lower() == "application/json"
+        and params.get("g") == "apidiscovery.k8s.io"
+        and params.get("as") == "APIGroupDiscoveryList"
+        and params.get("v") in ("v2", "v2beta1")
+    )
+
+
+def _legacy_groups(doc: Any) -> dict[str, tuple[str, ...]]:
+    """Return the groups of an ``APIGroupList``, each with its versions, preferred first."""
+    groups: dict[str, tuple[str, ...]] = {}
+    for group in _list(doc, "groups"):
+        if not isinstance(group, Mapping) or not isinstance(group.get("name"), str):
+            continue
+        versions = [
+            str(v["version"])
+            for v in _list(group, "versions")
+            if isinstance(v, Mapping) and isinstance(v.get("version"), str)
+        ]
+        preferred = group.get("preferredVersion")
+        first = preferred.get("version") if isinstance(preferred, Mapping) else None
+        if first in versions:
+            versions.remove(first)
+            versions.insert(0, first)
+        if versions:
+            groups[group["name"]] = tuple(versions)
+    return groups
+
 
 def _names(candidate: ApiResource) -> tuple[str, ...]:
     return (candidate.resource.plural, candidate.singular, candidate.kind.lower())
@@ -438,6 +522,45 @@ def _resources(doc: Any, group: str, version: str, preferred: bool) -> tuple[Api
                 resource,
                 # kubectl falls back to the lowercase kind when singularName is empty.
                 singular=str(entry.get("singularName") or kind.lower()),
+                short_names=tuple(str(s).lower() for s in _list(entry, "shortNames")),
+                verbs=frozenset(str(v) for v in _list(entry, "verbs")),
+                categories=tuple(str(c) for c in _list(entry, "categories")),
+                preferred=preferred,
+            )
+        )
+    return tuple(found)
+
+
+def _aggregated_resources(
+    doc: Any, group: str, version: str, *, preferred: bool
+) -> tuple[ApiResource, ...]:
+    """Return the resource types of one ``APIVersionDiscovery``.
+
+    Subresources are nested under their resource there, so every entry is a type.
+    """
+    found: list[ApiResource] = []
+    for entry in _list(doc, "resources"):
+        if not isinstance(entry, Mapping):
+            continue
+        name = entry.get("resource")
+        if not isinstance(name, str) or not name:
+            continue
+        response_kind = entry.get("responseKind")
+        kind = str(response_kind.get("kind") or "") if isinstance(response_kind, Mapping) else ""
+        try:
+            resource = Resource(
+                group,
+                version,
+                name,
+                kind=kind or None,
+                namespaced=entry.get("scope") == "Namespaced",
+            )
+        except InvalidOptionError:
+            continue
+        found.append(
+            ApiResource(
+                resource,
+                singular=str(entry.get("singularResource") or kind.lower()),
                 short_names=tuple(str(s).lower() for s in _list(entry, "shortNames")),
                 verbs=frozenset(str(v) for v in _list(entry, "verbs")),
                 categories=tuple(str(c) for c in _list(entry, "categories")),

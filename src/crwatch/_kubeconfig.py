@@ -49,6 +49,17 @@ class Kubeconfig:
     #: The context to use (the argument, else the merged ``current-context``).
     context: str
 
+    @property
+    def namespace(self) -> str:
+        """The context's namespace, else ``"default"``: where kubectl works without ``-n``.
+
+        https://kubernetes.io/docs/concepts/configuration/organize-cluster-access-kubeconfig/#context
+        """
+        entry = _find(self, "contexts", self.context)
+        body = entry.get("context") if entry is not None else None
+        namespace = body.get("namespace") if isinstance(body, dict) else None
+        return namespace if isinstance(namespace, str) and namespace else "default"
+
 
 def default_paths(environ: Mapping[str, str] | None = None) -> list[Path]:
     """Return the files ``from_kubeconfig()`` reads without a path, from the environment *now*.

@@ -235,6 +235,8 @@ def _watch_points(resource: str, s: WatchStatistics | InformerStatistics) -> Ite
     yield "crwatch_watch_errors", labels, s.errors
     yield "crwatch_watch_stalls", labels, s.stalls
     yield "crwatch_watch_synced", labels, float(s.synced)
+    yield "crwatch_watch_malformed_lines", labels, s.malformed_lines
+    yield "crwatch_watch_oversized_events", labels, s.oversized_events
     if isinstance(s, InformerStatistics):
         yield "crwatch_watch_relists", labels, s.relists
         yield "crwatch_watch_reconnects", labels, s.reconnects
@@ -250,8 +252,6 @@ def _watch_points(resource: str, s: WatchStatistics | InformerStatistics) -> Ite
         # a relist, every watch request after the first a reconnect.
         yield "crwatch_watch_relists", labels, max(0, s.lists - 1)
         yield "crwatch_watch_reconnects", labels, max(0, s.watches - 1)
-        yield "crwatch_watch_malformed_lines", labels, s.malformed_lines
-        yield "crwatch_watch_oversized_events", labels, s.oversized_events
 
 
 def _subscriber_points(resource: str, s: SubscriberStatistics) -> Iterator[Point]:

@@ -386,6 +386,24 @@ class Transport:
             ApiError: the server answered an error status.
             TransportError: no usable answer, or a body that is not JSON.
         """
+        _, body = await self.get_negotiated(
+            path, accept="application/json", read_timeout=read_timeout
+        )
+        return body
+
+    async def get_negotiated(
+        self, path: str, *, accept: str, read_timeout: float = 32.0
+    ) -> tuple[str, Any]:
+        """GET a JSON document with ``accept``; return its ``Content-Type`` and body.
+
+        For documents whose form is negotiated: ``/api`` and ``/apis`` answer aggregated
+        discovery only to a client that asks for it, and say which form they chose in
+        ``Content-Type`` alone.
+
+        Raises:
+            ApiError: the server answered an error status.
+            TransportError: no usable answer, or a body that is not JSON.
+        """
         api = self._api
         timeout = aiohttp.ClientTimeout(
             total=None,
@@ -398,12 +416,13 @@ class Transport:
             "GET",
             api_client_host(api) + path,
             query=[],
-            accept="application/json",
+            accept=accept,
             timeout=timeout,
             verb="get",
             what=path,
         )
-        return await _read_json(response, "get", path)
+        content_type = str(response.headers.get("Content-Type", ""))
+        return content_type, await _read_json(response, "get", path)
 
 
 async def _open(

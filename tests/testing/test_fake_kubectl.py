@@ -311,3 +311,36 @@ async def test_kubectl_explain_and_printer_columns(
     assert lines == [["NAME", "SIZE", "COLOR"], ["w1", "3", "red"], ["w2", "7"]]  # null cell: blank
     out = await kubectl.run("get", "widgets", "-A")
     assert out.stdout.decode().splitlines()[0].split() == ["NAMESPACE", "NAME", "SIZE", "COLOR"]
+
+
+@pytest.mark.parametrize(
+    "fake_apiserver_options",
+    [
+        {"kubernetes_version": "1.32", "aggregated_discovery": True},
+        {"kubernetes_version": "1.27", "aggregated_discovery": True},
+        {"kubernetes_version": "1.32", "aggregated_discovery": False},
+    ],
+    ids=["aggregated-v2", "aggregated-v2beta1", "legacy"],
+)
+async def test_kubectl_api_resources(fake_apiserver: FakeApiServer, kubectl: Kubectl) -> None:
+    """``kubectl api-resources`` lists core, built-in and custom types with their short names.
+
+    kubectl 1.32 asks for aggregated discovery v2, 1.27 for v2beta1: served, only ``/api``
+    and ``/apis`` are fetched (kubectl logs its requests at ``-v=6``). With aggregated
+    discovery off, kubectl falls back to one request per group/version.
+    """
+    register_widgets(fake_apiserver, short_names=["wd"])
+    result = await kubectl.run("api-resources", "-v=6")
+    rows = {line.split()[0]: line.split() for line in result.stdout.decode().splitlines()[1:]}
+    assert rows["widgets"][1:] == ["wd", "example.com/v1", "true", "Widget"]
+    assert rows["namespaces"][1:] == ["ns", "v1", "false", "Namespace"]
+    assert rows["leases"][1:] == ["coordination.k8s.io/v1", "true", "Lease"]
+    fetched = {
+        line.split(fake_apiserver.url, 1)[1].split("?", 1)[0]
+        for line in result.stderr.decode().splitlines()
+        if f"GET {fake_apiserver.url}" in line
+    }
+    if fake_apiserver.aggregated_discovery:
+        assert fetched == {"/api", "/apis"}
+    else:
+        assert {"/api", "/apis", "/api/v1", "/apis/example.com/v1"} <= fetched

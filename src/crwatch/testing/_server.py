@@ -27,6 +27,7 @@ import orjson
 from aiohttp import web
 from attrs import define, field, frozen
 
+from . import _aggregated
 from ._faults import Fault, FaultPlan
 from ._openapi import v2_document, v3_document, v3_index
 from ._openapi_proto import MEDIA_TYPE as PROTOBUF_V2
@@ -328,6 +329,9 @@ class FakeApiServer:
       always does this).
     - ``garbage_collector``: run the garbage collector (dependents go with their owners);
       ``False`` behaves like a control plane without kube-controller-manager (envtest).
+    - ``aggregated_discovery``: serve aggregated discovery (``apidiscovery.k8s.io`` v2 and
+      v2beta1) on ``/api`` and ``/apis`` to clients that ask for it in ``Accept``;
+      ``False`` serves only the legacy per-group/version documents.
 
     Not implemented: server-side defaulting of legacy watches into streaming lists
     (behaves like a server where that defaulting is off), protobuf/CBOR responses, CEL
@@ -357,6 +361,7 @@ class FakeApiServer:
         tls: bool = False,
         auto_create_namespaces: bool = False,
         garbage_collector: bool = True,
+        aggregated_discovery: bool = True,
     ) -> None:
         major, _, minor = kubernetes_version.partition(".")
         if not (major.isdigit() and minor.isdigit()):
@@ -386,6 +391,11 @@ class FakeApiServer:
         self._runner: web.AppRunner | None = None
         self._closing = False
         self._requests = 0
+        self.aggregated_discovery = aggregated_discovery
+        """Answer ``/api`` and ``/apis`` with aggregated discovery (``APIGroupDiscoveryList``,
+        apidiscovery.k8s.io v2 and v2beta1) when ``Accept`` asks for it, as servers since
+        1.27 do; ``False`` behaves like an older server: only the legacy documents, one
+        request per group/version."""
         self.serve_views = True
         """Serve the meta.k8s.io views a request asks for in ``Accept`` (``Table``,
         ``PartialObjectMetadata``). ``False`` answers as an API server without them would:
@@ -1056,7 +1066,7 @@ class FakeApiServer:
             return await self._resource(request, info, fault)
         if info.parts[:1] == ["openapi"] or info.parts == ["swagger-2.0.0.pb-v1"]:
             return self._openapi(request, info.parts)
-        return self._discovery(info.parts)
+        return self._discovery(request, info.parts)
 
     def _openapi(self, request: web.Request, parts: builtins.list[str]) -> web.StreamResponse:
         accept = request.headers.get("Accept", "")
@@ -1608,8 +1618,17 @@ class FakeApiServer:
 
     # -- discovery --------------------------------------------------------------------------
 
-    def _discovery(self, parts: builtins.list[str]) -> web.StreamResponse:
+    def _discovery(self, request: web.Request, parts: builtins.list[str]) -> web.StreamResponse:
         types = self._state.types()
+        if parts in (["api"], ["apis"]):
+            # /api and /apis negotiate between the legacy documents and aggregated
+            # discovery on Accept (https://kubernetes.io/docs/concepts/overview/
+            # kubernetes-api/#aggregated-discovery).
+            form = _aggregated.negotiate(
+                request.headers.get("Accept", ""), aggregated=self.aggregated_discovery
+            )
+            if form != _aggregated.LEGACY:
+                return self._aggregated(request, form, types, core=parts == ["api"])
         if parts == ["version"]:
             return _json(
                 {
@@ -1657,6 +1676,26 @@ class FakeApiServer:
         if len(parts) == 3 and parts[0] == "apis" and parts[2] in groups.get(parts[1], ()):
             return _json(self._resource_list(parts[1], parts[2], types))
         return _not_found_plain()
+
+    def _aggregated(
+        self,
+        request: web.Request,
+        version: str,
+        types: builtins.list[ResourceType],
+        *,
+        core: bool,
+    ) -> web.StreamResponse:
+        body = _aggregated.document(version, types, core=core, verbs=ALL_VERBS)
+        tag = _aggregated.etag(body)
+        # The answer depends on Accept, so shared caches must key on it; the entity tag
+        # lets a client (kubectl's HTTP cache) revalidate without the body.
+        headers = {"Vary": "Accept", "ETag": tag, "Cache-Control": "no-cache, private"}
+        if tag in (t.strip() for t in request.headers.get("If-None-Match", "").split(",")):
+            return web.Response(status=304, headers=headers)
+        return web.Response(
+            body=orjson.dumps(body),
+            headers={**headers, "Content-Type": _aggregated.content_type(version)},
+        )
 
     @staticmethod
     def _resource_list(group: str, version: str, types: builtins.list[ResourceType]) -> Obj:
