@@ -483,3 +483,55 @@ def test_subscribers_sharing_a_name_are_summed_into_one_series() -> None:
     # No byte seen yet and no error yet: those gauges have no sample rather than a made-up one.
     assert by_name["crwatch_watch_last_byte_age_seconds"] == ()
     assert by_name["crwatch_watch_last_error_timestamp_seconds"] == ()
+
+
+async def test_watch_series_by_type_reason_and_duration(tmp_path: Path) -> None:
+    """Events by type, relists and reconnects by cause, list and watch durations.
+
+    A watch() stream: the initial list (2 ADDED), a watch the server ends after one event
+    (a reconnect caused by "closed"), then a 410 on the resume (a relist and a reconnect
+    caused by ExpiredError) that finds a deletion (a synthetic DELETED). Each reaches
+    prometheus-client with ``resource`` and its ``type`` or ``reason`` label.
+    """
+    async with widget_cluster(tmp_path) as (server, rtype, client):
+        server.create(rtype, widget("a"))
+        server.create(rtype, widget("gone"))
+        registry = Registry()
+        prom = scrape(registry)
+        labels = {"resource": "w"}
+        server.faults.add(Fault.end_after(1), verb="watch")
+        expired = server.faults.add(Fault.expired(), verb="watch")
+        watch = crwatch.watch(client, "widgets.v1.example.com", backoff=FAST, streaming_list=False)
+        async with watch as events:
+            registry.register(events, name="w")
+            got = [await events.__anext__() for _ in range(2)]
+            server.create(rtype, widget("b"))
+            got.append(await events.__anext__())
+            server.delete(rtype, "gone", namespace="default")
+            # watch() reads on demand: asking for the next event makes it resume (and relist).
+            got.append(await events.__anext__())
+            stats = events.statistics()
+    assert expired.fired == 1
+    assert [(e.type.value, e.key) for e in got] == [
+        ("ADDED", "default/a"),
+        ("ADDED", "default/gone"),
+        ("ADDED", "default/b"),
+        ("DELETED", "default/gone"),
+    ]
+    assert stats.events_by_type == {"ADDED": 3, "MODIFIED": 0, "DELETED": 1}
+    assert stats.relists_by_reason == {"ExpiredError": 1}
+    assert stats.reconnects_by_reason == {"closed": 1, "ExpiredError": 1}
+    assert stats.last_list_seconds is not None
+    assert stats.last_watch_seconds is not None
+    assert stats.seconds_since_last_byte is not None
+
+    def sample(name: str, **more: str) -> float | None:
+        return prom.get_sample_value(name, {**labels, **more})
+
+    assert sample("crwatch_watch_events_by_type_total", type="ADDED") == 3.0
+    assert sample("crwatch_watch_events_by_type_total", type="DELETED") == 1.0
+    assert sample("crwatch_watch_relists_by_reason_total", reason="ExpiredError") == 1.0
+    assert sample("crwatch_watch_reconnects_by_reason_total", reason="closed") == 1.0
+    assert sample("crwatch_watch_reconnects_by_reason_total", reason="ExpiredError") == 1.0
+    assert sample("crwatch_watch_list_duration_seconds") == stats.last_list_seconds
+    assert sample("crwatch_watch_duration_seconds") == stats.last_watch_seconds

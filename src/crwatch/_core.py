@@ -189,20 +189,30 @@ class _Counters:
     """The mutable counters behind a watch's or an informer's ``statistics()`` record."""
 
     __slots__ = (
+        "by_type",
+        "cause",
         "errors",
         "events",
         "last_byte_at",
         "last_error",
         "last_error_at",
+        "last_list_seconds",
+        "last_watch_seconds",
+        "list_cause",
+        "list_started_at",
         "lists",
         "malformed_lines",
         "oversized_events",
+        "reconnect_reasons",
+        "relist_reasons",
         "stalls",
+        "watch_opened_at",
         "watches",
     )
 
     def __init__(self) -> None:
         self.events: int = 0
+        self.by_type: dict[EventType, int] = dict.fromkeys(EventType, 0)
         self.lists: int = 0
         self.watches: int = 0
         self.malformed_lines: int = 0
@@ -213,6 +223,64 @@ class _Counters:
         #: Wall-clock time of the last error; monotonic time of the last byte read.
         self.last_error_at: float | None = None
         self.last_byte_at: float | None = None
+        #: Why the next request is made: the class name of the failure before it, or
+        #: "closed" (the server ended the watch: its timeout, or a routine close).
+        self.cause = "closed"
+        self.relist_reasons: dict[str, int] = {}
+        self.reconnect_reasons: dict[str, int] = {}
+        #: A list in progress (monotonic start, and the cause of a relist) and the last
+        #: complete list's and ended watch's durations.
+        self.list_started_at: float | None = None
+        self.list_cause = "closed"
+        self.last_list_seconds: float | None = None
+        self.watch_opened_at: float | None = None
+        self.last_watch_seconds: float | None = None
+
+    def start_list(self) -> None:
+        """Note a list beginning (first page or streaming list); a retry keeps the first start."""
+        if self.list_started_at is None:
+            self.list_started_at = time.monotonic()
+            self.list_cause = self.cause
+
+    def end_list(self, events: list[Event], first: bool) -> None:
+        """Count a complete list applied to the cache, and the ``events`` it gave."""
+        self.lists += 1
+        self.events += len(events)
+        by_type = self.by_type
+        for event in events:
+            by_type[event.type] += 1
+        if self.list_started_at is not None:
+            self.last_list_seconds = time.monotonic() - self.list_started_at
+            self.list_started_at = None
+        if not first:
+            reason = self.list_cause
+            self.relist_reasons[reason] = self.relist_reasons.get(reason, 0) + 1
+
+    def start_watch(self) -> None:
+        """Count a watch request about to be sent; after the first, a reconnect and its cause."""
+        if self.watches:
+            reason = self.cause
+            self.reconnect_reasons[reason] = self.reconnect_reasons.get(reason, 0) + 1
+        self.cause = "closed"
+        self.watches += 1
+
+    def watch_opened(self) -> None:
+        self.watch_opened_at = self.last_byte_at = time.monotonic()
+
+    def watch_closed(self) -> None:
+        if self.watch_opened_at is not None:
+            self.last_watch_seconds = time.monotonic() - self.watch_opened_at
+            self.watch_opened_at = None
+
+    def snapshot(self) -> dict[str, Any]:
+        """Return the fields ``InformerStatistics`` and ``WatchStatistics`` share past counts."""
+        return {
+            "events_by_type": {t.value: n for t, n in self.by_type.items()},
+            "relists_by_reason": dict(self.relist_reasons),
+            "reconnects_by_reason": dict(self.reconnect_reasons),
+            "last_list_seconds": self.last_list_seconds,
+            "last_watch_seconds": self.last_watch_seconds,
+        }
 
 
 class _OpenStream:
@@ -500,7 +568,9 @@ class Core:
             line = None  # no longer what the line says
         event = self.cache.apply_keyed(change, obj, key, line)
         if event is not None:
-            self.counters.events += 1
+            counters = self.counters
+            counters.events += 1
+            counters.by_type[event.type] += 1
         return event
 
     def _collect(self, collected: _Collected, objects: Iterable[Any]) -> None:
@@ -524,8 +594,7 @@ class Core:
         """Swap a complete list into the cache; return the differences (see ``Cache``)."""
         cache = self.cache
         events = cache.replace_keyed(collected)
-        self.counters.lists += 1
-        self.counters.events += len(events)
+        self.counters.end_list(events, first=not self._initial_done)
         log.debug(
             "watch %s: list at resourceVersion %s: %d objects, %d changes",
             self.resource,
@@ -612,6 +681,7 @@ class Core:
                     else:
                         if stream is not None:
                             stream.stream.close()
+                            self.counters.watch_closed()
                             stream = None
                         stream, observation = await self._perform(action)
                 if self._waiters:
@@ -629,6 +699,7 @@ class Core:
             self._thaw()
             if stream is not None:
                 stream.stream.close()
+                self.counters.watch_closed()
 
     def _apply_raw(self, raw: RawEvent) -> Event | None:
         """Apply a change the machine delivered (``Deliver``): checked as a watch line is."""
@@ -666,6 +737,7 @@ class Core:
         counters.errors += 1
         counters.last_error = error
         counters.last_error_at = time.time()
+        counters.cause = type(error).__name__
         if isinstance(error, StallTimeout):
             counters.stalls += 1
 
@@ -696,7 +768,9 @@ class Core:
     ) -> tuple[_OpenStream | None, Observation | None]:
         streaming = isinstance(action, StartStreamingList)
         options = self.options
-        self.counters.watches += 1
+        if streaming:
+            self.counters.start_list()
+        self.counters.start_watch()
         try:
             # The stall timeout also covers a server that never sends the response headers.
             with anyio.fail_after(options.stall_timeout):
@@ -714,12 +788,14 @@ class Core:
             return None, Failed(self._stalled("no response headers"))
         except (ApiError, TransportError) as exc:
             return None, Failed(exc)
-        self.counters.last_byte_at = time.monotonic()
+        self.counters.watch_opened()
         deadline = action.deadline if isinstance(action, StartStreamingList) else None
         return _OpenStream(opened, options.max_event_bytes, deadline), None
 
     async def _list(self, action: ListPage) -> Observation:
         options = self.options
+        if action.continue_token is None:
+            self.counters.start_list()
         try:
             page = await self._transport.list_page(
                 self.resource,

@@ -138,6 +138,15 @@ class InformerStatistics:
             object lacked a name, a resourceVersion or a namespace fitting the watch (each
             one is logged, and a relist repairs what it may have carried).
         oversized_events: stream lines skipped because they exceeded ``max_event_bytes``.
+        events_by_type: ``events`` by type: ``{"ADDED": n, "MODIFIED": n, "DELETED": n}``.
+        relists_by_reason: ``relists`` by what caused them: the failure's class name
+            (``"ExpiredError"`` for a 410) or ``"closed"``.
+        reconnects_by_reason: ``reconnects`` by what caused them: the failure's class name
+            (``"StallTimeout"``, ``"TransportError"``, ...) or ``"closed"`` (the server
+            ended the watch, as it does at its timeout).
+        last_list_seconds: how long the last complete list took (from its first request,
+            retries included), or ``None``.
+        last_watch_seconds: how long the last watch that ended was open, or ``None``.
     """
 
     objects: int
@@ -156,6 +165,11 @@ class InformerStatistics:
     subscribers: tuple[SubscriberStatistics, ...]
     malformed_lines: int = 0
     oversized_events: int = 0
+    events_by_type: Mapping[str, int] = field(factory=dict)
+    relists_by_reason: Mapping[str, int] = field(factory=dict)
+    reconnects_by_reason: Mapping[str, int] = field(factory=dict)
+    last_list_seconds: float | None = None
+    last_watch_seconds: float | None = None
 
 
 def _compose(source: AsyncIterator[Event], middlewares: Sequence[Middleware]) -> AsyncIterator[Any]:
@@ -891,4 +905,5 @@ class Informer:
                 None if c.last_byte_at is None else time.monotonic() - c.last_byte_at
             ),
             subscribers=tuple(s.statistics() for s in self._subscriptions.values()),
+            **c.snapshot(),
         )

@@ -114,6 +114,35 @@ METRICS: tuple[MetricInfo, ...] = (
     _info("crwatch_watch_malformed_lines", "counter", "Stream lines skipped as malformed.", _R),
     _info("crwatch_watch_oversized_events", "counter", "Events skipped as too large.", _R),
     _info("crwatch_watch_synced", "gauge", "1 once the initial state is delivered, else 0.", _R),
+    _info("crwatch_watch_events_by_type", "counter", "Changes delivered, by type.", _R, "type"),
+    _info(
+        "crwatch_watch_relists_by_reason",
+        "counter",
+        "Lists after the initial one, by cause (the failure's class name, or closed).",
+        _R,
+        "reason",
+    ),
+    _info(
+        "crwatch_watch_reconnects_by_reason",
+        "counter",
+        "Watch requests after the first one, by cause (the failure's class name, or closed).",
+        _R,
+        "reason",
+    ),
+    _info(
+        "crwatch_watch_list_duration_seconds",
+        "gauge",
+        "How long the last complete list took, retries included.",
+        _R,
+        unit="seconds",
+    ),
+    _info(
+        "crwatch_watch_duration_seconds",
+        "gauge",
+        "How long the last watch that ended was open.",
+        _R,
+        unit="seconds",
+    ),
     _info(
         "crwatch_watch_last_byte_age_seconds",
         "gauge",
@@ -237,12 +266,22 @@ def _watch_points(resource: str, s: WatchStatistics | InformerStatistics) -> Ite
     yield "crwatch_watch_synced", labels, float(s.synced)
     yield "crwatch_watch_malformed_lines", labels, s.malformed_lines
     yield "crwatch_watch_oversized_events", labels, s.oversized_events
+    for kind, n in s.events_by_type.items():
+        yield "crwatch_watch_events_by_type", (*labels, ("type", kind)), n
+    for reason, n in s.relists_by_reason.items():
+        yield "crwatch_watch_relists_by_reason", (*labels, ("reason", reason)), n
+    for reason, n in s.reconnects_by_reason.items():
+        yield "crwatch_watch_reconnects_by_reason", (*labels, ("reason", reason)), n
+    if s.last_list_seconds is not None:
+        yield "crwatch_watch_list_duration_seconds", labels, s.last_list_seconds
+    if s.last_watch_seconds is not None:
+        yield "crwatch_watch_duration_seconds", labels, s.last_watch_seconds
+    if s.seconds_since_last_byte is not None:
+        yield "crwatch_watch_last_byte_age_seconds", labels, s.seconds_since_last_byte
     if isinstance(s, InformerStatistics):
         yield "crwatch_watch_relists", labels, s.relists
         yield "crwatch_watch_reconnects", labels, s.reconnects
         yield "crwatch_informer_objects", labels, s.objects
-        if s.seconds_since_last_byte is not None:
-            yield "crwatch_watch_last_byte_age_seconds", labels, s.seconds_since_last_byte
         if s.last_error_time is not None:
             yield "crwatch_watch_last_error_timestamp_seconds", labels, s.last_error_time
         for sub in s.subscribers:

@@ -14,7 +14,8 @@ event ever coalesced).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+import time
+from collections.abc import Iterator, Mapping
 from types import TracebackType
 from typing import Literal, NoReturn
 
@@ -52,6 +53,14 @@ class WatchStatistics:
         resource_version: the last resourceVersion seen (``""`` before the first list).
         synced: whether the initial state has been delivered.
         last_error: the most recent failure, if any.
+        seconds_since_last_byte: seconds since the server last sent anything, or ``None``.
+        events_by_type: ``events`` by type: ``{"ADDED": n, "MODIFIED": n, "DELETED": n}``.
+        relists_by_reason: lists after the first, by what caused them: the failure's class
+            name (``"ExpiredError"`` for a 410) or ``"closed"``.
+        reconnects_by_reason: watch requests after the first, by what caused them: the
+            failure's class name or ``"closed"`` (the server ended the watch).
+        last_list_seconds: how long the last complete list took, or ``None``.
+        last_watch_seconds: how long the last watch that ended was open, or ``None``.
     """
 
     events: int
@@ -64,6 +73,12 @@ class WatchStatistics:
     resource_version: str
     synced: bool
     last_error: BaseException | None = field(eq=False)
+    seconds_since_last_byte: float | None = None
+    events_by_type: Mapping[str, int] = field(factory=dict)
+    relists_by_reason: Mapping[str, int] = field(factory=dict)
+    reconnects_by_reason: Mapping[str, int] = field(factory=dict)
+    last_list_seconds: float | None = None
+    last_watch_seconds: float | None = None
 
 
 class _Handoff:
@@ -211,6 +226,10 @@ class Watch:
             resource_version=core.resource_version,
             synced=core.state.synced,
             last_error=c.last_error,
+            seconds_since_last_byte=(
+                None if c.last_byte_at is None else time.monotonic() - c.last_byte_at
+            ),
+            **c.snapshot(),
         )
 
     async def __aenter__(self) -> EventStream:
