@@ -114,10 +114,13 @@ def cache_state(informer: crwatch.Informer) -> dict[str, str]:
 
 @anyio_mark
 async def test_one_list_watch_whatever_the_number_of_subscribers(env: Env) -> None:
-    """Five subscribers share one request; each sees the cache already updated and old from it."""
+    """Five subscribers share one request; each sees the cache already updated and old from it.
+
+    With ``cache="objects"`` the cached dicts are the ones handed out: the identities show it.
+    """
     env.create("a", size=1)
     env.create("b", size=1)
-    informer = env.informer(indexes={"size": lambda o: [str(o["spec"]["size"])]})
+    informer = env.informer(indexes={"size": lambda o: [str(o["spec"]["size"])]}, cache="objects")
     views = [View("default/c") for _ in range(4)]
     cache_seen: list[bool] = []
 
@@ -1121,7 +1124,7 @@ async def test_gc_freeze_hides_listed_objects_from_the_collector(
 ) -> None:
     """Lists freeze the objects they collect (paged and streaming), as the policy says.
 
-    "list" (the default) and "keep" freeze after each page, so later pages are listed with
+    "list" and "keep" freeze after each page, so later pages are listed with
     the earlier ones frozen; "list" unfreezes everything once the list is done, "keep"
     leaves the cache frozen; "off" never freezes. Frozen objects still behave as cache
     entries: replaced, deleted, and indexed as before.
@@ -1129,13 +1132,13 @@ async def test_gc_freeze_hides_listed_objects_from_the_collector(
     for i in range(1100):  # more than two pages, and two freezes of a streaming list
         env.create(f"w{i:04}", owner="o1" if i % 2 else "o2")
     probe = FreezeProbe()
-    options: dict[str, Any] = {} if policy == "list" else {"gc_freeze": policy}
     informer = env.informer(
+        cache="objects",  # the policy is about the parsed dicts an objects cache keeps
+        gc_freeze=policy,
         streaming_list=streaming,
         page_size=500,
         indexes={"owner": owners},
         transform=probe,
-        **options,
     )
     store = informer.store
     async with informer:
@@ -1178,7 +1181,9 @@ async def test_gc_freeze_list_unfreezes_when_the_list_is_cut_short(
         env.create(f"w{i:04}")
     env.server.faults.add(Fault.stall(30, after_events=600), verb="watch")
     probe = FreezeProbe()
-    async with env.informer(streaming_list=True, transform=probe):
+    async with env.informer(
+        streaming_list=True, transform=probe, gc_freeze="list", cache="objects"
+    ):
         await until(lambda: probe.calls == 600)
         assert gc.get_freeze_count() > 500  # the first 500 objects (and everything else)
     assert gc.get_freeze_count() == 0
@@ -1192,7 +1197,9 @@ async def test_gc_freeze_list_leaves_a_process_freeze_alone(env: Env, unfrozen: 
     gc.freeze()
     frozen = gc.get_freeze_count()
     probe = FreezeProbe()
-    informer = env.informer(streaming_list=False, page_size=500, transform=probe)
+    informer = env.informer(
+        streaming_list=False, page_size=500, transform=probe, gc_freeze="list", cache="objects"
+    )
     async with informer:
         await informer.wait_synced(timeout=10)
     # Frozen objects that die still leave the count; none is added, and none unfrozen.

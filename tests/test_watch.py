@@ -167,7 +167,9 @@ async def test_lists_freeze_their_pages_and_unfreeze_after(
     monkeypatch.setattr(Transport, "list_page", list_page)
     gc.unfreeze()
     try:
-        async with env.watch(streaming_list=False, page_size=2) as events:
+        async with env.watch(
+            streaming_list=False, page_size=2, gc_freeze="list", cache="objects"
+        ) as events:
             await take(events, 6)
             assert len(frozen) == 3
             assert frozen[0] == 0
@@ -208,7 +210,9 @@ async def test_a_list_that_fails_midway_unfreezes_before_it_starts_again(
     monkeypatch.setattr(Transport, "list_page", list_page)
     gc.unfreeze()
     try:
-        async with env.watch(streaming_list=False, page_size=2) as events:
+        async with env.watch(
+            streaming_list=False, page_size=2, gc_freeze="list", cache="objects"
+        ) as events:
             got = await take(events, 6)
             assert sorted(e.key for e in got) == [f"default/w{i}" for i in range(6)]
             assert frozen[0] == 0

@@ -554,16 +554,18 @@ class Informer:
         watch_timeout: see :func:`crwatch.watch`. Default ``(300, 600)``.
         seed: see :func:`crwatch.watch`. Default ``None``.
         gc_freeze: see :func:`crwatch.watch` and the informer guide: how lists hide the
-            objects they cache from the cyclic garbage collector (:func:`gc.freeze`).
-            ``"list"`` (default): only while a list runs; ``"keep"``: for good;
-            ``"off"``: never.
+            dicts an objects cache keeps from the cyclic garbage collector
+            (:func:`gc.freeze`). ``"off"`` (default): never; ``"list"``: only while a list
+            runs; ``"keep"``: for good.
         metadata_only: see :func:`crwatch.watch`: cache and deliver each object's
             ``PartialObjectMetadata`` only. Default ``False``.
-        cache: ``"objects"`` (default) keeps the parsed dicts, shared by ``store`` reads
-            and events. ``"compact"`` keeps each object as its JSON bytes (about its size
-            on the wire instead of ~4x): ``store.get()`` and ``store.list()`` decode a new
-            dict on every call (change it freely), events carry the dicts parsed from the
-            wire, and ``event.old`` is decoded when first read. See the cache guide.
+        cache: ``"compact"`` (default) keeps each object as its JSON bytes (about 1.2x its
+            size on the wire instead of ~4x in dicts): ``store.get()``, ``store.list()``
+            and ``by_index()`` decode a new dict on every call (change it freely), events
+            carry the dicts parsed from the wire, and ``event.old`` is decoded when first
+            read. ``"objects"`` keeps the parsed dicts, shared by ``store`` reads and
+            events: for code that reads the whole cache again and again. See "The cache's
+            representation" in the informer guide.
 
     Raises:
         InvalidOptionError: an option is invalid (raised here, not when entering).
@@ -590,9 +592,9 @@ class Informer:
         backoff: Backoff | None = None,
         watch_timeout: tuple[int, int] = (300, 600),
         seed: int | None = None,
-        gc_freeze: GcFreeze = "list",
+        gc_freeze: GcFreeze = "off",
         metadata_only: bool = False,
-        cache: CacheMode = "objects",
+        cache: CacheMode = "compact",
     ) -> None:
         transport, resource = target(client, resource)
         options = ListWatchOptions(

@@ -277,9 +277,9 @@ def watch(
     buffer_size: int = 128,
     watch_timeout: tuple[int, int] = (300, 600),
     seed: int | None = None,
-    gc_freeze: GcFreeze = "list",
+    gc_freeze: GcFreeze = "off",
     metadata_only: bool = False,
-    cache: CacheMode = "objects",
+    cache: CacheMode = "compact",
 ) -> Watch:
     """Watch one resource type: its current objects as ADDED events, then every change.
 
@@ -326,17 +326,18 @@ def watch(
         watch_timeout: each watch asks the server to end it after a random number of
             seconds in ``[low, high)`` (it is then resumed at once). Default ``(300, 600)``.
         seed: seed of the jitter's random numbers, for reproducible tests. Default ``None``.
-        gc_freeze: how lists hide the objects they cache from Python's cyclic garbage
-            collector (:func:`gc.freeze`, which acts on the whole process). Without it the
-            collector walks the growing cache again and again during a list: two thirds of
-            the time for 100,000 objects. ``"list"`` (default) freezes after every page
-            (every 500 objects of a streaming list) and unfreezes once no list runs any
-            more; the next full collection then walks the cache once. A process that has
-            frozen objects itself is left alone. ``"keep"`` freezes as well and leaves
-            everything frozen, so later full collections skip the cache too; but a
-            reference cycle frozen while alive is never collected once it dies (until
-            :func:`gc.unfreeze`). ``"off"`` never touches the collector. See "Large caches
-            and the garbage collector" in the informer guide.
+        gc_freeze: for ``cache="objects"``: how lists hide the dicts they cache from
+            Python's cyclic garbage collector (:func:`gc.freeze`, which acts on the whole
+            process). Without it the collector walks the growing cache again and again
+            during a list: two thirds of the time for 100,000 objects. ``"off"`` (default)
+            never touches the collector (a compact cache gives it nothing to walk).
+            ``"list"`` freezes after every page (every 500 objects of a streaming list) and
+            unfreezes once no list runs any more; the next full collection then walks the
+            cache once. A process that has frozen objects itself is left alone. ``"keep"``
+            freezes as well and leaves everything frozen, so later full collections skip
+            the cache too; but a reference cycle frozen while alive is never collected once
+            it dies (until :func:`gc.unfreeze`). See "Large caches and the garbage
+            collector" in the informer guide.
         metadata_only: ``True`` asks the server for each object's metadata only
             (``PartialObjectMetadata``, as client-go's metadata informers do): events then
             carry ``{"apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadata",
@@ -344,11 +345,12 @@ def watch(
             to parse. A server that cannot answer that view sends whole objects, which are
             used as they come. Default ``False``.
         cache: how the watch's own state (what a relist is compared with) keeps each
-            object. ``"objects"`` (default): the parsed dicts. ``"compact"``: the object's
-            JSON bytes, about its size on the wire instead of ~4x in dicts, with no
-            containers for the cyclic garbage collector to walk; events still carry the
-            dicts parsed from the wire, and ``event.old`` (and a synthetic deletion's
-            object) is decoded when first read. See the cache guide.
+            object. ``"compact"`` (default): the object's JSON bytes, about 1.2x its size
+            on the wire instead of ~4x in dicts, with no containers for the cyclic garbage
+            collector to walk; events still carry the dicts parsed from the wire, and
+            ``event.old`` (and a synthetic deletion's object) is decoded when first read.
+            ``"objects"``: the parsed dicts. See "The cache's representation" in the
+            informer guide.
 
     Returns:
         An async context manager; entering it starts watching and gives an
