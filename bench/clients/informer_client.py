@@ -24,7 +24,7 @@ import aiohttp
 import crwatch
 
 from . import NAMESPACE, Ctx, Unavailable
-from .crwatch_client import RESOURCE, _client, compact
+from .crwatch_client import RESOURCE, _client, objects
 from .floor import rss_bytes
 
 if not hasattr(crwatch, "Informer"):
@@ -110,9 +110,9 @@ async def throughput_metadata_only(ctx: Ctx) -> tuple[int, dict[str, Any]]:
     return await _fan_out(ctx, 1, **_metadata_only())
 
 
-async def throughput_compact(ctx: Ctx) -> tuple[int, dict[str, Any]]:
-    """Run ``throughput`` with ``cache="compact"`` (the callback reads every object)."""
-    return await _fan_out(ctx, 1, **compact())
+async def throughput_objects(ctx: Ctx) -> tuple[int, dict[str, Any]]:
+    """Run ``throughput`` with ``cache="objects"`` (the callback reads every object)."""
+    return await _fan_out(ctx, 1, **objects())
 
 
 async def fanout_9(ctx: Ctx) -> tuple[int, dict[str, Any]]:
@@ -169,18 +169,18 @@ async def sync(ctx: Ctx, **options: Any) -> tuple[int, dict[str, Any]]:
 
 
 async def sync_gc_keep(ctx: Ctx) -> tuple[int, dict[str, Any]]:
-    """Time the same with ``gc_freeze="keep"`` (listed objects stay hidden from the cyclic GC)."""
-    return await sync(ctx, **_gc_freeze("keep"))
+    """Time ``cache="objects"`` with ``gc_freeze="keep"`` (the dicts stay hidden from the GC)."""
+    return await sync(ctx, **objects(), **_gc_freeze("keep"))
 
 
 async def sync_gc_off(ctx: Ctx) -> tuple[int, dict[str, Any]]:
-    """Time the same with ``gc_freeze="off"`` (the collector left alone)."""
-    return await sync(ctx, **_gc_freeze("off"))
+    """Time ``cache="objects"`` with ``gc_freeze="off"`` (the collector left alone)."""
+    return await sync(ctx, **objects(), **_gc_freeze("off"))
 
 
-async def sync_compact(ctx: Ctx) -> tuple[int, dict[str, Any]]:
-    """Time the same with ``cache="compact"`` and ``gc_freeze="off"``."""
-    return await sync(ctx, **_gc_freeze("off"), **compact())
+async def sync_objects(ctx: Ctx) -> tuple[int, dict[str, Any]]:
+    """Time the same with ``cache="objects"`` and ``gc_freeze="list"`` (the old defaults)."""
+    return await sync(ctx, **objects(), **_gc_freeze("list"))
 
 
 async def _memory(ctx: Ctx, transform: Any, **options: Any) -> tuple[int, dict[str, Any]]:
@@ -229,12 +229,8 @@ async def memory_metadata_only(ctx: Ctx) -> tuple[int, dict[str, Any]]:
     return await _memory(ctx, None, **_metadata_only())
 
 
-async def memory_compact(ctx: Ctx) -> tuple[int, dict[str, Any]]:
-    return await _memory(ctx, None, **compact())
-
-
-async def memory_compact_metadata_only(ctx: Ctx) -> tuple[int, dict[str, Any]]:
-    return await _memory(ctx, None, **compact(), **_metadata_only())
+async def memory_objects(ctx: Ctx) -> tuple[int, dict[str, Any]]:
+    return await _memory(ctx, None, **objects())
 
 
 async def memory_metadata_only_drop_managed_fields(ctx: Ctx) -> tuple[int, dict[str, Any]]:
