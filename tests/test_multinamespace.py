@@ -413,3 +413,78 @@ async def test_random_changes_and_faults_in_each_namespace_converge(
             stats = informer.statistics()
             assert stats.objects == len(env.state("alpha", "beta"))
             assert stats.watches > 2
+
+
+@anyio_mark
+async def test_wait_for_needs_every_namespace_to_have_seen_the_version(tmp_path: Path) -> None:
+    """wait_for(rv) returns once both namespaces have seen rv: the quiet one by a bookmark."""
+    async with _env(tmp_path, bookmark_interval=0.05) as env:
+        informer = env.informer()
+        async with informer:
+            await informer.wait_synced(timeout=5)
+            rv = env.create("alpha", "a")["metadata"]["resourceVersion"]
+            await informer.wait_for(rv, timeout=5)
+            assert "alpha/a" in informer.store
+            beta = informer.statistics().namespaces[1]
+            assert int(beta.resource_version) >= int(rv)  # beta had no event: a bookmark
+            with pytest.raises(crwatch.SyncTimeout):
+                await informer.wait_for(int(rv) + 1000, timeout=0.2)
+
+
+CONFIGMAPS = crwatch.Resource("", "v1", "configmaps", kind="ConfigMap", namespaced=True)
+
+
+@anyio_mark
+async def test_controller_and_shared_informers_take_namespaces(env: Env) -> None:
+    """A Controller with namespaces reconciles only their objects, and its owned ones' owners.
+
+    The owned resource is watched in the same namespaces; SharedInformers keys informers
+    by the set (any order shares one informer, another set does not), and refuses
+    ``namespaces`` among the options of every informer.
+    """
+    owners = {ns: env.create(ns, "w") for ns in NAMESPACES}
+    keys: list[str] = []
+
+    async def reconcile(ctx: crwatch.Context[dict[str, Any]]) -> None:
+        keys.append(ctx.key)
+
+    def configmap(ns: str) -> None:
+        owner = owners[ns]["metadata"]
+        ref = {"apiVersion": "example.com/v1", "kind": "Widget", "controller": True}
+        meta = {"name": "cm", "ownerReferences": [{**ref, "name": "w", "uid": owner["uid"]}]}
+        env.server.create(
+            env.server.resource("", "v1", "configmaps"),
+            {"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta},
+            namespace=ns,
+        )
+
+    async with crwatch.SharedInformers(backoff=FAST) as informers:
+        controller = crwatch.Controller(
+            env.client,
+            WIDGETS,
+            reconcile,
+            owns=[CONFIGMAPS],
+            namespaces=["beta", "alpha"],
+            informers=informers,
+        )
+        async with controller:
+            await controller.wait_synced(5)
+            await until(lambda: sorted(keys) == ["alpha/w", "beta/w"])
+            configmap("gamma")  # unwatched: enqueues nothing
+            configmap("beta")
+            await until(lambda: len(keys) == 3)
+            assert keys[-1] == "beta/w"
+            primary = controller.informer()
+            assert primary.namespaces == frozenset({"alpha", "beta"})
+            same = await informers.acquire(env.client, WIDGETS, namespaces={"alpha", "beta"})
+            other = await informers.acquire(env.client, WIDGETS, namespaces={"alpha"})
+            assert same is primary
+            assert other is not primary
+            informers.release(same)
+            informers.release(other)
+    with pytest.raises(crwatch.InvalidOptionError):
+        crwatch.SharedInformers(namespaces={"alpha"})
+    with pytest.raises(crwatch.InvalidOptionError):
+        crwatch.Controller(env.client, WIDGETS, reconcile, namespace="a", namespaces={"b"})
+    with pytest.raises(crwatch.InvalidOptionError):
+        crwatch.Controller(env.client, WIDGETS, reconcile, namespaces="alpha")

@@ -23,7 +23,7 @@ from ._machine import Config
 from ._resource import Resource
 from ._transport import Transport
 
-__all__ = ["ListWatchOptions", "MiB", "target"]
+__all__ = ["ListWatchOptions", "MiB", "namespace_set", "target"]
 
 MiB: Final = 1024 * 1024
 
@@ -56,8 +56,12 @@ def _namespace(instance: Any, attribute: Attribute[Any], value: object) -> None:
         raise InvalidOptionError(f"namespace must be a non-empty name, got {value!r}")
 
 
-def _namespaces(value: object) -> frozenset[str] | None:
-    """Check ``namespaces=``: ``None``, or a non-empty collection of namespace names."""
+def namespace_set(value: object) -> frozenset[str] | None:
+    """Check ``namespaces=``: ``None``, or a non-empty collection of namespace names.
+
+    Raises:
+        InvalidOptionError: ``value`` is text, empty, or holds something else than names.
+    """
     if value is None:
         return None
     # A string is iterable too: "ab" must not become {"a", "b"}.
@@ -179,7 +183,7 @@ class ListWatchOptions:
 
     namespace: str | None = field(default=None, validator=_namespace)
     namespaces: frozenset[str] | None = field(
-        default=None, converter=_namespaces, validator=_one_scope
+        default=None, converter=namespace_set, validator=_one_scope
     )
     label_selector: str | None = field(default=None, converter=_selector, validator=_optional_text)
     field_selector: str | None = field(default=None, converter=_selector, validator=_optional_text)
