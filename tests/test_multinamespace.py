@@ -15,10 +15,15 @@ from typing import Any
 import anyio
 import anyio.abc
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 import crwatch
 from _support import seeded, until, widget_cluster
 from crwatch import Backoff, Event, EventType
+from crwatch._informer import _lowest_version
+from crwatch._multinamespace import NamespacesStore
+from crwatch._store import Cache
 from crwatch.testing import FakeApiServer, Fault, ResourceType
 
 WIDGETS = crwatch.Resource("example.com", "v1", "widgets", namespaced=True)
@@ -488,3 +493,53 @@ async def test_controller_and_shared_informers_take_namespaces(env: Env) -> None
         crwatch.Controller(env.client, WIDGETS, reconcile, namespace="a", namespaces={"b"})
     with pytest.raises(crwatch.InvalidOptionError):
         crwatch.Controller(env.client, WIDGETS, reconcile, namespaces="alpha")
+
+
+_NAMES = st.sampled_from(["a", "a-b", "ab", "a0", "b", "kube-system", "z"])
+
+
+@given(
+    objects=st.lists(
+        st.tuples(_NAMES, st.sampled_from(["x", "y", "x-1"]), st.integers(0, 3)),
+        unique_by=lambda t: (t[0], t[1]),
+    ),
+    extra=st.sets(_NAMES, max_size=3),
+)
+def test_namespaces_store_reads_as_one_cache(
+    objects: list[tuple[str, str, int]], extra: set[str]
+) -> None:
+    """The store over per-namespace caches answers as one cache holding every object.
+
+    Namespaces that prefix one another or sort around "/" ("a", "a-b", "ab") included:
+    ``by_index`` comes out in key order as a single cache's does.
+    """
+    index = {"v": lambda o: [str(o["spec"]["v"])]}
+    namespaces = {ns for ns, _, _ in objects} | extra
+    caches = {ns: Cache(index) for ns in namespaces}
+    whole = Cache(index)
+    for ns, name, value in objects:
+        obj = {"metadata": {"namespace": ns, "name": name, "resourceVersion": "1"}}
+        obj["spec"] = {"v": value}
+        caches[ns].apply("ADDED", obj)
+        whole.apply("ADDED", obj)
+    if not namespaces:
+        return
+    store = NamespacesStore(list(caches.items()))
+    assert len(store) == len(whole)
+    assert sorted(store.keys()) == sorted(whole)
+    assert sorted(store) == sorted(whole)
+    assert len(store.list()) == len(whole)
+    for key in [*whole, "a/none", "none/x", "nowhere"]:
+        assert (key in store) is (key in whole)
+        assert store.get(key) is whole.get(key)
+    for value in range(4):
+        assert store.by_index("v", str(value)) == whole.by_index("v", str(value))
+    with pytest.raises(KeyError):
+        store.by_index("missing", "1")
+
+
+@given(st.lists(st.integers(0, 10**12).map(str), min_size=1))
+def test_lowest_resource_version_compares_as_integers(versions: list[str]) -> None:
+    """The informer's resourceVersion over namespaces is the lowest as an integer."""
+    assert _lowest_version(versions) == str(min(map(int, versions)))
+    assert _lowest_version([*versions, ""]) == ""
