@@ -395,6 +395,10 @@ async def test_random_changes_and_faults_in_each_namespace_converge(
         informer.subscribe(views[1].apply, overflow="coalesce", buffer_size=2)
         async with informer:
             await informer.wait_synced(timeout=5)
+            await env.server.wait_for_watchers(2, resource=env.rtype, timeout=5)
+            # At least one 410 in alpha, whatever the random faults are.
+            env.server.faults.add(Fault.expired(), verb="watch", namespace="alpha")
+            env.server.close_watches(env.rtype)
             for step in range(150):
                 ns = rnd.choice(NAMESPACES)
                 name = f"w{rnd.randrange(6)}"
@@ -418,6 +422,9 @@ async def test_random_changes_and_faults_in_each_namespace_converge(
             stats = informer.statistics()
             assert stats.objects == len(env.state("alpha", "beta"))
             assert stats.watches > 2
+            # The 410 was met, not dodged (it may come after the last change).
+            await until(lambda: informer.statistics().namespaces[0].relists > 0)
+            await until(lambda: all(v.state() == env.state("alpha", "beta") for v in views))
 
 
 @anyio_mark
