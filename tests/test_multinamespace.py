@@ -550,3 +550,72 @@ def test_lowest_resource_version_compares_as_integers(versions: list[str]) -> No
     """The informer's resourceVersion over namespaces is the lowest as an integer."""
     assert _lowest_version(versions) == str(min(map(int, versions)))
     assert _lowest_version([*versions, ""]) == ""
+
+
+@anyio_mark
+async def test_a_stalled_namespace_is_detected_alone(tmp_path: Path) -> None:
+    """A silent watch in beta is dropped after stall_timeout and resumed; alpha goes on.
+
+    While beta's watch sends nothing, alpha's watch (kept busy by bookmarks, as a real
+    cluster's is) still delivers; the stall is counted for beta only, and beta's change
+    made during the stall arrives after the reconnect.
+    """
+    async with _env(tmp_path, bookmark_interval=0.02) as env:
+        informer = env.informer(stall_timeout=0.5)
+        view = View()
+        informer.subscribe(view.apply)
+
+        async def traffic() -> None:
+            # The cluster's resourceVersion moves (leases, events...), so bookmarks flow.
+            while True:
+                env.server.advance_resource_version()
+                await anyio.sleep(0.02)
+
+        async with anyio.create_task_group() as tg, informer:
+            tg.start_soon(traffic)
+            await informer.wait_synced(timeout=5)
+            await env.server.wait_for_watchers(2, resource=env.rtype, timeout=5)
+            stall = env.server.faults.add(Fault.stall(30), verb="watch", namespace="beta")
+            env.server.close_watches(env.rtype)
+            await stall.wait_fired()
+            env.create("alpha", "during")
+            await until(lambda: "alpha/during" in view.objects)
+            env.create("beta", "during")
+            await until(lambda: "beta/during" in view.objects)
+            alpha, beta = informer.statistics().namespaces
+            tg.cancel_scope.cancel()
+    assert (alpha.stalls, beta.stalls) == (0, 1)
+    assert isinstance(beta.last_error, crwatch.StallTimeout)
+    assert informer.statistics().stalls == 1
+
+
+def test_members_end_the_lanes_with_the_last_core_or_a_fatal_error() -> None:
+    """One core ending leaves the lanes open; the last one ends them; an error ends them at once."""
+    from crwatch._lanes import FanOut, Lane
+    from crwatch._multinamespace import Members
+
+    def lanes_of(members_count: int) -> tuple[Lane, list[Any]]:
+        fanout = FanOut()
+        lane = Lane("view", 8, "wait")
+        fanout.attach(lane)
+        members = Members(fanout)
+        return lane, [members.member() for _ in range(members_count)]
+
+    lane, (a, b) = lanes_of(2)
+    a.close(None)
+    a.close(None)  # a second close of the same core counts once
+    assert not lane.closed
+    b.close(None)
+    assert lane.closed
+
+    lane, (a, b) = lanes_of(2)
+    a.close(None)
+    error = crwatch.CrwatchError("forbidden")
+    b.close(error)
+    assert lane.closed
+    assert lane.error is error
+
+    lane, (_, b, _) = lanes_of(3)
+    b.close(error)  # the informer is stopping: the others' clean ends change nothing
+    assert lane.closed
+    assert lane.error is error
