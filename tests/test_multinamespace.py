@@ -19,6 +19,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import crwatch
+import crwatch.metrics
 from _support import seeded, until, widget_cluster
 from crwatch import Backoff, Event, EventType
 from crwatch._informer import _lowest_version
@@ -183,6 +184,13 @@ async def test_watches_only_the_namespaces_given(env: Env) -> None:
     assert stats.objects == 4
     assert (stats.lists, stats.relists) == (2, 0)
     assert stats.events == sum(r.events for r in stats.namespaces) == 7
+    # Exported under the one resource label: namespaces do not multiply the series.
+    registry = crwatch.metrics.Registry()
+    registry.register(informer, name="widgets")
+    values = {m.info.name: [(s.labels, s.value) for s in m.samples] for m in registry.collect()}
+    assert values["crwatch_informer_objects"] == [((("resource", "widgets"),), 4)]
+    assert values["crwatch_watch_lists"] == [((("resource", "widgets"),), 2)]
+    assert values["crwatch_watch_synced"] == [((("resource", "widgets"),), 1.0)]
 
 
 @anyio_mark
