@@ -51,6 +51,7 @@ from ._exceptions import (
 )
 from ._informer import Informer, InformerStatistics, Subscription
 from ._middleware import Middleware, changed
+from ._options import namespace_set
 from ._ratelimit import RateLimiter
 from ._recorder import EventRecorder
 from ._resource import Resource
@@ -386,6 +387,9 @@ class Controller(Generic[T]):
         workers: reconciles running at once at most. Default 4.
         namespace: watch one namespace (the owned and watched resources too, unless
             cluster-scoped). Default ``None``: all.
+        namespaces: watch these namespaces (a set of names; the owned and watched
+            resources too, unless cluster-scoped): one list/watch each, one cache (see
+            :class:`crwatch.Informer`). Not with ``namespace``. Default ``None``.
         label_selector: a label selector for the primary resource. Default ``None``.
         field_selector: a field selector for the primary resource. Default ``None``.
         resync: seconds between reconciles of every cached key. Default ``None``: never.
@@ -422,6 +426,7 @@ class Controller(Generic[T]):
         predicates: Sequence[Middleware | Callable[[dict[str, Any], dict[str, Any]], bool]] = (),
         workers: int = 4,
         namespace: str | None = None,
+        namespaces: Iterable[str] | None = None,
         label_selector: str | None = None,
         field_selector: str | None = None,
         resync: float | None = None,
@@ -493,6 +498,11 @@ class Controller(Generic[T]):
         self._async = _is_async_callable(reconcile)
         self._workers = workers
         self._namespace = namespace or None
+        self._namespaces = namespace_set(namespaces)
+        if self._namespaces is not None and self._namespace is not None:
+            raise InvalidOptionError(
+                "namespace and namespaces are mutually exclusive: pass namespaces={...} only"
+            )
         self._label_selector = label_selector
         self._field_selector = field_selector
         self._error_policy = error_policy
@@ -636,12 +646,15 @@ class Controller(Generic[T]):
 
     async def _subscribe(self, informers: SharedInformers, watched: _Watched) -> None:
         resource = watched.resource
-        namespace = self._namespace if resource.namespaced is not False else None
+        namespaced = resource.namespaced is not False
+        namespace = self._namespace if namespaced else None
+        namespaces = self._namespaces if namespaced else None
         if watched.kind == "primary":
             informer = await informers.acquire(
                 self._client,
                 resource,
                 namespace=namespace,
+                namespaces=namespaces,
                 label_selector=self._label_selector,
                 field_selector=self._field_selector,
             )
@@ -650,7 +663,9 @@ class Controller(Generic[T]):
                 self._on_primary, *self._predicates, name=f"controller {self.name}"
             )
             return
-        informer = await informers.acquire(self._client, resource, namespace=namespace)
+        informer = await informers.acquire(
+            self._client, resource, namespace=namespace, namespaces=namespaces
+        )
         watched.informer = informer
         if watched.kind == "owns":
             callback = self._owner_callback(watched)

@@ -28,7 +28,7 @@ import inspect
 import itertools
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Final, Literal, TypeAlias
 
@@ -39,11 +39,12 @@ from attrs import field, frozen
 
 from ._backoff import Backoff
 from ._client import Client
-from ._core import Core, Transform
+from ._core import Core, Delivery, Transform
 from ._events import Event
 from ._exceptions import CrwatchError, InvalidOptionError, SyncTimeout
 from ._gc import GcFreeze
 from ._lanes import OVERFLOWS, FanOut, Lane, Overflow
+from ._multinamespace import Members, NamespacesStore
 from ._options import CacheMode, ListWatchOptions, MiB, target
 from ._resource import Resource
 from ._store import IndexFunc, Store
@@ -53,6 +54,7 @@ __all__ = [
     "InformerStatistics",
     "InformerStream",
     "Middleware",
+    "NamespaceStatistics",
     "SubscriberStatistics",
     "Subscription",
     "drop_managed_fields",
@@ -115,6 +117,51 @@ class SubscriberStatistics:
 
 
 @frozen
+class NamespaceStatistics:
+    """The list/watch counters of one namespace, in :attr:`InformerStatistics.namespaces`.
+
+    An informer runs one list/watch per namespace of ``namespaces=``, else one in all. The
+    fields mean what those of :class:`InformerStatistics` mean, for this list/watch only.
+
+    Attributes:
+        namespace: the namespace watched, or ``None`` for all namespaces (and for
+            cluster-scoped resources).
+        objects: objects of this namespace in the cache.
+        synced: whether this namespace's initial list is in the cache.
+        resource_version: the last resourceVersion this list/watch has seen.
+        events: changes it applied.
+        lists: complete lists it applied.
+        relists: its lists after the first.
+        watches: watch requests it opened.
+        reconnects: its watch requests after the first.
+        errors: its failed requests.
+        stalls: its watches dropped for silence.
+        malformed_lines: its stream lines skipped as malformed.
+        oversized_events: its stream lines skipped as too large.
+        last_error: its most recent failure, if any.
+        last_error_time: when that happened (``time.time()``), or ``None``.
+        seconds_since_last_byte: seconds since its server connection last sent anything.
+    """
+
+    namespace: str | None
+    objects: int
+    synced: bool
+    resource_version: str
+    events: int
+    lists: int
+    relists: int
+    watches: int
+    reconnects: int
+    errors: int
+    stalls: int
+    malformed_lines: int
+    oversized_events: int
+    last_error: BaseException | None = field(eq=False)
+    last_error_time: float | None
+    seconds_since_last_byte: float | None
+
+
+@frozen
 class InformerStatistics:
     """A snapshot of an informer's state, from :meth:`Informer.statistics`.
 
@@ -147,6 +194,14 @@ class InformerStatistics:
         last_list_seconds: how long the last complete list took (from its first request,
             retries included), or ``None``.
         last_watch_seconds: how long the last watch that ended was open, or ``None``.
+        namespaces: one record per list/watch: one per namespace of ``namespaces=``
+            (sorted), else a single one. With several, the counters above are their sums,
+            ``synced`` holds once every namespace's initial list is in,
+            ``resource_version`` is the lowest of theirs (``""`` until all have synced:
+            every namespace has seen at least that version), ``last_error`` is the most
+            recent and ``seconds_since_last_byte`` the longest (the quietest connection,
+            the one a stall alert is about); the by-type and by-reason counts are summed,
+            ``last_list_seconds`` is the longest and ``last_watch_seconds`` the shortest.
     """
 
     objects: int
@@ -170,6 +225,68 @@ class InformerStatistics:
     reconnects_by_reason: Mapping[str, int] = field(factory=dict)
     last_list_seconds: float | None = None
     last_watch_seconds: float | None = None
+    namespaces: tuple[NamespaceStatistics, ...] = ()
+
+
+def _namespace_statistics(core: Core, now: float) -> NamespaceStatistics:
+    c = core.counters
+    return NamespaceStatistics(
+        namespace=core.options.namespace,
+        objects=len(core.cache),
+        synced=core.synced_now(),
+        resource_version=core.resource_version,
+        events=c.events,
+        lists=c.lists,
+        relists=max(0, c.lists - 1),
+        watches=c.watches,
+        reconnects=max(0, c.watches - 1),
+        errors=c.errors,
+        stalls=c.stalls,
+        malformed_lines=c.malformed_lines,
+        oversized_events=c.oversized_events,
+        last_error=c.last_error,
+        last_error_time=c.last_error_at,
+        seconds_since_last_byte=None if c.last_byte_at is None else now - c.last_byte_at,
+    )
+
+
+def _merged_snapshots(snapshots: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Merge the namespaces' by-type, by-reason and duration figures into one record's.
+
+    Counts add up; the list duration is the longest (the slowest namespace), the watch
+    duration the shortest (the namespace whose watches are cut soonest).
+    """
+    if len(snapshots) == 1:
+        return snapshots[0]
+    merged: dict[str, Any] = {}
+    for name in ("events_by_type", "relists_by_reason", "reconnects_by_reason"):
+        total: dict[str, int] = {}
+        for snapshot in snapshots:
+            for key, n in snapshot[name].items():
+                total[key] = total.get(key, 0) + n
+        merged[name] = total
+    lists = [x["last_list_seconds"] for x in snapshots if x["last_list_seconds"] is not None]
+    watches = [x["last_watch_seconds"] for x in snapshots if x["last_watch_seconds"] is not None]
+    merged["last_list_seconds"] = max(lists, default=None)
+    merged["last_watch_seconds"] = min(watches, default=None)
+    return merged
+
+
+def _lowest_version(versions: Iterable[str]) -> str:
+    """Return the lowest resourceVersion (as integers), or ``""`` if one is unknown."""
+    lowest: tuple[int, str] | None = None
+    for rv in versions:
+        if not rv.isdigit():
+            return ""
+        if lowest is None or int(rv) < lowest[0]:
+            lowest = (int(rv), rv)
+    return "" if lowest is None else lowest[1]
+
+
+def _most_recent_error(records: Sequence[NamespaceStatistics]) -> NamespaceStatistics | None:
+    failed = [r for r in records if r.last_error is not None]
+    # A skipped line records an error without a time: it counts as older than timed ones.
+    return max(failed, key=lambda r: r.last_error_time or 0.0, default=None)
 
 
 def _compose(source: AsyncIterator[Event], middlewares: Sequence[Middleware]) -> AsyncIterator[Any]:
@@ -526,6 +643,10 @@ class Informer:
         client: the :class:`crwatch.Client` to use.
         resource: a :class:`crwatch.Resource`, or text for :meth:`Resource.parse`.
         namespace: watch one namespace. Default ``None``: all namespaces.
+        namespaces: watch these namespaces (a set of names): one list/watch per
+            namespace, one cache and one set of subscribers (see the informer guide,
+            "Several namespaces"). Not with ``namespace``, nor for a cluster-scoped
+            resource. Default ``None``.
         label_selector: a label selector. Default ``None``.
         field_selector: a field selector. Default ``None``.
         transform: called on every object before it is cached (and before any subscriber
@@ -577,6 +698,7 @@ class Informer:
         resource: Resource | str,
         *,
         namespace: str | None = None,
+        namespaces: Iterable[str] | None = None,
         label_selector: str | None = None,
         field_selector: str | None = None,
         transform: Transform | None = None,
@@ -599,6 +721,7 @@ class Informer:
         transport, resource = target(client, resource)
         options = ListWatchOptions(
             namespace=namespace,
+            namespaces=namespaces,
             label_selector=label_selector,
             field_selector=field_selector,
             stall_timeout=stall_timeout,
@@ -632,16 +755,40 @@ class Informer:
                 f"got {subscriber_errors!r}"
             )
         self._fanout = FanOut()
-        self._core = Core(
-            transport,
-            resource,
-            options,
-            self._fanout,
-            transform=transform,
-            indexes=dict(indexes),
-            on_fatal=self._stop,
+        if options.namespaces is None:
+            scopes: list[tuple[ListWatchOptions, Delivery]] = [(options, self._fanout)]
+        else:
+            if resource.namespaced is False:
+                raise InvalidOptionError(
+                    f"namespaces: {resource} is cluster-scoped; its objects are in no namespace"
+                )
+            # One core (list/watch loop, cache) per namespace, over one fan-out.
+            members = Members(self._fanout)
+            scopes = [
+                (options.for_namespace(ns, i), members.member())
+                for i, ns in enumerate(sorted(options.namespaces))
+            ]
+        self._cores: tuple[Core, ...] = tuple(
+            Core(
+                transport,
+                resource,
+                scope,
+                delivery,
+                transform=transform,
+                indexes=dict(indexes),
+                on_fatal=self._stop,
+            )
+            for scope, delivery in scopes
         )
-        self._store = Store(self._core.cache)
+        self._core = self._cores[0]
+        self._namespaces = options.namespaces
+        self._store = (
+            Store(self._core.cache)
+            if options.namespaces is None
+            else NamespacesStore(
+                [(core.options.namespace or "", core.cache) for core in self._cores]
+            )
+        )
         self._on_error = on_error
         self._subscriber_errors = subscriber_errors
         self._subscriptions: dict[int, Subscription] = {}
@@ -651,11 +798,19 @@ class Informer:
     def __repr__(self) -> str:
         core = self._core
         namespace = core.options.namespace
-        where = f" in {namespace!r}" if namespace else ""
+        if self._namespaces is not None:
+            where = f" in {sorted(self._namespaces)!r}"
+        else:
+            where = f" in {namespace!r}" if namespace else ""
         return (
-            f"<crwatch.Informer {core.resource}{where} {len(core.cache)} objects, "
+            f"<crwatch.Informer {core.resource}{where} {len(self._store)} objects, "
             f"{len(self._subscriptions)} subscribers>"
         )
+
+    @property
+    def namespaces(self) -> frozenset[str] | None:
+        """The namespaces watched with ``namespaces=``, else ``None``."""
+        return self._namespaces
 
     @property
     def store(self) -> Store:
@@ -736,10 +891,17 @@ class Informer:
         )
 
     def _attach(self, subscription: Subscription, lane: Lane) -> None:
-        if self._core.finished:
+        cores = self._cores
+        if any(core.finished for core in cores):
             raise CrwatchError("the informer has stopped")
         self._subscriptions[id(subscription)] = subscription
-        self._fanout.attach(lane, self._core.snapshot())
+        # The namespaces whose initial list is in (all of them once synced).
+        snapshot = (
+            cores[0].snapshot()
+            if len(cores) == 1
+            else itertools.chain.from_iterable(core.snapshot() for core in cores)
+        )
+        self._fanout.attach(lane, snapshot)
 
     def _detach(self, lane: Lane) -> None:
         self._fanout.detach(lane)
@@ -749,7 +911,7 @@ class Informer:
 
     def _is_fatal(self, error: BaseException) -> bool:
         """Whether ``error`` is the informer's own (it comes out of ``async with``)."""
-        return error is self._core.error
+        return any(error is core.error for core in self._cores)
 
     def _report(self, subscription: Subscription, error: BaseException) -> str:
         """Log a subscriber's error, tell ``on_error``; return the ``subscriber_errors`` policy.
@@ -781,7 +943,10 @@ class Informer:
         await task_group.__aenter__()
         self._task_group = task_group
         resource = self._core.resource
-        task_group.start_soon(self._core.run, name=f"crwatch.informer {resource}")
+        for core in self._cores:
+            namespace = core.options.namespace if self._namespaces is not None else None
+            where = f" {namespace}" if namespace else ""
+            task_group.start_soon(core.run, name=f"crwatch.informer {resource}{where}")
         for subscription in list(self._subscriptions.values()):
             subscription._start(task_group)
         return self
@@ -815,7 +980,7 @@ class Informer:
     # --- waiting ---
 
     async def wait_synced(self, timeout: float | None = None) -> None:
-        """Wait until the initial state is in the cache.
+        """Wait until the initial state is in the cache (of every namespace, with ``namespaces``).
 
         Args:
             timeout: seconds to wait at most. Default ``None``: no limit.
@@ -833,7 +998,9 @@ class Informer:
 
         Returns once the informer is synced and its last resourceVersion (of an event or a
         bookmark) is at least ``resource_version``, compared as integers (docs/protocol.md,
-        "resourceVersions").
+        "resourceVersions"). With ``namespaces``, every namespace's list/watch must have
+        seen it (a write names no namespace to the informer), so a quiet namespace gets
+        there through its next bookmark.
         Pass the ``metadata.resourceVersion`` a write returned to see that write, or a later
         state, in :attr:`store`. A write outside the watched selection is seen only through
         a later event or bookmark.
@@ -866,46 +1033,71 @@ class Informer:
             raise InvalidOptionError(f"timeout must be a number >= 0 or None, got {timeout!r}")
         if self._task_group is None:
             raise CrwatchError("the informer is not running: wait inside `async with informer:`")
-        core = self._core
+        cores = self._cores
         with anyio.move_on_after(timeout):
-            await core.wait_progress(target)
-        if core.synced_now(target):
+            # Again until all hold at once: a namespace may be relisting (not synced)
+            # by the time another is waited for.
+            while not all(core.synced_now(target) for core in cores) and not any(
+                core.finished for core in cores
+            ):
+                for core in cores:
+                    await core.wait_progress(target)
+        if all(core.synced_now(target) for core in cores):
             return
         if self._fatal is not None:
             raise self._fatal
-        if core.error is not None:
-            raise core.error
-        if core.finished:
+        for core in cores:
+            if core.error is not None:
+                raise core.error
+        if any(core.finished for core in cores):
             raise CrwatchError("the informer has stopped")
-        last = core.counters.last_error
+        failed = _most_recent_error([_namespace_statistics(core, 0.0) for core in cores])
+        last = None if failed is None else failed.last_error
         reason = f"; last error: {last}" if last is not None else ""
+        pending = [core.options.namespace or "" for core in cores if not core.synced_now(target)]
+        where = f" (namespaces {', '.join(pending)})" if self._namespaces is not None else ""
         raise SyncTimeout(
-            f"informer {core.resource}: not {what} after {timeout:g} s{reason}",
+            f"informer {self._core.resource}: not {what}{where} after {timeout:g} s{reason}",
             last_error=last,
         )
 
     def statistics(self) -> InformerStatistics:
-        """Return a snapshot of the cache's and the subscribers' counters."""
-        core = self._core
-        c = core.counters
+        """Return a snapshot of the cache's and the subscribers' counters.
+
+        With ``namespaces``, the list/watch counters are summed over the namespaces, and
+        :attr:`InformerStatistics.namespaces` has each one's own.
+        """
+        now = time.monotonic()
+        records = tuple(_namespace_statistics(core, now) for core in self._cores)
+        subscribers = tuple(s.statistics() for s in self._subscriptions.values())
+        if len(records) == 1:
+            r = records[0]
+            resource_version = r.resource_version
+            failed: NamespaceStatistics | None = r
+        else:
+            synced = all(r.synced for r in records)
+            resource_version = (
+                _lowest_version(r.resource_version for r in records) if synced else ""
+            )
+            failed = _most_recent_error(records)
+        ages = [r.seconds_since_last_byte for r in records if r.seconds_since_last_byte is not None]
         return InformerStatistics(
-            objects=len(core.cache),
-            synced=core.synced_now(),
-            resource_version=core.resource_version,
-            events=c.events,
-            lists=c.lists,
-            relists=max(0, c.lists - 1),
-            watches=c.watches,
-            reconnects=max(0, c.watches - 1),
-            errors=c.errors,
-            stalls=c.stalls,
-            malformed_lines=c.malformed_lines,
-            oversized_events=c.oversized_events,
-            last_error=c.last_error,
-            last_error_time=c.last_error_at,
-            seconds_since_last_byte=(
-                None if c.last_byte_at is None else time.monotonic() - c.last_byte_at
-            ),
-            subscribers=tuple(s.statistics() for s in self._subscriptions.values()),
-            **c.snapshot(),
+            **_merged_snapshots([core.counters.snapshot() for core in self._cores]),
+            objects=sum(r.objects for r in records),
+            synced=all(r.synced for r in records),
+            resource_version=resource_version,
+            events=sum(r.events for r in records),
+            lists=sum(r.lists for r in records),
+            relists=sum(r.relists for r in records),
+            watches=sum(r.watches for r in records),
+            reconnects=sum(r.reconnects for r in records),
+            errors=sum(r.errors for r in records),
+            stalls=sum(r.stalls for r in records),
+            malformed_lines=sum(r.malformed_lines for r in records),
+            oversized_events=sum(r.oversized_events for r in records),
+            last_error=None if failed is None else failed.last_error,
+            last_error_time=None if failed is None else failed.last_error_time,
+            seconds_since_last_byte=max(ages, default=None),
+            subscribers=subscribers,
+            namespaces=records,
         )

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import math
 import random
+from collections.abc import Iterable
 from typing import Any, Final, Literal, TypeAlias
 
-from attrs import Attribute, field, frozen
+from attrs import Attribute, evolve, field, frozen
 
 from ._backoff import Backoff
 from ._client import Client
@@ -22,7 +23,7 @@ from ._machine import Config
 from ._resource import Resource
 from ._transport import Transport
 
-__all__ = ["ListWatchOptions", "MiB", "target"]
+__all__ = ["ListWatchOptions", "MiB", "namespace_set", "target"]
 
 MiB: Final = 1024 * 1024
 
@@ -53,6 +54,41 @@ def _namespace(instance: Any, attribute: Attribute[Any], value: object) -> None:
     _optional_text(instance, attribute, value)
     if value is not None and (not value or "/" in str(value)):
         raise InvalidOptionError(f"namespace must be a non-empty name, got {value!r}")
+
+
+def namespace_set(value: object) -> frozenset[str] | None:
+    """Check ``namespaces=``: ``None``, or a non-empty collection of namespace names.
+
+    Raises:
+        InvalidOptionError: ``value`` is text, empty, or holds something else than names.
+    """
+    if value is None:
+        return None
+    # A string is iterable too: "ab" must not become {"a", "b"}.
+    if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
+        raise InvalidOptionError(
+            f"namespaces must be a set (or other collection) of names, got {value!r}"
+        )
+    try:
+        names = frozenset(value)
+    except TypeError:
+        raise InvalidOptionError(f"namespaces must hold namespace names, got {value!r}") from None
+    if not names:
+        raise InvalidOptionError("namespaces must name at least one namespace, got none")
+    for name in names:
+        if not isinstance(name, str) or not name or "/" in name:
+            raise InvalidOptionError(
+                f"namespaces must hold non-empty namespace names, got {name!r}"
+            )
+    return names
+
+
+def _one_scope(instance: Any, _: Attribute[Any], value: frozenset[str] | None) -> None:
+    if value is not None and instance.namespace is not None:
+        raise InvalidOptionError(
+            "namespace and namespaces are mutually exclusive: pass namespaces={...} only "
+            f"(got namespace={instance.namespace!r} and namespaces={sorted(value)!r})"
+        )
 
 
 def _seconds(name: str, value: object) -> float:
@@ -147,10 +183,18 @@ class ListWatchOptions:
     """The options of one list/watch (see :func:`crwatch.watch` for what each one means).
 
     Building one checks every field; ``backoff=None`` becomes ``Backoff()``, ``seed=None``
-    a random seed, an empty selector ``None``, and the timeouts floats.
+    a random seed, an empty selector ``None``, the timeouts floats, and ``namespaces`` a
+    frozenset.
+
+    ``namespaces`` (a set of namespaces, each with its own list/watch over one cache) is read
+    by the :class:`crwatch.Informer`, which runs one driver per namespace, each with
+    :meth:`for_namespace`'s options; a driver itself only ever reads ``namespace``.
     """
 
     namespace: str | None = field(default=None, validator=_namespace)
+    namespaces: frozenset[str] | None = field(
+        default=None, converter=namespace_set, validator=_one_scope
+    )
     label_selector: str | None = field(default=None, converter=_selector, validator=_optional_text)
     field_selector: str | None = field(default=None, converter=_selector, validator=_optional_text)
     stall_timeout: float = field(default=90.0, converter=_stall_timeout)
@@ -165,6 +209,14 @@ class ListWatchOptions:
     gc_freeze: GcFreeze = field(default="off", validator=_gc_freeze)
     metadata_only: bool = field(default=False, validator=_metadata_only)
     cache: CacheMode = field(default="compact", validator=_cache)
+
+    def for_namespace(self, namespace: str, index: int) -> ListWatchOptions:
+        """Return the options of the list/watch of one of ``namespaces`` (the ``index``-th).
+
+        Each gets its own seed (``seed + index``), so their reconnect jitter and watch
+        timeouts differ, as those of independent watchers do.
+        """
+        return evolve(self, namespace=namespace, namespaces=None, seed=self.seed + index)
 
     def machine_config(self) -> Config:
         """Return the state machine's part of the options."""

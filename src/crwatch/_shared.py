@@ -4,9 +4,9 @@ Controllers in one process that watch the same resource with the same selection 
 share one list/watch and one cache, as client-go's ``SharedInformerFactory`` and
 controller-runtime's manager cache do: each informer costs a connection to the API server
 and memory for every object. The registry keys informers by client, resource (group,
-version, plural), namespace and selectors; the first user starts the informer in the
-registry's task group, later users subscribe to the same one, and the last one to release
-it stops it.
+version, plural), namespace (or set of namespaces) and selectors; the first user starts the
+informer in the registry's task group, later users subscribe to the same one, and the last
+one to release it stops it.
 
 The registry is an async context manager: it owns the informers' tasks. A controller given
 a registry that is not running enters it itself (and closes it on exit); to share informers
@@ -16,6 +16,7 @@ between controllers, enter the registry around them.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from types import TracebackType
 from typing import Any
 
@@ -25,13 +26,14 @@ from anyio.abc import TaskGroup, TaskStatus
 from ._client import Client
 from ._exceptions import CrwatchError, InvalidOptionError
 from ._informer import Informer
+from ._options import namespace_set
 from ._resource import Resource
 
 __all__ = ["SharedInformers"]
 
 log = logging.getLogger("crwatch")
 
-_Key = tuple[Client, str, str, str, str | None, str | None, str | None]
+_Key = tuple[Client, str, str, str, str | None, frozenset[str] | None, str | None, str | None]
 
 
 class _Entry:
@@ -49,7 +51,7 @@ class _Entry:
 
 
 class SharedInformers:
-    """Running informers, one per (client, resource, namespace, selectors), shared by users.
+    """Running informers, one per (client, resource, namespace(s), selectors), shared by users.
 
     ::
 
@@ -62,7 +64,7 @@ class SharedInformers:
     Args:
         **informer_options: keyword options for every :class:`crwatch.Informer` it creates
             (``transform``, ``indexes``, ``stall_timeout``, ``backoff``, ``page_size``...);
-            not ``namespace`` or the selectors, which are part of the key.
+            not ``namespace``, ``namespaces`` or the selectors, which are part of the key.
 
     Raises:
         InvalidOptionError: an option is one :class:`crwatch.Informer` does not take, or
@@ -72,7 +74,7 @@ class SharedInformers:
     __slots__ = ("_entries", "_options", "_owner", "_task_group")
 
     def __init__(self, **informer_options: Any) -> None:
-        for reserved in ("namespace", "label_selector", "field_selector"):
+        for reserved in ("namespace", "namespaces", "label_selector", "field_selector"):
             if reserved in informer_options:
                 raise InvalidOptionError(
                     f"{reserved} is part of what an informer is shared by: pass it to "
@@ -129,10 +131,15 @@ class SharedInformers:
         resource: Resource,
         *,
         namespace: str | None = None,
+        namespaces: Iterable[str] | None = None,
         label_selector: str | None = None,
         field_selector: str | None = None,
     ) -> Informer:
         """Return the shared informer of this selection, starting it if it is new.
+
+        ``namespaces`` (a set of names, see :class:`crwatch.Informer`) is part of the
+        selection as a set: ``{"a", "b"}`` and ``["b", "a"]`` share one informer, which
+        ``{"a"}`` or ``namespace="a"`` do not.
 
         Returns once the informer runs (it may not have synced yet). Each ``acquire``
         must be paired with a :meth:`release` of the same informer.
@@ -144,12 +151,14 @@ class SharedInformers:
         task_group = self._task_group
         if task_group is None:
             raise CrwatchError("SharedInformers is not running: use it as `async with` first")
+        scope = namespace_set(namespaces)
         key: _Key = (
             client,
             resource.group,
             resource.version,
             resource.plural,
             namespace,
+            scope,
             label_selector,
             field_selector,
         )
@@ -159,6 +168,7 @@ class SharedInformers:
                 client,
                 resource,
                 namespace=namespace,
+                namespaces=scope,
                 label_selector=label_selector,
                 field_selector=field_selector,
                 **self._options,

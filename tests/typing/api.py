@@ -197,3 +197,16 @@ async def discover(client: crwatch.Client) -> crwatch.Resource:
     except crwatch.UnknownResourceError as err:
         assert_type(err.name, str)
     return resource
+
+
+async def informer_over_namespaces(client: crwatch.Client) -> None:
+    widgets = crwatch.Resource("example.com", "v1", "widgets", namespaced=True)
+    informer = crwatch.Informer(client, widgets, namespaces={"team-a", "team-b"})
+    assert_type(informer.namespaces, frozenset[str] | None)
+    async with informer:
+        await informer.wait_synced(timeout=60)
+        stats = informer.statistics()
+        for record in stats.namespaces:
+            assert_type(record, crwatch.NamespaceStatistics)
+            assert_type(record.namespace, str | None)
+        assert_type(informer.store, crwatch.Store)
