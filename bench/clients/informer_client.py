@@ -178,6 +178,11 @@ async def sync_gc_off(ctx: Ctx) -> tuple[int, dict[str, Any]]:
     return await sync(ctx, **objects(), **_gc_freeze("off"))
 
 
+async def sync_compact_gc_off(ctx: Ctx) -> tuple[int, dict[str, Any]]:
+    """Time the default (compact) cache with ``gc_freeze="off"``."""
+    return await sync(ctx, **_gc_freeze("off"))
+
+
 async def sync_objects(ctx: Ctx) -> tuple[int, dict[str, Any]]:
     """Time the same with ``cache="objects"`` and ``gc_freeze="list"`` (the old defaults)."""
     return await sync(ctx, **objects(), **_gc_freeze("list"))

@@ -671,6 +671,8 @@ class Core:
                         collected = []
                         for _ in delivery.listed(events, first):
                             yield
+                        # Not held while the watch runs: 100,000 events the collector walks.
+                        del events
                         if self._waiters:  # before the watch request that follows
                             self._notify()
                     elif isinstance(action, DiscardCollected):
