@@ -69,6 +69,7 @@ from ._middleware import (
     rate_limit,
     where,
 )
+from ._models import ModelError, TypedStore
 from ._predicates import (
     Predicate,
     all_of,
@@ -138,6 +139,7 @@ __all__ = [
     "MapperError",
     "MaxOfRateLimiter",
     "Middleware",
+    "ModelError",
     "NamespaceStatistics",
     "NotFoundError",
     "Pipeline",
@@ -162,6 +164,7 @@ __all__ = [
     "SyncTimeout",
     "TooManyRequestsError",
     "TransportError",
+    "TypedStore",
     "UnauthorizedError",
     "UnknownResourceError",
     "Watch",

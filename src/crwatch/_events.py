@@ -1,7 +1,9 @@
 from __future__ import annotations
 
+import builtins
 import enum
-from typing import Any, TypeAlias
+from collections.abc import Callable
+from typing import Any, ClassVar, TypeAlias, TypeVar
 
 from attrs import field, frozen
 
@@ -34,6 +36,8 @@ def object_key(obj: dict[str, Any]) -> str:
     name = meta.get("name", "")
     return f"{namespace}/{name}" if namespace else str(name)
 
+
+M = TypeVar("M")
 
 #: An object as a compact cache keeps it: its JSON (a whole watch line when ``wrapped``),
 #: its resourceVersion and uid (what a relist compares), ``wrapped``. A tuple of atoms: the
@@ -117,7 +121,17 @@ class Event:
             and self.old == other.old
         )
 
-    __hash__ = None  # type: ignore[assignment]  # holds dicts, like the attrs default
+    __hash__: ClassVar[None] = None  # type: ignore[assignment]  # holds dicts, as attrs would
+
+    def typed(self, model: builtins.type[M] | Callable[[dict[str, Any]], M]) -> M:
+        """Return the event's object decoded into ``model`` (see :meth:`crwatch.Store.typed`).
+
+        Raises:
+            crwatch.ModelError: the object does not fit the model.
+        """
+        from ._models import decode_model
+
+        return decode_model(model, self._object, self.key)  # type: ignore[no-any-return]
 
     @classmethod
     def from_object(

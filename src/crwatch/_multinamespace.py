@@ -26,7 +26,7 @@ import itertools
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
-from ._events import Event
+from ._events import Event, Packed
 from ._lanes import FanOut
 from ._store import Cache, Store
 
@@ -155,3 +155,10 @@ class NamespacesStore(Store):
             KeyError: the informer has no index called ``name``.
         """
         return [obj for cache in self._caches for obj in cache.by_index(name, value)]
+
+    def _stored(self, key: str) -> dict[str, Any] | Packed | None:
+        cache = self._by_namespace.get(key.partition("/")[0])
+        return None if cache is None else cache.stored(key)
+
+    def _stored_items(self) -> Iterator[tuple[str, dict[str, Any] | Packed]]:
+        return itertools.chain.from_iterable(cache.stored_items() for cache in self._caches)

@@ -19,13 +19,16 @@ from __future__ import annotations
 import builtins
 import logging
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import Any, TypeAlias
+from typing import Any, TypeAlias, TypeVar
 
 from ._events import CHANGE_TYPES, Event, EventType, Packed, new_event, object_key, pack, unpack
+from ._models import TypedStore
 
 __all__ = ["Cache", "IndexFunc", "Store"]
 
 log = logging.getLogger("crwatch")
+
+M = TypeVar("M")
 
 #: An index function: the index values of one object (for example its owners' uids).
 IndexFunc: TypeAlias = Callable[[dict[str, Any]], Iterable[str]]
@@ -140,6 +143,10 @@ class Cache:
         if not self._compact:
             return iter(self._items.items())  # type: ignore[arg-type]
         return ((key, _decode(value)) for key, value in list(self._items.items()))
+
+    def stored(self, key: str) -> dict[str, Any] | Packed | None:
+        """Return the object under ``key`` as held (a dict, or packed), or ``None``."""
+        return self._items.get(key)
 
     def stored_items(self) -> Iterator[tuple[str, dict[str, Any] | Packed]]:
         """Iterate over ``(key, object as held)``: for events that decode on access."""
@@ -301,3 +308,26 @@ class Store:
             KeyError: the informer has no index called ``name``.
         """
         return self._cache.by_index(name, value)
+
+    def typed(self, model: type[M] | Callable[[dict[str, Any]], M]) -> TypedStore[M]:
+        """Return a view of this store whose reads decode each object into ``model``.
+
+        ``model`` is a :class:`msgspec.Struct` subclass (a compact cache's bytes are
+        decoded straight into it, validating types), an attrs class (built from the
+        object's top-level fields), or any callable taking the object's dict. A read of an
+        object that does not fit raises :class:`crwatch.ModelError` naming the object::
+
+            class Widget(msgspec.Struct):
+                metadata: ObjectMeta
+                spec: WidgetSpec
+
+            widgets = informer.store.typed(Widget)
+            widgets.get("default/edge-a").spec.size
+        """
+        return TypedStore(self, model)
+
+    def _stored(self, key: str) -> dict[str, Any] | Packed | None:
+        return self._cache.stored(key)
+
+    def _stored_items(self) -> Iterator[tuple[str, dict[str, Any] | Packed]]:
+        return self._cache.stored_items()
