@@ -736,7 +736,7 @@ async def test_store_is_a_read_only_view(env: Env) -> None:
         assert store.list() == [store.get("default/a")]
         assert store.get("default/zz") is None
     public = {name for name in dir(store) if not name.startswith("_")}
-    assert public == {"by_index", "get", "keys", "list"}
+    assert public == {"by_index", "get", "keys", "list", "typed"}  # typed: a read-only view
 
 
 @pytest.mark.parametrize(

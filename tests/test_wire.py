@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import orjson
 import pytest
 from hypothesis import given
@@ -26,6 +28,7 @@ from crwatch._wire import (
     loads,
     parse_event,
     parse_retry_after,
+    split_list,
     status_to_error,
 )
 
@@ -314,3 +317,55 @@ def test_parse_retry_after_edges() -> None:
     far = parse_retry_after("Fri, 01 Jan 2100 00:00:00 GMT")
     assert far is not None
     assert far > 1e9
+
+
+_items = st.lists(
+    st.fixed_dictionaries(
+        {
+            "metadata": st.one_of(
+                st.fixed_dictionaries(
+                    {"name": st.text(max_size=5), "resourceVersion": st.text(max_size=3)},
+                    optional={
+                        "namespace": st.text(max_size=3),
+                        "uid": st.text(max_size=3),
+                        "labels": st.dictionaries(st.text(max_size=3), st.text(max_size=3)),
+                    },
+                ),
+                st.just("not an object"),
+                st.none(),
+            ),
+            "spec": st.dictionaries(
+                st.text(max_size=3), st.integers(-(2**63), 2**63 - 1) | st.text(max_size=4)
+            ),
+        }
+    ),
+    max_size=6,
+)
+
+
+@given(_items, st.text(max_size=4))
+def test_split_list_keeps_each_item_exactly_and_reads_its_metadata(
+    items: list[dict[str, Any]], rv: str
+) -> None:
+    """Each item's bytes parse to the item; its metadata fields are the ones read.
+
+    An item whose metadata is not an object gets ``None`` (the cache then refuses it).
+    """
+    body = orjson.dumps({"kind": "List", "metadata": {"resourceVersion": rv}, "items": items})
+    meta, got = split_list(body)
+    assert meta == {"resourceVersion": rv}
+    assert [orjson.loads(item.raw) for item in got] == items
+    for item, source in zip(got, items, strict=True):
+        if isinstance(source["metadata"], dict):
+            wanted = ("name", "namespace", "resourceVersion", "uid")
+            assert item.metadata == {k: v for k, v in source["metadata"].items() if k in wanted}
+        else:
+            assert item.metadata is None
+
+
+def test_split_list_refuses_what_is_not_a_list() -> None:
+    """Not JSON, or items that are not a list: ValueError; ``"items": null`` is empty."""
+    for body in (b"nope", b'{"items": 3}', b"[1]"):
+        with pytest.raises(ValueError):
+            split_list(body)
+    assert split_list(b'{"items": null}') == ({}, [])

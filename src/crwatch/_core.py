@@ -81,6 +81,7 @@ from ._wire import (
     SNIPPET_BYTES,
     LineSplitter,
     RawEvent,
+    RawItem,
     event_from_json,
     loads,
     parse_event,
@@ -579,6 +580,22 @@ class Core:
         transform = self.transform
         compact = self.cache.compact
         for obj in objects:
+            if type(obj) is RawItem:  # a compact cache's page, not parsed (see split_list)
+                meta = obj.metadata
+                key = key_of(meta)
+                if key is None:
+                    self._skipped(_inadmissible(obj.raw[:SNIPPET_BYTES]))
+                else:
+                    assert meta is not None
+                    uid = meta.get("uid")
+                    packed = (
+                        obj.raw,
+                        meta["resourceVersion"],
+                        uid if type(uid) is str else "",
+                        False,
+                    )
+                    collected.append((key, packed))
+                continue
             key = key_of(obj.get("metadata")) if type(obj) is dict else None
             if key is None:
                 self._skipped(_inadmissible(_snippet(obj)))
@@ -809,6 +826,9 @@ class Core:
                 limit=action.limit,
                 read_timeout=options.stall_timeout,
                 metadata_only=options.metadata_only,
+                # A compact cache keeps each item's bytes: unless a transform must see the
+                # object, the page's items are never parsed.
+                raw_items=self.cache.compact and self.transform is None,
             )
         except (ApiError, TransportError) as exc:
             return Failed(exc)

@@ -203,9 +203,13 @@ class Start:
 
 @frozen
 class PageReceived:
-    """A list page arrived (``continue_token`` is ``None`` on the last page)."""
+    """A list page arrived (``continue_token`` is ``None`` on the last page).
 
-    items: Sequence[dict[str, Any]]
+    The machine passes the items on without looking at them: parsed dicts, or a compact
+    cache's unparsed items.
+    """
+
+    items: Sequence[Any]
     resource_version: str
     continue_token: str | None = None
 
@@ -325,7 +329,7 @@ class Sleep:
 class Collect:
     """Add objects to the pending relist buffer."""
 
-    objects: Sequence[dict[str, Any]]
+    objects: Sequence[Any]
 
 
 @frozen

@@ -27,7 +27,7 @@ from ._exceptions import ApiError, InvalidOptionError, TransportError
 from ._kubeconfig import default_paths
 from ._kubeconfig import load as load_kubeconfig
 from ._resource import Resource
-from ._wire import loads, parse_retry_after, status_to_error
+from ._wire import RawItem, loads, parse_retry_after, split_list, status_to_error
 
 
 class _LazyModule:
@@ -203,7 +203,7 @@ def is_api_client(value: object) -> bool:
 class ListResult:
     """One list page: its items, the list's resourceVersion, the next continue token."""
 
-    items: Sequence[dict[str, Any]]
+    items: Sequence[dict[str, Any]] | Sequence[RawItem]
     resource_version: str
     continue_token: str | None
 
@@ -276,8 +276,12 @@ class Transport:
         limit: int | None,
         read_timeout: float | None,
         metadata_only: bool = False,
+        raw_items: bool = False,
     ) -> ListResult:
         """GET one page of the collection (``metadata_only``: as PartialObjectMetadataList).
+
+        With ``raw_items`` the items are :class:`~crwatch._wire.RawItem` (their own bytes
+        and metadata, for a compact cache) instead of parsed dicts.
 
         Raises:
             ApiError: the server answered an error (typed by status, naming verb and resource).
@@ -304,6 +308,16 @@ class Transport:
             raise TransportError(f"list {resource}: body not read: {_explain(exc)}") from exc
         finally:
             response.release()
+        if raw_items:
+            try:
+                meta, raws = split_list(body)
+            except ValueError:
+                raise TransportError(f"list {resource}: response is not a list") from None
+            return ListResult(
+                raws,
+                str(meta.get("resourceVersion") or ""),
+                str(meta.get("continue") or "") or None,
+            )
         try:
             data = loads(body)
         except ValueError:

@@ -11,6 +11,7 @@ import time
 from collections.abc import Mapping
 from typing import Any, Final, NamedTuple
 
+import msgspec
 import orjson
 
 from ._exceptions import (
@@ -52,6 +53,76 @@ def loads(data: bytes | bytearray | memoryview | str) -> Any:
     Raises ``orjson.JSONDecodeError`` (a ``ValueError``) on bad input.
     """
     return orjson.loads(data)
+
+
+class RawItem(NamedTuple):
+    """One object of a list page, not parsed: its own JSON and the metadata fields read.
+
+    Attributes:
+        raw: the object's JSON, exactly as the server sent it (a copy of its span).
+        metadata: ``name``, ``namespace``, ``resourceVersion`` and ``uid`` where present,
+            or ``None`` when the object's ``metadata`` is not an object.
+    """
+
+    raw: bytes
+    metadata: dict[str, Any] | None
+
+
+class _Meta(msgspec.Struct):
+    name: Any = None
+    namespace: Any = None
+    resourceVersion: Any = None
+    uid: Any = None
+
+
+class _Item(msgspec.Struct):
+    metadata: _Meta | None = None
+
+
+class _RawList(msgspec.Struct):
+    metadata: dict[str, Any] | None = None
+    items: list[msgspec.Raw] | None = None
+
+
+_decode_raw_list = msgspec.json.Decoder(_RawList).decode
+_decode_item = msgspec.json.Decoder(_Item).decode
+
+
+def split_list(body: bytes) -> tuple[dict[str, Any], list[RawItem]]:
+    """Split a list response into its metadata and its items, without parsing the items.
+
+    Each item keeps its own bytes and the few metadata fields a cache keys and compares it
+    by; everything else is skipped by msgspec's decoder without being built. For a compact
+    cache this is 3.6 us per ~2 KB object against 13.5 us for parsing the page with orjson
+    and encoding each object again (bench/compact_decode.py), and it builds no dicts for
+    the cyclic garbage collector to walk while a page is handled.
+
+    Raises:
+        ValueError: the body is not JSON, or not an object whose ``items`` is a list.
+    """
+    try:
+        page = _decode_raw_list(body)
+    except msgspec.MsgspecError as exc:
+        raise ValueError(str(exc)) from None
+    items: list[RawItem] = []
+    for raw in page.items or ():
+        data = bytes(raw)
+        try:
+            meta = _decode_item(data).metadata
+        except msgspec.ValidationError:  # metadata of another shape: not admitted later
+            items.append(RawItem(data, None))
+            continue
+        fields = None
+        if meta is not None:
+            fields = {
+                "name": meta.name,
+                "namespace": meta.namespace,
+                "resourceVersion": meta.resourceVersion,
+                "uid": meta.uid,
+            }
+            fields = {k: v for k, v in fields.items() if v is not None}
+        items.append(RawItem(data, fields))
+    return page.metadata or {}, items
 
 
 def dumps(obj: Any) -> bytes:
