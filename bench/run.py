@@ -108,9 +108,9 @@ def _informer_sync_rows(kind: str) -> list[Row]:
     name = f"crwatch-informer-{kind}"
     return [
         Row(group, name, "crwatch.Informer: wait_synced()", "informer_client:sync", "crwatch",
-            "compact cache; target <= 1.2x floor (time)", detail=COLLECT_AFTER),
-        Row(group, f"{name}-nofreeze", 'crwatch.Informer(gc_freeze="off")',
-            "informer_client:sync_compact_gc_off", "crwatch", "compact cache, no gc.freeze",
+            "compact cache, no gc.freeze; target <= 1.2x floor (time)", detail=COLLECT_AFTER),
+        Row(group, f"{name}-freeze", 'crwatch.Informer(gc_freeze="list")',
+            "informer_client:sync_compact_gc_list", "crwatch", "compact cache",
             detail=COLLECT_AFTER),
         Row(group, f"{name}-objects", 'crwatch.Informer(cache="objects", gc_freeze="list")',
             "informer_client:sync_objects", "crwatch", vs=f"floor-{kind}-kept-nogc",

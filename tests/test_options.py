@@ -22,7 +22,7 @@ def test_defaults_and_normalisation() -> None:
     assert (options.page_size, options.max_event_bytes) == (500, 16 * 1024 * 1024)
     assert (options.streaming_list, options.gc_freeze, options.watch_timeout) == (
         "auto",
-        "list",
+        "off",
         (300, 600),
     )
     assert isinstance(ListWatchOptions().seed, int)  # drawn at random when not given

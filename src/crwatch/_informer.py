@@ -675,9 +675,9 @@ class Informer:
         watch_timeout: see :func:`crwatch.watch`. Default ``(300, 600)``.
         seed: see :func:`crwatch.watch`. Default ``None``.
         gc_freeze: see :func:`crwatch.watch` and the informer guide: how lists hide the
-            objects they parse and cache from the cyclic garbage collector
-            (:func:`gc.freeze`). ``"list"`` (default): only while a list runs; ``"keep"``:
-            for good; ``"off"``: never.
+            objects they cache from the cyclic garbage collector (:func:`gc.freeze`), for
+            ``cache="objects"``. ``"off"`` (default): never; ``"list"``: only while a list
+            runs; ``"keep"``: for good.
         metadata_only: see :func:`crwatch.watch`: cache and deliver each object's
             ``PartialObjectMetadata`` only. Default ``False``.
         cache: ``"compact"`` (default) keeps each object as its JSON bytes (about 1.2x its
@@ -714,7 +714,7 @@ class Informer:
         backoff: Backoff | None = None,
         watch_timeout: tuple[int, int] = (300, 600),
         seed: int | None = None,
-        gc_freeze: GcFreeze = "list",
+        gc_freeze: GcFreeze = "off",
         metadata_only: bool = False,
         cache: CacheMode = "compact",
     ) -> None:

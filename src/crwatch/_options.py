@@ -206,7 +206,7 @@ class ListWatchOptions:
     backoff: Backoff = field(default=None, converter=_backoff)
     watch_timeout: tuple[int, int] = field(default=(300, 600), validator=_watch_timeout)
     seed: int = field(default=None, converter=_seed)
-    gc_freeze: GcFreeze = field(default="list", validator=_gc_freeze)
+    gc_freeze: GcFreeze = field(default="off", validator=_gc_freeze)
     metadata_only: bool = field(default=False, validator=_metadata_only)
     cache: CacheMode = field(default="compact", validator=_cache)
 

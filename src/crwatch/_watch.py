@@ -277,7 +277,7 @@ def watch(
     buffer_size: int = 128,
     watch_timeout: tuple[int, int] = (300, 600),
     seed: int | None = None,
-    gc_freeze: GcFreeze = "list",
+    gc_freeze: GcFreeze = "off",
     metadata_only: bool = False,
     cache: CacheMode = "compact",
 ) -> Watch:
@@ -326,20 +326,19 @@ def watch(
         watch_timeout: each watch asks the server to end it after a random number of
             seconds in ``[low, high)`` (it is then resumed at once). Default ``(300, 600)``.
         seed: seed of the jitter's random numbers, for reproducible tests. Default ``None``.
-        gc_freeze: how lists hide what they parse and cache from Python's cyclic garbage
-            collector (:func:`gc.freeze`, which acts on the whole process). Without it the
-            collector walks the growing cache of dicts (``cache="objects"``), or each page
-            of a paginated list (even with a compact cache), again and again during a list:
-            up to two thirds of the time for 100,000 objects. ``"list"`` (default) freezes
-            after every page (every 500 objects of a streaming list) and unfreezes once no
-            list runs any more; the next full collection then walks the cache once (a
-            compact cache holds nothing it walks). ``"off"`` never touches the collector;
-            a compact cache filled by a streaming list does as well without. A process
-            that has frozen objects itself is left alone. ``"keep"`` freezes as well and
-            leaves everything frozen, so later full collections skip the cache too; but a
-            reference cycle frozen while alive is never collected once it dies (until
-            :func:`gc.unfreeze`). See "Large caches and the garbage
-            collector" in the informer guide.
+        gc_freeze: whether lists hide what they cache from Python's cyclic garbage
+            collector (:func:`gc.freeze`, which acts on the whole process). ``"off"``
+            (default) never touches the collector: a compact cache holds nothing it walks,
+            and its lists build no objects that live long. With ``cache="objects"`` (or a
+            ``transform``, which makes a list parse its pages) the collector walks the
+            growing cache again and again during a list, up to two thirds of the time for
+            100,000 objects: ``"list"`` freezes after every page (every 500 objects of a
+            streaming list) and unfreezes once no list runs any more, so the next full
+            collection walks the cache once; a process that has frozen objects itself is
+            left alone. ``"keep"`` freezes as well and leaves everything frozen, so later
+            full collections skip the cache too; but a reference cycle frozen while alive
+            is never collected once it dies (until :func:`gc.unfreeze`). See "Large caches
+            and the garbage collector" in the informer guide.
         metadata_only: ``True`` asks the server for each object's metadata only
             (``PartialObjectMetadata``, as client-go's metadata informers do): events then
             carry ``{"apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadata",
