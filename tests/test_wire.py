@@ -28,6 +28,7 @@ from crwatch._wire import (
     loads,
     parse_event,
     parse_retry_after,
+    peek_line,
     split_list,
     status_to_error,
 )
@@ -369,3 +370,25 @@ def test_split_list_refuses_what_is_not_a_list() -> None:
         with pytest.raises(ValueError):
             split_list(body)
     assert split_list(b'{"items": null}') == ({}, [])
+
+
+@given(
+    st.sampled_from(["ADDED", "MODIFIED", "BOOKMARK", 3]),
+    _items.filter(bool).map(lambda items: items[0]),
+)
+def test_peek_line_reads_the_type_and_key_fields_only(kind: Any, obj: dict[str, Any]) -> None:
+    """A ``{"type", "object"}`` line gives its type and the object's key fields.
+
+    The same fields as ``split_list`` reads; a line of another shape gives ``None``.
+    """
+    line = orjson.dumps({"type": kind, "object": obj})
+    got = peek_line(line)
+    if not isinstance(kind, str):
+        assert got is None
+        return
+    assert got is not None
+    assert got[0] == kind
+    meta = split_list(orjson.dumps({"items": [obj]}))[1][0].metadata
+    assert got[1] == meta
+    assert peek_line(b'{"type": "ADDED", "object": "x"}') is None
+    assert peek_line(b"not json") is None

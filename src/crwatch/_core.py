@@ -85,6 +85,7 @@ from ._wire import (
     event_from_json,
     loads,
     parse_event,
+    peek_line,
     status_to_error,
 )
 
@@ -866,12 +867,15 @@ class Core:
         pending = open_stream.pending
         delivery = self._delivery
         # Bound once: the loop below runs once per event.
-        pulls, push, apply_line, watching = (
+        pulls, push, apply_line, watching, streaming = (
             delivery.pulls,
             delivery.push,
             self._apply_line,
             Phase.WATCHING,
+            Phase.STREAMING_LIST,
         )
+        # A compact cache keeps a streaming list's lines as they are (see _collect_line).
+        raw_list = self.cache.compact and self.transform is None
         while True:
             phase = self.state.phase
             while pending:
@@ -895,6 +899,8 @@ class Core:
                             continue
                         line = result
                     else:
+                        if raw_list and phase is streaming and self._collect_line(line, collected):
+                            continue
                         try:
                             line = parse_event(line)
                         except MalformedLineError as exc:
@@ -916,6 +922,27 @@ class Core:
             observation = await self._receive(open_stream, phase)
             if observation is not None:
                 return observation
+
+    def _collect_line(self, line: bytes, collected: _Collected) -> bool:
+        """Collect a streaming list's ADDED line for a compact cache without parsing it.
+
+        Only the type and the key fields are read (``peek_line``); the line is what the
+        cache keeps. Returns ``False`` for any other line (a bookmark, an error, anything
+        inadmissible or malformed), which then takes the usual path and is reported there.
+        """
+        head = peek_line(line)
+        if head is None or head[0] != "ADDED":
+            return False
+        meta = head[1]
+        key = self._key(meta)
+        if key is None:
+            return False
+        assert meta is not None
+        uid = meta.get("uid")
+        collected.append(
+            (key, (line, meta["resourceVersion"], uid if type(uid) is str else "", True))
+        )
+        return True
 
     def _observe(self, raw: RawEvent, phase: Phase, collected: _Collected) -> Observation | None:
         """Return what a parsed line means for the machine (``None``: nothing more to do)."""

@@ -84,8 +84,44 @@ class _RawList(msgspec.Struct):
     items: list[msgspec.Raw] | None = None
 
 
+class _LineHead(msgspec.Struct):
+    type: Any = None
+    object: _Item | None = None
+
+
 _decode_raw_list = msgspec.json.Decoder(_RawList).decode
 _decode_item = msgspec.json.Decoder(_Item).decode
+_decode_line_head = msgspec.json.Decoder(_LineHead).decode
+
+
+def _key_fields(meta: _Meta | None) -> dict[str, Any] | None:
+    if meta is None:
+        return None
+    fields = {
+        "name": meta.name,
+        "namespace": meta.namespace,
+        "resourceVersion": meta.resourceVersion,
+        "uid": meta.uid,
+    }
+    return {k: v for k, v in fields.items() if v is not None}
+
+
+def peek_line(line: bytes) -> tuple[str, dict[str, Any] | None] | None:
+    """Read a watch line's type and its object's key fields, without parsing the object.
+
+    For a compact cache filling from a streaming list: the line itself is what it keeps.
+    Returns ``None`` for anything that is not a ``{"type", "object": {...}}`` line (the
+    caller parses it the usual way, and reports what is wrong with it); the metadata is
+    ``None`` when it is not an object (see :class:`RawItem`).
+    """
+    try:
+        head = _decode_line_head(line)
+    except msgspec.MsgspecError:
+        return None
+    kind, obj = head.type, head.object
+    if type(kind) is not str or obj is None:
+        return None
+    return kind, _key_fields(obj.metadata)
 
 
 def split_list(body: bytes) -> tuple[dict[str, Any], list[RawItem]]:
@@ -112,16 +148,7 @@ def split_list(body: bytes) -> tuple[dict[str, Any], list[RawItem]]:
         except msgspec.ValidationError:  # metadata of another shape: not admitted later
             items.append(RawItem(data, None))
             continue
-        fields = None
-        if meta is not None:
-            fields = {
-                "name": meta.name,
-                "namespace": meta.namespace,
-                "resourceVersion": meta.resourceVersion,
-                "uid": meta.uid,
-            }
-            fields = {k: v for k, v in fields.items() if v is not None}
-        items.append(RawItem(data, fields))
+        items.append(RawItem(data, _key_fields(meta)))
     return page.metadata or {}, items
 
 
