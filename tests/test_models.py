@@ -114,10 +114,15 @@ async def test_typed_reads_of_listed_and_watched_objects(
     assert Event.from_object("ADDED", old).typed(Widget).spec.size == 2
 
 
-async def test_an_object_that_does_not_fit_names_itself(env: Env) -> None:
-    """A type mismatch is a ModelError naming the object, the model and the field path."""
+@pytest.mark.parametrize("streaming", [False, True], ids=["paginated", "streaming"])
+async def test_an_object_that_does_not_fit_names_itself(env: Env, streaming: bool) -> None:
+    """A type mismatch is a ModelError naming the object, the model and the field path.
+
+    The path is within the object whether the cache keeps its own JSON (a list page) or
+    the watch line it came in (a streaming list).
+    """
     env.create("a", size=1)
-    informer = crwatch.Informer(env.client, WIDGETS, namespace="default")
+    informer = crwatch.Informer(env.client, WIDGETS, namespace="default", streaming_list=streaming)
     async with informer:
         await informer.wait_synced(timeout=5)
         with pytest.raises(crwatch.ModelError) as caught:
@@ -125,7 +130,7 @@ async def test_an_object_that_does_not_fit_names_itself(env: Env) -> None:
     assert caught.value.key == "default/a"
     assert caught.value.model == "BadWidget"
     assert "default/a" in str(caught.value)
-    assert "$.spec.size" in str(caught.value)
+    assert "`$.spec.size`" in str(caught.value)
 
 
 async def test_attrs_classes_and_callables_are_models(env: Env) -> None:

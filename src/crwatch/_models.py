@@ -97,7 +97,12 @@ def decode_model(model: Any, value: dict[str, Any] | Packed, key: str) -> Any:
             if type(value) is tuple:
                 raw, wrapped = value[0], value[3]
                 if wrapped:
-                    return msgspec.json.decode(raw, type=_line_type(model)).object
+                    try:
+                        return msgspec.json.decode(raw, type=_line_type(model)).object
+                    except msgspec.ValidationError as exc:
+                        # Paths within the object, not within the watch line it came in.
+                        reason = str(exc).replace("`$.object.", "`$.").replace("`$.object`", "`$`")
+                        raise ModelError(key, _model_name(model), reason) from exc
                 return msgspec.json.decode(raw, type=model)
             return msgspec.convert(value, model)
         obj = value
