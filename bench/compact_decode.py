@@ -15,7 +15,9 @@ keeps the newest state per key as a cache would:
 * what a later read of a kept object costs (``store.get()`` decoding its bytes): orjson and
   msgspec, and the byte comparison that tells a change with equal metadata;
 * the memory per kept object (tracemalloc) of a dict, of the bytes + metadata record, and
-  of the bytes alone; and what crwatch's cache holds per object in each ``cache=`` mode.
+  of the bytes alone; and what crwatch's cache holds per object in each ``cache=`` mode;
+* a list page as a compact cache takes it: parsed and each object encoded again, against
+  crwatch's ``split_list`` (each item's bytes and key fields, the objects never built).
 
 Each figure is the best of R repeats (µs per event); the cyclic GC runs as usual, as it
 would in a client.
@@ -199,6 +201,33 @@ def main() -> None:
         ("read a kept object: orjson.loads of its bytes", _time(get_orjson, reads, r)),
         ("read a kept object: msgspec.json.decode of its bytes", _time(get_msgspec, reads, r)),
         ("compare two states' bytes (a change with equal metadata)", _time(compare, reads, r)),
+    ]
+
+    # A list page of 500 objects, as a compact cache takes it (per object).
+    from crwatch._wire import split_list
+
+    page = orjson.dumps({"kind": "List", "items": [loads(raw) for raw in sample[:500]]})
+
+    pages = 20
+
+    def page_orjson_then_encode() -> None:
+        for _ in range(pages):
+            for obj in loads(page)["items"]:
+                _copy(orjson.dumps(obj))
+
+    def page_split() -> None:
+        for _ in range(pages):
+            split_list(page)
+
+    rows += [
+        (
+            "list page: orjson.loads, then each object encoded and kept",
+            _time(page_orjson_then_encode, pages * 500, r),
+        ),
+        (
+            "list page: crwatch's split_list (msgspec: items' bytes + key fields)",
+            _time(page_split, pages * 500, r),
+        ),
     ]
     width = max(len(label) for label, _ in rows)
     print(f"{n:,} events over {m:,} objects, {sum(map(len, lines)) / n:,.0f} B per line")
