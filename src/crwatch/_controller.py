@@ -166,8 +166,10 @@ class _LogRecorder:
 class Context(Generic[T]):
     """What a reconcile gets: the key, the object as cached, and the controller's tools.
 
-    ``T`` is the type you give the objects (``dict[str, Any]``, or a ``TypedDict``); the
-    objects are the cache's dicts, shared: treat them as read-only.
+    ``T`` is the type you give the objects (``dict[str, Any]``, or a ``TypedDict``). With
+    the default compact cache each reconcile gets a dict of its own, decoded from the cache
+    (changing it, say to build an update, changes nothing else); with ``cache="objects"``
+    the objects are the cache's dicts, shared: treat them as read-only there.
     """
 
     __slots__ = ("_controller", "_in_thread", "key", "object", "retries")
