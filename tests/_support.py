@@ -33,6 +33,25 @@ async def widget_cluster(
             yield server, rtype, client
 
 
+class Seen:
+    """What a callback saw, with a wait for a count of items (woken per item, no polling)."""
+
+    def __init__(self) -> None:
+        self.items: list[Any] = []
+        self._changed = anyio.Event()
+
+    def add(self, item: Any) -> None:
+        self.items.append(item)
+        self._changed.set()
+        self._changed = anyio.Event()
+
+    async def until(self, count: int, timeout: float = 20) -> None:
+        """Wait until ``count`` items were added; a real-time guard against hangs."""
+        with anyio.fail_after(timeout):
+            while len(self.items) < count:
+                await self._changed.wait()
+
+
 class WidgetEnv:
     """A fake server with the widgets CRD and a crwatch client for it; changes in "default".
 

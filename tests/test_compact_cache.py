@@ -20,7 +20,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import crwatch
-from _support import WidgetEnv, widget_cluster
+from _support import Seen, WidgetEnv, widget_cluster
 from crwatch import Backoff, Event, EventType
 from crwatch._store import Cache
 from crwatch.testing import Fault
@@ -147,23 +147,6 @@ async def env(tmp_path: Path) -> AsyncIterator[Env]:
         yield Env(server, rtype, client)
 
 
-class Recorder:
-    """A subscriber keeping every event, with a wait for the n-th."""
-
-    def __init__(self) -> None:
-        self.events: list[Event] = []
-        self._grew = anyio.Event()
-
-    def __call__(self, event: Event) -> None:
-        self.events.append(event)
-        self._grew.set()
-
-    async def wait_for_count(self, n: int) -> None:
-        while len(self.events) < n:
-            self._grew = anyio.Event()
-            await self._grew.wait()
-
-
 def _summary(events: list[Event]) -> list[tuple[str, str, bool, Any, Any]]:
     return [
         (
@@ -185,7 +168,7 @@ async def _scenario(
     A change, a deletion and a creation made while the watch is down (it ended after one
     event, and its resume gets a 410).
     """
-    seen = Recorder()
+    seen = Seen()
     informer = crwatch.Informer(
         env.client,
         WIDGETS,
@@ -195,7 +178,7 @@ async def _scenario(
         streaming_list=False,
         page_size=2,
     )
-    informer.subscribe(seen)
+    informer.subscribe(seen.add)
     # The first watch ends after its first event; its resume then gets 410.
     env.server.faults.add(Fault.end_after(1), verb="watch")
     expired = env.server.faults.add(Fault.expired(), verb="watch")
@@ -211,8 +194,8 @@ async def _scenario(
         with anyio.fail_after(5):
             await expired.wait_fired()
             await informer.wait_for(new["metadata"]["resourceVersion"])
-            await seen.wait_for_count(7)
-        return seen.events, informer.store
+            await seen.until(7)
+        return seen.items, informer.store
 
 
 @pytest.mark.anyio
@@ -256,7 +239,7 @@ async def test_changing_a_compact_read_changes_nothing_else(env: Env) -> None:
     as the server sent it.
     """
     env.create("a", size=1)
-    second = Recorder()
+    second = Seen()
 
     def first(event: Event) -> None:
         if event.type is EventType.ADDED:
@@ -264,11 +247,11 @@ async def test_changing_a_compact_read_changes_nothing_else(env: Env) -> None:
 
     informer = crwatch.Informer(env.client, WIDGETS, namespace="default", cache="compact")
     informer.subscribe(first)
-    informer.subscribe(second)
+    informer.subscribe(second.add)
     async with informer:
         with anyio.fail_after(5):
             await informer.wait_synced()
-            await second.wait_for_count(1)
+            await second.until(1)
         mine = informer.store.get("default/a")
         assert mine is not None
         mine["spec"]["size"] = 42
@@ -279,11 +262,11 @@ async def test_changing_a_compact_read_changes_nothing_else(env: Env) -> None:
         changed = env.patch("a", size=2)
         with anyio.fail_after(5):
             await informer.wait_for(changed["metadata"]["resourceVersion"])
-            await second.wait_for_count(2)
+            await second.until(2)
     # The live change's old is the cached state, untouched by either change above.
-    assert second.events[1].old is not None
-    assert second.events[1].old["spec"] == {"size": 1}
-    assert second.events[1].object["spec"] == {"size": 2}
+    assert second.items[1].old is not None
+    assert second.items[1].old["spec"] == {"size": 1}
+    assert second.items[1].object["spec"] == {"size": 2}
 
 
 @pytest.mark.anyio

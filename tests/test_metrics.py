@@ -9,7 +9,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import anyio
 import prometheus_client
 import pytest
 from hypothesis import given
@@ -21,7 +20,7 @@ import crwatch
 import crwatch.metrics
 import crwatch.otel
 import crwatch.prometheus
-from _support import widget_cluster
+from _support import Seen, widget_cluster
 from crwatch.metrics import Registry
 from crwatch.testing import Fault
 
@@ -43,24 +42,6 @@ def widget(name: str, **spec: Any) -> dict[str, Any]:
         "metadata": {"name": name, "namespace": "default"},
         "spec": spec,
     }
-
-
-class Seen:
-    """What a callback saw, with a wait for a condition on it (woken per item, no polling)."""
-
-    def __init__(self) -> None:
-        self.items: list[Any] = []
-        self._changed = anyio.Event()
-
-    def add(self, item: Any) -> None:
-        self.items.append(item)
-        self._changed.set()
-        self._changed = anyio.Event()
-
-    async def until(self, count: int) -> None:
-        with anyio.fail_after(GUARD):
-            while len(self.items) < count:
-                await self._changed.wait()
 
 
 pytestmark = pytest.mark.anyio

@@ -34,7 +34,7 @@ from typing import Any, Final, Protocol, TypeAlias
 import anyio
 
 from . import _gc
-from ._events import CHANGE_TYPES, Event, EventType, Packed, object_key, pack
+from ._events import CHANGE_TYPES, Event, EventType, Packed, object_key, pack, pack_unparsed
 from ._exceptions import (
     ApiError,
     BadRequestError,
@@ -588,14 +588,7 @@ class Core:
                     self._skipped(_inadmissible(obj.raw[:SNIPPET_BYTES]))
                 else:
                     assert meta is not None
-                    uid = meta.get("uid")
-                    packed = (
-                        obj.raw,
-                        meta["resourceVersion"],
-                        uid if type(uid) is str else "",
-                        False,
-                    )
-                    collected.append((key, packed))
+                    collected.append((key, pack_unparsed(obj.raw, meta, wrapped=False)))
                 continue
             key = key_of(obj.get("metadata")) if type(obj) is dict else None
             if key is None:
@@ -938,10 +931,7 @@ class Core:
         if key is None:
             return False
         assert meta is not None
-        uid = meta.get("uid")
-        collected.append(
-            (key, (line, meta["resourceVersion"], uid if type(uid) is str else "", True))
-        )
+        collected.append((key, pack_unparsed(line, meta, wrapped=True)))
         return True
 
     def _observe(self, raw: RawEvent, phase: Phase, collected: _Collected) -> Observation | None:

@@ -61,6 +61,16 @@ def pack(obj: dict[str, Any], line: bytes | None = None) -> Packed:
     return (bytes(memoryview(dumps(obj))), rv, uid, False)
 
 
+def pack_unparsed(raw: bytes, meta: dict[str, Any], *, wrapped: bool) -> Packed:
+    """Pack an object a compact cache keeps without parsing it.
+
+    ``raw`` is its JSON (a watch line when ``wrapped``); ``meta`` the key fields read from
+    it, already admitted (so a resourceVersion is there).
+    """
+    uid = meta.get("uid")
+    return (raw, meta["resourceVersion"], uid if type(uid) is str else "", wrapped)
+
+
 def unpack(packed: Packed) -> dict[str, Any]:
     """Decode a packed object: a new dict every call."""
     data: dict[str, Any] = loads(packed[0])
